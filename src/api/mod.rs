@@ -1,0 +1,312 @@
+//! The public face: [`Heap`], its builder, and the inherent allocation methods every trait impl
+//! forwards to. Interior mutability lives here (an `UnsafeCell`), which is what makes `Heap`
+//! `!Sync`.
+
+mod traits;
+
+use crate::error::{CheckError, Fail, HeapError};
+use crate::heap::{self, HeapCore};
+use crate::stats::Stats;
+use core::alloc::Layout;
+use core::cell::UnsafeCell;
+use core::fmt;
+use core::ptr::NonNull;
+
+/// The allocation failed: out of memory (the heap's limit or the OS), or a size or alignment the
+/// heap cannot serve. The heap is unchanged and fully usable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AllocError;
+
+impl fmt::Display for AllocError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("isoheap: memory allocation failed")
+    }
+}
+
+impl core::error::Error for AllocError {}
+
+impl From<Fail> for AllocError {
+    #[inline]
+    fn from(_: Fail) -> Self {
+        AllocError
+    }
+}
+
+/// An isolated heap: memory of its own, mapped from the OS, handed out to collections through
+/// `&Heap` (which implements `Allocator`).
+///
+/// ```
+/// use isoheap::Heap;
+/// use allocator_api2::vec::Vec;
+///
+/// let heap = Heap::new();                       // maps nothing yet
+/// let mut v: Vec<u32, &Heap> = Vec::new_in(&heap);
+/// v.extend(0..1000);                            // grows in place at the heap's frontier
+/// assert_eq!(v.iter().sum::<u32>(), 499_500);
+/// drop(v);                                      // merges back into one free span
+/// assert_eq!(heap.stats().in_use, 0);
+/// heap.check().unwrap();
+/// ```
+///
+/// Blocks are kept in address order: allocation is first fit (the lowest-addressed free block
+/// that holds the request), freeing merges with both neighbours, and growing extends in place
+/// when the space behind a block is free. Dropping the heap returns all its memory to the OS at
+/// once, whatever is still allocated (the borrow of `&Heap` guarantees nothing uses it then).
+///
+/// `Heap` is `Send` (all its state moves with it, and no `&Heap` can outlive the move) but not
+/// `Sync`: two threads may not allocate from one `Heap` at once.
+///
+/// ```compile_fail
+/// let heap = isoheap::Heap::new();
+/// std::thread::scope(|s| {
+///     s.spawn(|| heap.stats()); // error: `UnsafeCell<..>` cannot be shared between threads
+/// });
+/// ```
+pub struct Heap {
+    core: UnsafeCell<HeapCore>,
+}
+
+// SAFETY: a Heap owns its chunks exclusively; moving it moves that ownership. It holds no
+// thread-local state, and `&Heap` (the only way to reach the memory) cannot cross threads
+// because Heap is not Sync.
+unsafe impl Send for Heap {}
+
+impl Default for Heap {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Heap {
+    /// A heap that maps nothing until its first allocation, then grows on demand (64 KiB first,
+    /// each new chunk as large as all before it, up to 1 GiB per chunk). An empty heap costs
+    /// its own size (`size_of::<Heap>()` bytes) and no system call. O(1).
+    pub const fn new() -> Heap {
+        Heap {
+            core: UnsafeCell::new(HeapCore::new(heap::Config {
+                growth: heap::DEFAULT_GROWTH,
+                limit: usize::MAX,
+                can_grow: true,
+            })),
+        }
+    }
+
+    /// A heap with `bytes` of block space mapped up front (plus its metadata, rounded to whole
+    /// pages). Like `Vec::with_capacity`, it still grows past that; use [`Heap::builder`] for a
+    /// limit. Fails on zero, on sizes the address space cannot hold, and when the OS refuses.
+    pub fn with_capacity(bytes: usize) -> Result<Heap, HeapError> {
+        if bytes == 0 {
+            return Err(HeapError::ZeroSize);
+        }
+        Heap::builder().initial(bytes).build()
+    }
+
+    /// A builder for the initial size, the growth step and a hard limit on bytes mapped.
+    pub const fn builder() -> HeapBuilder {
+        HeapBuilder {
+            initial: 0,
+            growth: heap::DEFAULT_GROWTH,
+            limit: None,
+        }
+    }
+
+    #[inline]
+    #[allow(clippy::mut_from_ref)]
+    fn core(&self) -> &mut HeapCore {
+        // SAFETY: Heap is !Sync, so only this thread reaches the cell; every method takes the
+        // reference for its own duration only and calls no code that could re-enter the heap
+        // (no callbacks, no global allocator), so two `&mut HeapCore` never coexist.
+        unsafe { &mut *self.core.get() }
+    }
+
+    /// Allocates a block for `layout`. Zero-size layouts get a dangling, aligned pointer and use
+    /// no memory. The returned length is the block's size (the request rounded up to 16 bytes);
+    /// `deallocate` accepts any size between the requested one and that length.
+    ///
+    /// Expected O(log n) in the number of free blocks (first fit in an address-ordered index),
+    /// O(1) while nothing fits below the frontier, plus O(c) over the chunks (few: they grow
+    /// geometrically). Mapping a new chunk is a system call.
+    #[inline]
+    pub fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        Ok(self.core().alloc(layout.size(), layout.align(), false)?)
+    }
+
+    /// Like [`allocate`](Self::allocate), and the block reads as zero. Memory fresh from the OS
+    /// is zero already and is not cleared again. Same complexity plus O(size) for reused memory.
+    #[inline]
+    pub fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        Ok(self.core().alloc(layout.size(), layout.align(), true)?)
+    }
+
+    /// Frees a block, merging it with free neighbours (found in O(1) through boundary bits);
+    /// expected O(log n) for the index. Zero-size layouts are a no-op.
+    ///
+    /// # Safety
+    /// `ptr` was returned by this heap for `layout` (its size may be anything between the one
+    /// requested and the length returned), and is not used afterwards. A pointer that does not
+    /// belong to this heap, or (in debug builds) a block freed twice, stops the program with a
+    /// message naming the address.
+    #[inline]
+    pub unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: forwarded contract.
+        unsafe { self.core().dealloc(ptr, layout.size()) }
+    }
+
+    /// Grows a block to `new_layout`, in place when the space behind it is free or untouched
+    /// (O(1) plus expected O(log n)), else by allocating, copying and freeing (O(size)).
+    ///
+    /// # Safety
+    /// `ptr` is a live block of this heap allocated with `old_layout`;
+    /// `new_layout.size() >= old_layout.size()`. On success `ptr` must not be used again.
+    #[inline]
+    pub unsafe fn grow(
+        &self,
+        ptr: NonNull<u8>,
+        old_layout: Layout,
+        new_layout: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        // SAFETY: forwarded contract.
+        Ok(unsafe {
+            self.core().grow(
+                ptr,
+                old_layout.size(),
+                new_layout.size(),
+                new_layout.align(),
+                false,
+            )?
+        })
+    }
+
+    /// Like [`grow`](Self::grow), and the new bytes read as zero.
+    ///
+    /// # Safety
+    /// As for [`grow`](Self::grow).
+    #[inline]
+    pub unsafe fn grow_zeroed(
+        &self,
+        ptr: NonNull<u8>,
+        old_layout: Layout,
+        new_layout: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        // SAFETY: forwarded contract.
+        Ok(unsafe {
+            self.core().grow(
+                ptr,
+                old_layout.size(),
+                new_layout.size(),
+                new_layout.align(),
+                true,
+            )?
+        })
+    }
+
+    /// Shrinks a block in place and returns the tail to the free set, merged with what follows
+    /// (expected O(log n)). It moves only if `new_layout` needs an alignment the block lacks.
+    ///
+    /// # Safety
+    /// `ptr` is a live block of this heap allocated with `old_layout`;
+    /// `new_layout.size() <= old_layout.size()`.
+    #[inline]
+    pub unsafe fn shrink(
+        &self,
+        ptr: NonNull<u8>,
+        old_layout: Layout,
+        new_layout: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        // SAFETY: forwarded contract.
+        Ok(unsafe {
+            self.core().shrink(
+                ptr,
+                old_layout.size(),
+                new_layout.size(),
+                new_layout.align(),
+            )?
+        })
+    }
+
+    /// Counters: bytes in use, free, mapped, the largest free span, peak use. O(c) in chunks.
+    pub fn stats(&self) -> Stats {
+        self.core().stats()
+    }
+
+    /// Walks the whole heap and verifies every invariant: tags agree with the bitmap, the index
+    /// holds exactly the free blocks in address order, no two free blocks are adjacent, block
+    /// sizes add up to the mapped total, and the counters agree. Returns the first violation,
+    /// naming its address. O(heap size / 1024 + free blocks).
+    pub fn check(&self) -> Result<(), CheckError> {
+        self.core().check()
+    }
+}
+
+impl fmt::Debug for Heap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = self.core();
+        f.debug_struct("Heap")
+            .field("stats", &c.stats())
+            .field("growth", &c.cfg.growth)
+            .field("limit", &(c.cfg.limit != usize::MAX).then_some(c.cfg.limit))
+            .finish()
+    }
+}
+
+impl Drop for Heap {
+    fn drop(&mut self) {
+        self.core.get_mut().release_all();
+    }
+}
+
+/// Builds a [`Heap`] with an initial size, a growth step and an optional hard limit.
+///
+/// ```
+/// use isoheap::Heap;
+/// let heap = Heap::builder()
+///     .initial(1 << 20)          // map 1 MiB up front
+///     .limit(1 << 20)            // and never more: allocations past it fail cleanly
+///     .build()
+///     .expect("1 MiB heap");
+/// assert!(heap.stats().mapped <= 1 << 20);
+/// # let v = allocator_api2::vec::Vec::<u8, _>::with_capacity_in(100, &heap);
+/// ```
+#[derive(Debug, Clone, Copy)]
+#[must_use]
+pub struct HeapBuilder {
+    initial: usize,
+    growth: usize,
+    limit: Option<usize>,
+}
+
+impl HeapBuilder {
+    /// Bytes of block space to map when the heap is built (0: map on first use).
+    pub const fn initial(mut self, bytes: usize) -> Self {
+        self.initial = bytes;
+        self
+    }
+
+    /// The smallest chunk mapped when the heap grows (default 64 KiB). Chunks also grow
+    /// geometrically, so a heap of N bytes has O(log N) of them.
+    pub const fn growth(mut self, bytes: usize) -> Self {
+        self.growth = bytes;
+        self
+    }
+
+    /// A hard limit on bytes mapped, metadata included. An allocation that would need more
+    /// fails with `AllocError` and leaves the heap usable. A heap whose limit equals its
+    /// initial size never maps again.
+    pub const fn limit(mut self, bytes: usize) -> Self {
+        self.limit = Some(bytes);
+        self
+    }
+
+    /// Builds the heap, mapping the initial size if one was set.
+    ///
+    /// Errors: a zero growth step or limit ([`HeapError::ZeroSize`]), a limit too small for one
+    /// chunk ([`HeapError::TooSmall`]), an initial size beyond the address space
+    /// ([`HeapError::TooLarge`]) or above the limit ([`HeapError::LimitBelowInitial`]), or the
+    /// OS refusing the mapping ([`HeapError::OsRefused`]).
+    pub fn build(self) -> Result<Heap, HeapError> {
+        let core = heap::build(self.initial, self.growth, self.limit)?;
+        Ok(Heap {
+            core: UnsafeCell::new(core),
+        })
+    }
+}

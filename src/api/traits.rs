@@ -1,0 +1,89 @@
+//! The trait edges, each a thin forward to `Heap`'s inherent methods. All `cfg`s that choose
+//! between the allocator traits are in this file.
+//!
+//! | features                      | `&Heap` implements                                  |
+//! |-------------------------------|-----------------------------------------------------|
+//! | `allocator-api2` (default)    | `allocator_api2::alloc::Allocator` (0.2), stable    |
+//! | `nightly` (+ `allocator-api2`)| `core::alloc::Allocator`; allocator-api2 0.2 is switched to re-export core's trait, so the same impl serves hashbrown and `allocator_api2::vec::Vec` |
+//! | `nightly` alone               | `core::alloc::Allocator`                            |
+//!
+//! If another crate turns on `allocator-api2/nightly` while `isoheap/nightly` is off, the 0.2
+//! trait *is* core's unstable trait and this crate fails to compile with E0658 (use of unstable
+//! `allocator_api`): turn on `isoheap/nightly` too.
+
+#[allow(unused_imports)]
+use super::Heap;
+
+#[allow(unused_macros)]
+macro_rules! forward_allocator {
+    ($trait_:path, $err:path) => {
+        // SAFETY: blocks stay valid until deallocated or the heap is dropped, and `&Heap`
+        // borrows the heap so it outlives every block; copies of `&Heap` are the same
+        // allocator; each method forwards to the inherent method with the same contract.
+        unsafe impl $trait_ for &Heap {
+            #[inline]
+            fn allocate(
+                &self,
+                layout: core::alloc::Layout,
+            ) -> Result<core::ptr::NonNull<[u8]>, $err> {
+                Heap::allocate(self, layout).map_err(|_| $err)
+            }
+
+            #[inline]
+            fn allocate_zeroed(
+                &self,
+                layout: core::alloc::Layout,
+            ) -> Result<core::ptr::NonNull<[u8]>, $err> {
+                Heap::allocate_zeroed(self, layout).map_err(|_| $err)
+            }
+
+            #[inline]
+            unsafe fn deallocate(&self, ptr: core::ptr::NonNull<u8>, layout: core::alloc::Layout) {
+                // SAFETY: the trait's contract is the inherent method's.
+                unsafe { Heap::deallocate(self, ptr, layout) }
+            }
+
+            #[inline]
+            unsafe fn grow(
+                &self,
+                ptr: core::ptr::NonNull<u8>,
+                old_layout: core::alloc::Layout,
+                new_layout: core::alloc::Layout,
+            ) -> Result<core::ptr::NonNull<[u8]>, $err> {
+                // SAFETY: the trait's contract is the inherent method's.
+                unsafe { Heap::grow(self, ptr, old_layout, new_layout) }.map_err(|_| $err)
+            }
+
+            #[inline]
+            unsafe fn grow_zeroed(
+                &self,
+                ptr: core::ptr::NonNull<u8>,
+                old_layout: core::alloc::Layout,
+                new_layout: core::alloc::Layout,
+            ) -> Result<core::ptr::NonNull<[u8]>, $err> {
+                // SAFETY: the trait's contract is the inherent method's.
+                unsafe { Heap::grow_zeroed(self, ptr, old_layout, new_layout) }.map_err(|_| $err)
+            }
+
+            #[inline]
+            unsafe fn shrink(
+                &self,
+                ptr: core::ptr::NonNull<u8>,
+                old_layout: core::alloc::Layout,
+                new_layout: core::alloc::Layout,
+            ) -> Result<core::ptr::NonNull<[u8]>, $err> {
+                // SAFETY: the trait's contract is the inherent method's.
+                unsafe { Heap::shrink(self, ptr, old_layout, new_layout) }.map_err(|_| $err)
+            }
+        }
+    };
+}
+
+#[cfg(feature = "nightly")]
+forward_allocator!(core::alloc::Allocator, core::alloc::AllocError);
+
+#[cfg(all(feature = "allocator-api2", not(feature = "nightly")))]
+forward_allocator!(
+    allocator_api2::alloc::Allocator,
+    allocator_api2::alloc::AllocError
+);

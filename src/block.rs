@@ -1,0 +1,345 @@
+//! The block format: chunk header, the free-boundary bitmap, free-block tags. All pointer
+//! arithmetic between blocks lives here; other modules speak in granule numbers.
+//!
+//! A chunk is one run of memory (one mapping, or a caller's buffer):
+//!
+//! ```text
+//! base                                                                   base + len
+//! | Chunk header | bitmap: 1 bit per granule | blocks ...  | frontier (untouched) |
+//! granule 0 ..                              `first`        `frontier`   `granules`
+//! ```
+//!
+//! Memory is counted in granules of [`GRANULE`] bytes; a block is a whole number of granules.
+//! Used blocks carry **no header**: the `Layout` handed to `deallocate` gives their size. A free
+//! block keeps its metadata in its own first granule (the index node: left, right, subtree max,
+//! size, each a `u32`) and repeats its size in the last four bytes of its last granule (the
+//! footer; for a one-granule block it is the same word). The bitmap has a bit set at the first
+//! and at the last granule of every free block, so the blocks on either side of any block are
+//! found in O(1): the next block is free iff the bit just past its end is set, the previous one
+//! iff the bit just before its start is set, and then its footer gives its start.
+
+use core::mem::size_of;
+use core::ptr::NonNull;
+
+/// Bytes per granule: the unit of block sizes and the alignment every block has.
+pub(crate) const GRANULE: usize = 16;
+/// `log2(GRANULE)`.
+pub(crate) const GRANULE_SHIFT: u32 = 4;
+/// The most granules one chunk can hold (granule numbers are `u32`).
+pub(crate) const MAX_CHUNK_GRANULES: usize = u32::MAX as usize;
+
+/// Granule number inside one chunk. `0` is the chunk header, never a block, so it doubles as
+/// "none" in index links.
+pub(crate) type Gran = u32;
+
+/// The header at the base of every chunk.
+#[repr(C)]
+pub(crate) struct ChunkHeader {
+    /// Next chunk of the same heap in address order.
+    pub next: Option<Chunk>,
+    /// Bytes in the chunk (the whole mapping or buffer).
+    pub len: usize,
+    /// Whether the chunk is an OS mapping the heap must unmap.
+    pub mapped: bool,
+    /// Granules in the chunk, header included.
+    pub granules: Gran,
+    /// First granule that can be a block (after header and bitmap).
+    pub first: Gran,
+    /// Start of the untouched tail; blocks live in `first..frontier`.
+    pub frontier: Gran,
+    /// Granules at and above `clean` have never been handed out and still read as zero.
+    pub clean: Gran,
+    /// Root of the free-block index (0 when empty).
+    pub root: Gran,
+}
+
+/// A handle to a chunk: the chunk's base pointer, which is the provenance root for every block
+/// in it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Chunk(NonNull<ChunkHeader>);
+
+/// Bytes of header plus bitmap for a chunk of `granules` granules, rounded to a granule.
+pub(crate) const fn meta_granules(granules: usize) -> usize {
+    let words = granules.div_ceil(64);
+    (size_of::<ChunkHeader>() + words * 8).div_ceil(GRANULE)
+}
+
+impl Chunk {
+    /// Writes a fresh chunk header and a clear bitmap over `len` bytes at `base`; every granule
+    /// after the metadata is frontier.
+    ///
+    /// # Safety
+    /// `base..base + len` is memory the caller owns exclusively for the chunk's whole life,
+    /// readable and writable, aligned to [`GRANULE`]; `len` is a multiple of `GRANULE` and at
+    /// most `MAX_CHUNK_GRANULES` granules, and larger than the metadata. If `clean` the memory
+    /// after the metadata reads as zero.
+    pub unsafe fn init(base: NonNull<u8>, len: usize, mapped: bool, clean: bool) -> Chunk {
+        let granules = len / GRANULE;
+        let first = meta_granules(granules);
+        debug_assert!(len % GRANULE == 0 && granules <= MAX_CHUNK_GRANULES && first < granules);
+        let hdr = base.cast::<ChunkHeader>();
+        // SAFETY: the caller gives exclusive, aligned, writable memory at least this large.
+        unsafe {
+            hdr.write(ChunkHeader {
+                next: None,
+                len,
+                mapped,
+                granules: granules as Gran,
+                first: first as Gran,
+                frontier: first as Gran,
+                clean: if clean {
+                    first as Gran
+                } else {
+                    granules as Gran
+                },
+                root: 0,
+            });
+            let words = base.add(size_of::<ChunkHeader>()).cast::<u64>();
+            core::ptr::write_bytes(words.as_ptr(), 0, granules.div_ceil(64));
+        }
+        Chunk(hdr)
+    }
+
+    /// The chunk's base address.
+    #[inline]
+    pub fn base(self) -> NonNull<u8> {
+        self.0.cast()
+    }
+
+    /// Raw pointer to the header. Fields are read and written through it as places
+    /// (`(*c.h()).frontier`), never through long-lived references, so no two references to a
+    /// header can overlap.
+    #[inline]
+    pub fn h(self) -> *mut ChunkHeader {
+        self.0.as_ptr()
+    }
+
+    /// Pointer to the start of granule `g`, derived from the chunk base.
+    ///
+    /// # Safety
+    /// The chunk is live and `g <= granules`.
+    #[inline]
+    pub unsafe fn ptr(self, g: Gran) -> NonNull<u8> {
+        // SAFETY: g is inside the chunk (or one past its end), so the offset stays in bounds.
+        unsafe { self.base().add((g as usize) << GRANULE_SHIFT) }
+    }
+
+    /// Granule number of an address inside this chunk, if it is inside its block area
+    /// (`first..frontier`) and on a granule boundary.
+    ///
+    /// # Safety
+    /// The chunk is live.
+    #[inline]
+    pub unsafe fn granule_of(self, addr: usize) -> Option<Gran> {
+        let off = addr.wrapping_sub(self.base().addr().get());
+        // SAFETY: live chunk.
+        let (first, frontier) = unsafe { ((*self.h()).first, (*self.h()).frontier) };
+        let g = off >> GRANULE_SHIFT;
+        if off % GRANULE != 0 || g < first as usize || g >= frontier as usize {
+            return None;
+        }
+        Some(g as Gran)
+    }
+
+    /// Does this chunk's memory contain `addr`?
+    ///
+    /// # Safety
+    /// The chunk is live.
+    #[inline]
+    pub unsafe fn contains(self, addr: usize) -> bool {
+        // SAFETY: live chunk.
+        let len = unsafe { (*self.h()).len };
+        addr.wrapping_sub(self.base().addr().get()) < len
+    }
+
+    #[inline]
+    fn word(self, g: Gran) -> NonNull<u64> {
+        let b = self.base();
+        // SAFETY: the bitmap follows the header; word g/64 exists for every g < granules (the
+        // callers' contract), so the offset stays inside the chunk's metadata.
+        unsafe {
+            b.add(size_of::<ChunkHeader>())
+                .cast::<u64>()
+                .add(g as usize / 64)
+        }
+    }
+
+    /// Is the boundary bit of granule `g` set (first or last granule of a free block)?
+    ///
+    /// # Safety
+    /// The chunk is live and `g < granules`.
+    #[inline]
+    pub unsafe fn bit(self, g: Gran) -> bool {
+        // SAFETY: word in the bitmap, see `word`.
+        unsafe { self.word(g).read() >> (g % 64) & 1 != 0 }
+    }
+
+    /// Reads the bitmap word holding granule `g`'s bit.
+    ///
+    /// # Safety
+    /// The chunk is live and `g < granules`.
+    #[inline]
+    pub unsafe fn bitmap_word(self, g: Gran) -> u64 {
+        // SAFETY: word in the bitmap, see `word`.
+        unsafe { self.word(g).read() }
+    }
+
+    #[inline]
+    unsafe fn flip(self, g: Gran, on: bool) {
+        let w = self.word(g);
+        // SAFETY: word in the bitmap (caller keeps g < granules); the heap is single-threaded
+        // behind `&mut`, so a plain read-modify-write is exclusive.
+        unsafe {
+            let v = w.read();
+            let m = 1u64 << (g % 64);
+            debug_assert!(
+                (v & m != 0) != on,
+                "boundary bit of granule {g} already {on}"
+            );
+            w.write(if on { v | m } else { v & !m });
+        }
+    }
+
+    /// Makes `g..g + size` a free block: writes its size into the node and the footer and sets
+    /// its boundary bits. Does not touch the index (links are left for it to write).
+    ///
+    /// # Safety
+    /// The chunk is live; `first <= g`, `g + size <= frontier`, `size >= 1`; the span is not
+    /// handed out to anyone and is not already a free block.
+    #[inline]
+    pub unsafe fn mark_free(self, g: Gran, size: Gran) {
+        debug_assert!(size >= 1);
+        // SAFETY: the span lies inside the chunk and belongs to the heap (caller).
+        unsafe {
+            self.set_size(g, size);
+            self.flip(g, true);
+            if size > 1 {
+                self.flip(g + size - 1, true);
+            }
+        }
+    }
+
+    /// Clears the boundary bits of the free block `g..g + size` (it is about to be handed out
+    /// or merged).
+    ///
+    /// # Safety
+    /// `g..g + size` is a free block of this live chunk.
+    #[inline]
+    pub unsafe fn unmark_free(self, g: Gran, size: Gran) {
+        // SAFETY: as promised by the caller, both bits are inside the chunk.
+        unsafe {
+            self.flip(g, false);
+            if size > 1 {
+                self.flip(g + size - 1, false);
+            }
+        }
+    }
+
+    /// Writes a free block's size into its node and its footer.
+    ///
+    /// # Safety
+    /// `g..g + size` lies in this live chunk's block area and belongs to no user.
+    #[inline]
+    pub unsafe fn set_size(self, g: Gran, size: Gran) {
+        // SAFETY: node and footer are inside the span the caller owns; u32 at 4-byte aligned
+        // offsets of 16-byte granules.
+        unsafe {
+            self.field(g, NodeField::Size).write(size);
+            self.ptr(g + size).cast::<u32>().sub(1).write(size);
+        }
+    }
+
+    /// The size (in granules) of the free block whose **last** granule is `last`, read from its
+    /// footer.
+    ///
+    /// # Safety
+    /// `last` is the last granule of a free block of this live chunk.
+    #[inline]
+    pub unsafe fn footer(self, last: Gran) -> Gran {
+        // SAFETY: the footer is the last u32 of granule `last`, written by `set_size`.
+        unsafe { self.ptr(last + 1).cast::<u32>().sub(1).read() }
+    }
+
+    /// Pointer to one `u32` field of the index node in free block `g`.
+    ///
+    /// # Safety
+    /// `g` is a granule of this live chunk's block area that belongs to no user.
+    #[inline]
+    pub unsafe fn field(self, g: Gran, f: NodeField) -> NonNull<u32> {
+        // SAFETY: each field lies in the first granule of the block.
+        unsafe { self.ptr(g).cast::<u32>().add(f as usize) }
+    }
+
+    /// Reads one node field of free block `g`.
+    ///
+    /// # Safety
+    /// `g` is a free block of this live chunk whose node has been written.
+    #[inline]
+    pub unsafe fn get(self, g: Gran, f: NodeField) -> u32 {
+        // SAFETY: see the contract.
+        unsafe { self.field(g, f).read() }
+    }
+
+    /// Writes one node field of free block `g`.
+    ///
+    /// # Safety
+    /// `g` is a free block of this live chunk.
+    #[inline]
+    pub unsafe fn put(self, g: Gran, f: NodeField, v: u32) {
+        // SAFETY: see the contract.
+        unsafe { self.field(g, f).write(v) }
+    }
+}
+
+/// The four `u32` words of a free block's first granule.
+#[derive(Clone, Copy, Debug)]
+#[repr(usize)]
+pub(crate) enum NodeField {
+    /// Left child in the index (lower addresses).
+    Left = 0,
+    /// Right child in the index (higher addresses).
+    Right = 1,
+    /// Largest free-block size in this node's subtree.
+    Max = 2,
+    /// This block's size in granules; for a one-granule block also its footer.
+    Size = 3,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[repr(C, align(16))]
+    struct Buf([u8; 4096]);
+
+    #[test]
+    fn tags_and_bits() {
+        let mut buf = Buf([0xAA; 4096]);
+        let base = NonNull::new(buf.0.as_mut_ptr()).unwrap();
+        // SAFETY: the buffer is ours, aligned and 4096 bytes long.
+        unsafe {
+            let c = Chunk::init(base, 4096, false, false);
+            assert_eq!((*c.h()).granules, 256);
+            assert_eq!((*c.h()).first as usize, meta_granules(256));
+            (*c.h()).frontier = 200;
+            let g = (*c.h()).first;
+            // a one-granule block: one bit, footer == size field
+            c.mark_free(g, 1);
+            assert!(c.bit(g) && !c.bit(g + 1));
+            assert_eq!(c.footer(g), 1);
+            assert_eq!(c.get(g, NodeField::Size), 1);
+            c.unmark_free(g, 1);
+            assert!(!c.bit(g));
+            // a longer block: bits at both ends, footer at the end
+            c.mark_free(g + 3, 7);
+            assert!(c.bit(g + 3) && c.bit(g + 9));
+            assert!((g + 4..g + 9).all(|x| !c.bit(x)));
+            assert_eq!(c.footer(g + 9), 7);
+            assert_eq!(c.granule_of(c.ptr(g + 3).addr().get()), Some(g + 3));
+            assert_eq!(c.granule_of(c.ptr(g + 3).addr().get() + 8), None);
+            assert_eq!(c.granule_of(c.ptr(200).addr().get()), None);
+            assert!(c.contains(c.ptr(255).addr().get()));
+            assert!(!c.contains(c.ptr(256).addr().get()));
+        }
+    }
+}

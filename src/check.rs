@@ -1,0 +1,173 @@
+//! The whole-heap validation walk. Read-only; O(size of the heap / 1024 + free blocks).
+//!
+//! For every chunk it parses the boundary bitmap into free blocks (each block's size from its
+//! node must agree with its footer and with where its end bit is), checks that no two free
+//! blocks touch and none touches the frontier, then walks the index in order and checks that it
+//! holds exactly those blocks, with correct subtree maxima and heap order. Across chunks it
+//! checks address order and that the counters agree with what it found.
+
+use crate::block::{Chunk, GRANULE_SHIFT, Gran, NodeField::Size, meta_granules};
+use crate::error::CheckError;
+use crate::heap::HeapCore;
+use crate::index;
+
+/// Yields the free blocks of a chunk in address order by parsing its bitmap.
+struct BitCursor {
+    c: Chunk,
+    /// Next granule to look at.
+    at: Gran,
+    frontier: Gran,
+    granules: Gran,
+}
+
+impl BitCursor {
+    /// Next set bit at or after `self.at`, if any.
+    ///
+    /// # Safety
+    /// The chunk is live.
+    unsafe fn next_bit(&mut self) -> Option<Gran> {
+        while self.at < self.granules {
+            // SAFETY: at < granules.
+            let w = unsafe { self.c.bitmap_word(self.at) } >> (self.at % 64);
+            if w != 0 {
+                let g = self.at + w.trailing_zeros();
+                self.at = g + 1;
+                return (g < self.granules).then_some(g);
+            }
+            self.at = (self.at | 63) + 1;
+        }
+        None
+    }
+
+    /// The next free block `(start, size)`, or the first inconsistency found.
+    ///
+    /// # Safety
+    /// The chunk is live.
+    unsafe fn next_block(&mut self) -> Result<Option<(Gran, Gran)>, (Gran, &'static str)> {
+        // SAFETY: every granule read is a set bit below the frontier, so a free block's node or
+        // footer that the heap wrote.
+        unsafe {
+            let Some(g) = self.next_bit() else {
+                return Ok(None);
+            };
+            if g >= self.frontier {
+                return Err((g, "boundary bit set at or above the frontier"));
+            }
+            let s = self.c.get(g, Size);
+            if s == 0 || g as u64 + s as u64 > self.frontier as u64 {
+                return Err((g, "free block size is zero or runs past the frontier"));
+            }
+            let last = g + s - 1;
+            if s > 1 {
+                match self.next_bit() {
+                    Some(e) if e == last => {}
+                    _ => {
+                        return Err((
+                            g,
+                            "free block's end bit is missing or another bit is inside it",
+                        ));
+                    }
+                }
+            }
+            if self.c.footer(last) != s {
+                return Err((g, "free block's footer disagrees with its size"));
+            }
+            if last + 1 == self.frontier {
+                return Err((g, "free block touches the frontier (should have merged)"));
+            }
+            if self.c.bit(last + 1) {
+                return Err((g, "two adjacent free blocks (should have merged)"));
+            }
+            Ok(Some((g, s)))
+        }
+    }
+}
+
+impl HeapCore {
+    pub(crate) fn check(&self) -> Result<(), CheckError> {
+        let mut free_granules = 0usize;
+        let mut free_blocks = 0usize;
+        let mut used = 0usize;
+        let (mut mapped, mut meta, mut chunks) = (0usize, 0usize, 0usize);
+        let mut prev_end = 0usize;
+        let mut cur = self.head;
+        while let Some(c) = cur {
+            // SAFETY: chunks in the list are live.
+            unsafe {
+                let h = c.h();
+                let base = c.base().addr().get();
+                let err = |g: Gran, what| CheckError {
+                    addr: base + ((g as usize) << GRANULE_SHIFT),
+                    what,
+                };
+                if base < prev_end {
+                    return Err(err(0, "chunks out of address order or overlapping"));
+                }
+                let (granules, first, frontier) = ((*h).granules, (*h).first, (*h).frontier);
+                if (granules as usize) << GRANULE_SHIFT != (*h).len
+                    || first as usize != meta_granules(granules as usize)
+                    || frontier < first
+                    || frontier > granules
+                {
+                    return Err(err(0, "chunk header sizes are inconsistent"));
+                }
+                if (*h).clean < frontier {
+                    return Err(err(frontier, "clean mark below the frontier"));
+                }
+                if (0..first).any(|g| c.bit(g)) {
+                    return Err(err(0, "boundary bit set inside the chunk metadata"));
+                }
+                let mut cursor = BitCursor {
+                    c,
+                    at: first,
+                    frontier,
+                    granules,
+                };
+                let mut chunk_free = 0usize;
+                let mut walked = 0usize;
+                index::walk(c, &mut |g, s| {
+                    walked += 1;
+                    match cursor.next_block()? {
+                        Some((b, bs)) if b == g && bs == s => {
+                            chunk_free += s as usize;
+                            Ok(())
+                        }
+                        Some((b, _)) if b < g => Err((b, "free block missing from the index")),
+                        _ => Err((g, "index holds a block the bitmap does not show as free")),
+                    }
+                })
+                .map_err(|(g, what)| err(g, what))?;
+                if let Some((b, _)) = cursor.next_block().map_err(|(g, what)| err(g, what))? {
+                    return Err(err(b, "free block missing from the index"));
+                }
+                free_granules += chunk_free;
+                free_blocks += walked;
+                used += (frontier - first) as usize - chunk_free;
+                mapped += (*h).len;
+                meta += (first as usize) << GRANULE_SHIFT;
+                chunks += 1;
+                prev_end = base + (*h).len;
+                cur = (*h).next;
+            }
+        }
+        let whole = |what| {
+            Err(CheckError {
+                addr: self.head.map_or(0, |c| c.base().addr().get()),
+                what,
+            })
+        };
+        if free_granules != self.free_granules || free_blocks != self.free_blocks {
+            return whole("free-block counters disagree with the index");
+        }
+        if used << GRANULE_SHIFT != self.in_use {
+            return whole("bytes in use disagree with the blocks found");
+        }
+        if mapped != self.mapped || meta != self.meta || chunks != self.chunks {
+            return whole("mapped, metadata or chunk counters disagree with the chunks");
+        }
+        if self.in_use > self.peak {
+            return whole("peak in use below bytes in use");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,721 @@
+//! Policy: fit, split, merge, grow and shrink in place, asking the region for more. This is the
+//! only module that changes blocks and the index together, so the cross-module invariants live
+//! here:
+//!
+//! 1. Blocks tile `first..frontier` of every chunk; everything from `frontier` up is untouched.
+//! 2. A block is in its chunk's index iff it is free (and then its two boundary bits are set).
+//! 3. No two free blocks are adjacent, and no free block touches the frontier: a free that
+//!    would make them adjacent merges instead. So every free span is exactly one block.
+//! 4. `in_use + free_granules * GRANULE + frontier bytes + metadata == mapped`.
+//!
+//! `HeapCore` takes `&mut self`: the interior mutability and the trait edges are in `api`.
+
+use crate::addr::{align_down, align_up, is_aligned};
+use crate::block::{Chunk, GRANULE, GRANULE_SHIFT, Gran, MAX_CHUNK_GRANULES, NodeField::Size};
+use crate::error::{Fail, HeapError};
+use crate::index;
+use core::ptr::NonNull;
+
+/// The largest alignment served. Bigger alignments get `AllocError`.
+pub const MAX_ALIGN: usize = 1 << 26;
+
+/// Default smallest chunk mapped when the heap grows.
+#[cfg(not(miri))]
+pub(crate) const DEFAULT_GROWTH: usize = 64 << 10;
+#[cfg(miri)]
+pub(crate) const DEFAULT_GROWTH: usize = 16 << 10;
+
+/// Chunks grow geometrically (each new chunk at least the size of all before it) up to this
+/// size, so a heap of N bytes has O(log N) chunks.
+#[cfg(not(miri))]
+const MAX_STEP: usize = 1 << 30;
+#[cfg(miri)]
+const MAX_STEP: usize = 256 << 10;
+
+/// How a heap gets and limits its memory.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Config {
+    /// Smallest chunk to map when growing.
+    pub growth: usize,
+    /// Hard limit on bytes mapped (`usize::MAX` for none).
+    pub limit: usize,
+    /// May the heap map more memory at all (false for a caller's buffer)?
+    pub can_grow: bool,
+}
+
+/// The single-threaded heap state. See the module docs for its invariants.
+pub(crate) struct HeapCore {
+    /// Lowest-addressed chunk; chunks are linked in address order.
+    pub head: Option<Chunk>,
+    pub cfg: Config,
+    /// Bytes in all chunks.
+    pub mapped: usize,
+    /// Bytes of chunk headers and bitmaps.
+    pub meta: usize,
+    /// Number of chunks.
+    pub chunks: usize,
+    /// Bytes of blocks handed out (whole granules).
+    pub in_use: usize,
+    /// Highest `in_use` seen.
+    pub peak: usize,
+    /// Granules in indexed free blocks.
+    pub free_granules: usize,
+    /// Number of indexed free blocks.
+    pub free_blocks: usize,
+}
+
+/// A block handed out: where it starts and how many bytes it spans.
+pub(crate) type Block = NonNull<[u8]>;
+
+/// A dangling, aligned pointer for zero-size allocations.
+#[inline]
+pub(crate) fn dangling(align: usize) -> Block {
+    let p = core::ptr::without_provenance_mut::<u8>(align);
+    // SAFETY: align is a non-zero power of two, so the pointer is not null.
+    NonNull::slice_from_raw_parts(unsafe { NonNull::new_unchecked(p) }, 0)
+}
+
+/// Granules needed for `size` bytes, or `Unsupported` if that cannot be a block.
+#[inline]
+fn granules(size: usize) -> Result<Gran, Fail> {
+    match align_up(size, GRANULE) {
+        Some(b) if b >> GRANULE_SHIFT <= MAX_CHUNK_GRANULES && b <= isize::MAX as usize => {
+            Ok((b >> GRANULE_SHIFT) as Gran)
+        }
+        _ => Err(Fail::Unsupported),
+    }
+}
+
+#[inline]
+fn bytes(g: Gran) -> usize {
+    (g as usize) << GRANULE_SHIFT
+}
+
+impl HeapCore {
+    pub(crate) const fn new(cfg: Config) -> Self {
+        HeapCore {
+            head: None,
+            cfg,
+            mapped: 0,
+            meta: 0,
+            chunks: 0,
+            in_use: 0,
+            peak: 0,
+            free_granules: 0,
+            free_blocks: 0,
+        }
+    }
+
+    // ---- index bookkeeping: every change to the free set goes through these three ----
+
+    /// Makes `g..g+s` a free block and indexes it.
+    ///
+    /// # Safety
+    /// The span is inside `c`'s block area, belongs to nobody, and has no free neighbour.
+    #[inline]
+    unsafe fn add_free(&mut self, c: Chunk, g: Gran, s: Gran) {
+        // SAFETY: forwarded contract.
+        unsafe {
+            c.mark_free(g, s);
+            index::insert(c, g);
+        }
+        self.free_granules += s as usize;
+        self.free_blocks += 1;
+    }
+
+    /// Takes indexed free block `g` (of size `s`) out of the free set.
+    ///
+    /// # Safety
+    /// `g` is an indexed free block of `c` of size `s`.
+    #[inline]
+    unsafe fn take_free(&mut self, c: Chunk, g: Gran, s: Gran) {
+        // SAFETY: forwarded contract.
+        unsafe {
+            index::remove(c, g);
+            c.unmark_free(g, s);
+        }
+        self.free_granules -= s as usize;
+        self.free_blocks -= 1;
+    }
+
+    /// Changes indexed free block `g` from `old` to `new` granules, same start.
+    ///
+    /// # Safety
+    /// `g` is an indexed free block of `c` of size `old`; `g..g+new` is free and has no free
+    /// neighbour.
+    #[inline]
+    unsafe fn resize_free(&mut self, c: Chunk, g: Gran, old: Gran, new: Gran) {
+        // SAFETY: forwarded contract.
+        unsafe {
+            c.unmark_free(g, old);
+            c.mark_free(g, new);
+            index::resize(c, g, new);
+        }
+        self.free_granules = self.free_granules + new as usize - old as usize;
+    }
+
+    #[inline]
+    fn used(&mut self, n: Gran) {
+        self.in_use += bytes(n);
+        if self.in_use > self.peak {
+            self.peak = self.in_use;
+        }
+    }
+
+    // ---- allocation ----
+
+    /// Allocates `size` bytes aligned to `align` (a power of two). Zero sizes are dangling.
+    /// When `zero`, the block reads as zero (only memory handed out before is cleared).
+    ///
+    /// Expected O(log n + c): a first-fit search of each chunk's index in address order (c
+    /// chunks, O(log) of the heap size), O(1) when the index is empty (bump).
+    #[inline]
+    pub(crate) fn alloc(&mut self, size: usize, align: usize, zero: bool) -> Result<Block, Fail> {
+        if size == 0 {
+            return Ok(dangling(align));
+        }
+        if align > MAX_ALIGN {
+            return Err(Fail::Unsupported);
+        }
+        let n = granules(size)?;
+        let mut cur = self.head;
+        while let Some(c) = cur {
+            // SAFETY: chunks in the list are live.
+            if let Some(b) = unsafe { self.alloc_in(c, n, align, zero) } {
+                return Ok(b);
+            }
+            // SAFETY: live chunk.
+            cur = unsafe { (*c.h()).next };
+        }
+        self.alloc_new_chunk(n, align, zero)
+    }
+
+    /// First fit in one chunk: its index, then its frontier.
+    ///
+    /// # Safety
+    /// `c` is a live chunk of this heap.
+    #[inline]
+    unsafe fn alloc_in(&mut self, c: Chunk, n: Gran, align: usize, zero: bool) -> Option<Block> {
+        // SAFETY: c is live; every granule touched is found through the index or the header.
+        unsafe {
+            let h = c.h();
+            if align <= GRANULE {
+                if let Some(g) = index::first_fit(c, n) {
+                    let s = c.get(g, Size);
+                    self.take_free(c, g, s);
+                    if s > n {
+                        self.add_free(c, g + n, s - n);
+                    }
+                    return Some(self.hand_out(c, g, n, zero));
+                }
+                let f = (*h).frontier;
+                if ((*h).granules - f) >= n {
+                    (*h).frontier = f + n;
+                    return Some(self.hand_out(c, f, n, zero));
+                }
+                return None;
+            }
+            // Larger alignment: search for room for the block plus the worst padding (so a
+            // lower block that happens to be aligned may be passed over), then give the
+            // padding in front back to the free set.
+            let pad_max = ((align >> GRANULE_SHIFT) - 1) as Gran;
+            if let Some(want) = n.checked_add(pad_max)
+                && let Some(g) = index::first_fit(c, want)
+            {
+                let s = c.get(g, Size);
+                let a = self.aligned_granule(c, g, align);
+                let pad = a - g;
+                if pad > 0 {
+                    self.resize_free(c, g, s, pad);
+                } else {
+                    self.take_free(c, g, s);
+                }
+                if s - pad > n {
+                    self.add_free(c, a + n, s - pad - n);
+                }
+                return Some(self.hand_out(c, a, n, zero));
+            }
+            let f = (*h).frontier;
+            let a = self.aligned_granule(c, f, align) as usize;
+            if a + n as usize <= (*h).granules as usize {
+                let a = a as Gran;
+                (*h).frontier = a + n;
+                if a > f {
+                    // The padding's lower neighbour is used (invariant 3), its upper one is
+                    // the new block: it becomes a free block of its own.
+                    self.add_free(c, f, a - f);
+                }
+                return Some(self.hand_out(c, a, n, zero));
+            }
+            None
+        }
+    }
+
+    /// The first granule at or after `g` whose address is a multiple of `align`.
+    ///
+    /// # Safety
+    /// `c` is live and `g <= granules`.
+    #[inline]
+    unsafe fn aligned_granule(&self, c: Chunk, g: Gran, align: usize) -> Gran {
+        // SAFETY: g is inside the chunk.
+        let addr = unsafe { c.ptr(g) }.addr().get();
+        let up = (addr.wrapping_add(align - 1) & !(align - 1)).wrapping_sub(addr);
+        // Callers compare the result with the chunk size, so saturate instead of wrapping.
+        g.saturating_add(u32::try_from(up >> GRANULE_SHIFT).unwrap_or(u32::MAX))
+    }
+
+    /// Accounts `g..g+n` as used, zeroes it if asked (only below the clean mark), returns it.
+    ///
+    /// # Safety
+    /// `g..g+n` was just taken from the free set or the frontier of live chunk `c`.
+    #[inline]
+    unsafe fn hand_out(&mut self, c: Chunk, g: Gran, n: Gran, zero: bool) -> Block {
+        self.used(n);
+        // SAFETY: the span is inside c and now belongs to the caller being served.
+        unsafe {
+            let h = c.h();
+            let end = g + n;
+            let clean = (*h).clean;
+            if zero && g < clean {
+                let dirty = end.min(clean) - g;
+                core::ptr::write_bytes(c.ptr(g).as_ptr(), 0, bytes(dirty));
+            }
+            if end > clean {
+                (*h).clean = end;
+            }
+            NonNull::slice_from_raw_parts(c.ptr(g), bytes(n))
+        }
+    }
+
+    /// Maps a new chunk big enough for `n` granules at `align`, links it and allocates there.
+    #[cold]
+    #[inline(never)]
+    fn alloc_new_chunk(&mut self, n: Gran, align: usize, zero: bool) -> Result<Block, Fail> {
+        let pad = align.saturating_sub(GRANULE);
+        let need = bytes(n).checked_add(pad).ok_or(Fail::Unsupported)?;
+        let c = self.grow_by(need)?;
+        // SAFETY: the chunk was just made for this request and linked in.
+        unsafe { self.alloc_in(c, n, align, zero) }.ok_or(Fail::Unsupported)
+    }
+
+    /// Maps and links a chunk with at least `need` bytes of block area.
+    #[cold]
+    pub(crate) fn grow_by(&mut self, need: usize) -> Result<Chunk, Fail> {
+        if !self.cfg.can_grow {
+            return Err(Fail::Limit);
+        }
+        let min = chunk_len_for(need).ok_or(Fail::Unsupported)?;
+        let step = self.cfg.growth.max(self.mapped.min(MAX_STEP));
+        let room = self.cfg.limit.saturating_sub(self.mapped);
+        if min > room {
+            return Err(Fail::Limit);
+        }
+        let len = round_len(min.max(step))
+            .unwrap_or(min)
+            .min(max_chunk_len())
+            .max(min);
+        let len = if len > room { min } else { len };
+        self.map_chunk(len)
+    }
+
+    /// Maps a chunk of exactly `len` bytes (whole pages) and links it in address order.
+    #[cfg(feature = "mmap")]
+    pub(crate) fn map_chunk(&mut self, len: usize) -> Result<Chunk, Fail> {
+        let base = crate::region::mmap::map(len).map_err(|_| Fail::Os)?;
+        // SAFETY: a fresh zeroed mapping of len bytes, page-aligned, owned by this heap.
+        let c = unsafe { Chunk::init(base, len, true, true) };
+        // SAFETY: c is live and not yet linked.
+        unsafe { self.link(c) };
+        Ok(c)
+    }
+
+    #[cfg(not(feature = "mmap"))]
+    pub(crate) fn map_chunk(&mut self, _len: usize) -> Result<Chunk, Fail> {
+        Err(Fail::Os)
+    }
+
+    /// Links a fresh chunk into the address-ordered list and counts it.
+    ///
+    /// # Safety
+    /// `c` is a freshly initialised chunk that this heap owns and that is not linked yet.
+    pub(crate) unsafe fn link(&mut self, c: Chunk) {
+        // SAFETY: all chunks in the list and c are live.
+        unsafe {
+            let len = (*c.h()).len;
+            self.mapped += len;
+            self.meta += bytes((*c.h()).first);
+            self.chunks += 1;
+            let addr = c.base().addr();
+            match self.head {
+                Some(h) if h.base().addr() < addr => {
+                    let mut prev = h;
+                    while let Some(n) = (*prev.h()).next
+                        && n.base().addr() < addr
+                    {
+                        prev = n;
+                    }
+                    (*c.h()).next = (*prev.h()).next;
+                    (*prev.h()).next = Some(c);
+                }
+                _ => {
+                    (*c.h()).next = self.head;
+                    self.head = Some(c);
+                }
+            }
+        }
+    }
+
+    // ---- finding a caller's block ----
+
+    /// The chunk and first granule of a block the caller says is `size` bytes at `ptr`.
+    /// Misuse that can be seen (a pointer into no chunk of this heap, off a granule, past the
+    /// frontier; in checked builds also overlapping a free block) stops the program with a
+    /// message naming the address.
+    #[inline]
+    fn locate(&self, ptr: NonNull<u8>, n: Gran) -> (Chunk, Gran) {
+        let addr = ptr.addr().get();
+        let mut cur = self.head;
+        while let Some(c) = cur {
+            // SAFETY: chunks in the list are live.
+            unsafe {
+                if c.contains(addr) {
+                    match c.granule_of(addr) {
+                        Some(g) if g as usize + n as usize <= (*c.h()).frontier as usize => {
+                            #[cfg(debug_assertions)]
+                            self.check_not_free(c, g, n, addr);
+                            return (c, g);
+                        }
+                        _ => misuse(addr, "is not the start of a block of this heap"),
+                    }
+                }
+                cur = (*c.h()).next;
+            }
+        }
+        misuse(addr, "does not belong to this heap")
+    }
+
+    /// Checked builds: the block `g..g+n` must not overlap any free block (double free).
+    #[cfg(debug_assertions)]
+    fn check_not_free(&self, c: Chunk, g: Gran, n: Gran, addr: usize) {
+        // SAFETY: c is live; floor returns index nodes, whose sizes are readable.
+        unsafe {
+            if let Some(f) = index::floor(c, g + n - 1)
+                && f + c.get(f, Size) > g
+            {
+                misuse(
+                    addr,
+                    "is free already (double free) or overlaps a free block",
+                );
+            }
+        }
+    }
+
+    // ---- freeing ----
+
+    /// Frees the block of `size` bytes at `ptr`, merging it with free neighbours. O(1) to find
+    /// the neighbours, expected O(log n) to update the index.
+    ///
+    /// # Safety
+    /// `ptr` was returned by this heap for a block of `size` bytes (any size between the one
+    /// requested and the length returned) and is not used afterwards.
+    #[inline]
+    pub(crate) unsafe fn dealloc(&mut self, ptr: NonNull<u8>, size: usize) {
+        if size == 0 {
+            return;
+        }
+        let Ok(n) = granules(size) else {
+            misuse(ptr.addr().get(), "was freed with an impossible size")
+        };
+        let (c, g) = self.locate(ptr, n);
+        self.in_use -= bytes(n);
+        // SAFETY: locate checked that g..g+n is inside c's block area.
+        unsafe { self.release(c, g, n) };
+    }
+
+    /// Returns `g..g+n` (no longer used) to the free set, merging with free neighbours or the
+    /// frontier.
+    ///
+    /// # Safety
+    /// `g..g+n` lies in `c`'s block area, is not free and nobody uses it any more.
+    unsafe fn release(&mut self, c: Chunk, g: Gran, n: Gran) {
+        // SAFETY: c is live; neighbours are found through boundary bits and their tags.
+        unsafe {
+            let h = c.h();
+            let (start, mut end) = (g, g + n);
+            let frontier = (*h).frontier;
+            if end < frontier && c.bit(end) {
+                let s = c.get(end, Size);
+                self.take_free(c, end, s);
+                end += s;
+            }
+            if start > (*h).first && c.bit(start - 1) {
+                let s = c.footer(start - 1);
+                let p = start - s;
+                if end == frontier {
+                    self.take_free(c, p, s);
+                    (*h).frontier = p;
+                } else {
+                    self.resize_free(c, p, s, end - p);
+                }
+                return;
+            }
+            if end == frontier {
+                (*h).frontier = start;
+            } else {
+                self.add_free(c, start, end - start);
+            }
+        }
+    }
+
+    // ---- resizing ----
+
+    /// Grows a block, in place when the space behind it is free or frontier, else by moving.
+    /// O(1) plus expected O(log n) index work in place; O(size) when it moves.
+    ///
+    /// # Safety
+    /// `ptr` is a live block of this heap of `old` bytes aligned to `old_align`; `new >= old`.
+    pub(crate) unsafe fn grow(
+        &mut self,
+        ptr: NonNull<u8>,
+        old: usize,
+        new: usize,
+        align: usize,
+        zero: bool,
+    ) -> Result<Block, Fail> {
+        debug_assert!(new >= old, "grow from {old} to {new} bytes");
+        if old == 0 {
+            return self.alloc(new, align, zero);
+        }
+        let n_old =
+            granules(old).unwrap_or_else(|_| misuse(ptr.addr().get(), "has an impossible size"));
+        let n_new = granules(new)?;
+        let (c, g) = self.locate(ptr, n_old);
+        if is_aligned(ptr.addr().get(), align) {
+            // SAFETY: g..g+n_old is the caller's block in c.
+            if unsafe { self.extend_in_place(c, g, n_old, n_new) } {
+                // SAFETY: bytes old..n_new granules are inside the caller's (grown) block.
+                unsafe { settle_tail(c, g, old, n_new, zero) };
+                // SAFETY: g..g+n_new is inside c.
+                return Ok(NonNull::slice_from_raw_parts(
+                    unsafe { c.ptr(g) },
+                    bytes(n_new),
+                ));
+            }
+        }
+        let b = self.alloc(new, align, zero)?;
+        // SAFETY: the two blocks are distinct live blocks; old bytes are readable.
+        unsafe {
+            core::ptr::copy_nonoverlapping(ptr.as_ptr(), b.cast::<u8>().as_ptr(), old);
+            self.in_use -= bytes(n_old);
+            self.release(c, g, n_old);
+        }
+        Ok(b)
+    }
+
+    /// Tries to make block `g..g+n_old` span `n_new >= n_old` granules without moving it.
+    ///
+    /// # Safety
+    /// `g..g+n_old` is a used block of live chunk `c`.
+    unsafe fn extend_in_place(&mut self, c: Chunk, g: Gran, n_old: Gran, n_new: Gran) -> bool {
+        let need = n_new - n_old;
+        if need == 0 {
+            return true;
+        }
+        // SAFETY: c is live; the block after ours is found by its boundary bit.
+        unsafe {
+            let h = c.h();
+            let end = g + n_old;
+            if end == (*h).frontier {
+                if (*h).granules - end < need {
+                    return false;
+                }
+                (*h).frontier = end + need;
+                self.used(need);
+                // The clean mark is raised by `settle_tail`, which first zeroes what needs it.
+                return true;
+            }
+            if !c.bit(end) {
+                return false;
+            }
+            let s = c.get(end, Size);
+            if s < need {
+                return false;
+            }
+            self.take_free(c, end, s);
+            if s > need {
+                self.add_free(c, end + need, s - need);
+            }
+            self.used(need);
+            true
+        }
+    }
+
+    /// Shrinks a block in place, giving the tail back (merged with what follows); moves only
+    /// when the block is not aligned to `align`. Expected O(log n).
+    ///
+    /// # Safety
+    /// `ptr` is a live block of this heap of `old` bytes; `new <= old`.
+    pub(crate) unsafe fn shrink(
+        &mut self,
+        ptr: NonNull<u8>,
+        old: usize,
+        new: usize,
+        align: usize,
+    ) -> Result<Block, Fail> {
+        debug_assert!(new <= old, "shrink from {old} to {new} bytes");
+        if new == 0 {
+            // SAFETY: forwarded contract.
+            unsafe { self.dealloc(ptr, old) };
+            return Ok(dangling(align));
+        }
+        let n_old =
+            granules(old).unwrap_or_else(|_| misuse(ptr.addr().get(), "has an impossible size"));
+        let n_new = granules(new)?;
+        if !is_aligned(ptr.addr().get(), align) {
+            let b = self.alloc(new, align, false)?;
+            // SAFETY: distinct live blocks; `new` bytes of the old one are readable.
+            unsafe {
+                core::ptr::copy_nonoverlapping(ptr.as_ptr(), b.cast::<u8>().as_ptr(), new);
+                self.dealloc(ptr, old);
+            }
+            return Ok(b);
+        }
+        let (c, g) = self.locate(ptr, n_old);
+        if n_new < n_old {
+            self.in_use -= bytes(n_old - n_new);
+            // SAFETY: the tail is part of the caller's block, which it gives up.
+            unsafe { self.release(c, g + n_new, n_old - n_new) };
+        }
+        // SAFETY: g..g+n_new is inside c.
+        Ok(NonNull::slice_from_raw_parts(
+            unsafe { c.ptr(g) },
+            bytes(n_new),
+        ))
+    }
+
+    /// Unmaps every chunk this heap mapped.
+    pub(crate) fn release_all(&mut self) {
+        let mut cur = self.head.take();
+        while let Some(c) = cur {
+            // SAFETY: c is live until unmapped here; its fields are read first.
+            unsafe {
+                cur = (*c.h()).next;
+                let (len, mapped) = ((*c.h()).len, (*c.h()).mapped);
+                #[cfg(feature = "mmap")]
+                if mapped {
+                    crate::region::mmap::unmap(c.base(), len);
+                }
+                let _ = (len, mapped);
+            }
+        }
+        *self = HeapCore::new(self.cfg);
+    }
+}
+
+/// After a block at `g` grew in place to `n` granules: if `zero`, zeroes bytes
+/// `old..bytes(n)` (skipping granules above the clean mark, which read as zero already); in any
+/// case raises the clean mark over the block.
+///
+/// # Safety
+/// `g..g+n` is a used block of live chunk `c` whose first `old` bytes are to be kept.
+unsafe fn settle_tail(c: Chunk, g: Gran, old: usize, n: Gran, zero: bool) {
+    // SAFETY: all writes are inside the block.
+    unsafe {
+        let h = c.h();
+        let end = g + n;
+        let clean_byte = bytes((*h).clean.max(g)) - bytes(g);
+        let stop = bytes(n).min(clean_byte);
+        if zero && old < stop {
+            core::ptr::write_bytes(c.ptr(g).as_ptr().add(old), 0, stop - old);
+        }
+        if end > (*h).clean {
+            (*h).clean = end;
+        }
+    }
+}
+
+/// Smallest chunk length (whole pages) whose block area holds `need` bytes.
+fn chunk_len_for(need: usize) -> Option<usize> {
+    // Metadata is a header plus one bit per granule: 1/128 of the chunk, rounded up.
+    let meta = 64 + need / 128 + 2 * GRANULE;
+    let len = round_len(need.checked_add(meta)?)?;
+    (len <= max_chunk_len()).then_some(len)
+}
+
+/// Rounds up to whole pages.
+fn round_len(len: usize) -> Option<usize> {
+    let l = align_up(len, page())?;
+    (l <= isize::MAX as usize).then_some(l)
+}
+
+fn max_chunk_len() -> usize {
+    align_down_page(MAX_CHUNK_GRANULES << GRANULE_SHIFT)
+}
+
+fn align_down_page(x: usize) -> usize {
+    align_down(x, page())
+}
+
+#[cfg(feature = "mmap")]
+pub(crate) fn page() -> usize {
+    crate::region::mmap::page_size()
+}
+#[cfg(not(feature = "mmap"))]
+pub(crate) fn page() -> usize {
+    4096
+}
+
+/// Stops the program on a detected misuse, naming the address. Never returns.
+#[cold]
+#[inline(never)]
+#[track_caller]
+pub(crate) fn misuse(addr: usize, what: &str) -> ! {
+    panic!("isoheap: pointer {addr:#x} {what}")
+}
+
+/// Validates a builder's sizes and maps the initial chunk.
+pub(crate) fn build(
+    initial: usize,
+    growth: usize,
+    limit: Option<usize>,
+) -> Result<HeapCore, HeapError> {
+    let limit_v = limit.unwrap_or(usize::MAX);
+    if limit == Some(0) || growth == 0 {
+        return Err(HeapError::ZeroSize);
+    }
+    let minimum = chunk_len_for(GRANULE).unwrap_or(usize::MAX);
+    if limit_v < minimum {
+        return Err(HeapError::TooSmall {
+            requested: limit_v,
+            minimum,
+        });
+    }
+    let mut core = HeapCore::new(Config {
+        growth,
+        limit: limit_v,
+        can_grow: true,
+    });
+    if initial > 0 {
+        let len = chunk_len_for(initial).ok_or(HeapError::TooLarge { requested: initial })?;
+        if len > limit_v {
+            return Err(HeapError::LimitBelowInitial {
+                initial,
+                limit: limit_v,
+            });
+        }
+        core.map_chunk(len).map_err(|_| HeapError::OsRefused {
+            bytes: len,
+            errno: last_errno(),
+        })?;
+    }
+    Ok(core)
+}
+
+fn last_errno() -> i32 {
+    #[cfg(all(feature = "mmap", any(target_os = "linux", target_os = "android")))]
+    // SAFETY: reading the calling thread's errno slot.
+    let e = unsafe { *libc::__errno_location() };
+    #[cfg(not(all(feature = "mmap", any(target_os = "linux", target_os = "android"))))]
+    let e = 0;
+    e
+}

@@ -1,0 +1,60 @@
+//! # isoheap
+//!
+//! Isolated heaps for collections. A [`Heap`] owns memory mapped from the OS and hands it out
+//! through `&Heap`, which implements `Allocator` (allocator-api2 0.2 on stable, core's with the
+//! `nightly` feature): `Vec::new_in(&heap)`, `hashbrown::HashMap::new_in(&heap)`. Free blocks
+//! are kept in address order and merged with both neighbours on free; allocation is first fit
+//! through an index that answers in O(log n). Dropping the heap frees everything at once.
+//!
+//! ```
+//! use isoheap::Heap;
+//! use allocator_api2::vec::Vec;
+//! use hashbrown::HashMap;
+//!
+//! let heap = Heap::new();
+//! let mut names: Vec<&str, &Heap> = Vec::new_in(&heap);
+//! let mut ages = HashMap::new_in(&heap);
+//! for (name, age) in [("ada", 36), ("alan", 41)] {
+//!     names.push(name);
+//!     ages.insert(name, age);
+//! }
+//! assert_eq!(ages["alan"], 41);
+//! heap.check().expect("heap invariants hold");
+//! println!("{:?}", heap.stats());
+//! ```
+//!
+//! ## Features
+//! - `mmap` (default): memory from the OS by anonymous `mmap` (Unix).
+//! - `allocator-api2` (default): `&Heap` implements allocator-api2 0.2's `Allocator` (stable).
+//! - `nightly`: `&Heap` implements `core::alloc::Allocator` for std collections; needs a nightly
+//!   compiler and may break when the unstable trait changes. It also switches allocator-api2
+//!   0.2 to re-export core's trait, so one impl serves both.
+//!
+//! The crate is `#![no_std]`; it never uses the global allocator.
+
+#![no_std]
+#![cfg_attr(feature = "nightly", feature(allocator_api))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(test)]
+extern crate std;
+
+mod addr;
+mod api;
+mod block;
+mod check;
+mod error;
+mod heap;
+mod index;
+mod region;
+mod stats;
+
+pub use api::{AllocError, Heap, HeapBuilder};
+pub use error::{CheckError, HeapError};
+pub use heap::MAX_ALIGN;
+#[cfg(feature = "mmap")]
+pub use region::mmap::{OsCounters, os_counters};
+pub use stats::Stats;
+
+/// Bytes per granule: every block is a multiple of this and aligned to it.
+pub const GRANULE: usize = block::GRANULE;

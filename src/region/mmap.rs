@@ -1,0 +1,101 @@
+//! Anonymous private mappings through `libc::mmap`.
+//!
+//! Miri supports exactly `MAP_PRIVATE | MAP_ANONYMOUS` with read/write protection, so that is
+//! all this module uses; it zero-fills, which matches what the kernel gives us. Miri's leak
+//! checker does not see mappings, so the crate counts maps and unmaps itself ([`os_counters`]).
+
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+static MAPS: AtomicUsize = AtomicUsize::new(0);
+static UNMAPS: AtomicUsize = AtomicUsize::new(0);
+static MAPPED_NOW: AtomicUsize = AtomicUsize::new(0);
+static PAGE: AtomicUsize = AtomicUsize::new(0);
+
+/// The OS page size (cached after the first call).
+pub(crate) fn page_size() -> usize {
+    let cached = PAGE.load(Relaxed);
+    if cached != 0 {
+        return cached;
+    }
+    // SAFETY: sysconf has no preconditions; it only reads a system constant.
+    let raw = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let page = if raw > 0 && (raw as usize).is_power_of_two() {
+        raw as usize
+    } else {
+        4096
+    };
+    PAGE.store(page, Relaxed);
+    page
+}
+
+/// Maps `len` bytes (a multiple of the page size) of zeroed read/write memory.
+///
+/// Returns the OS error number on failure.
+pub(crate) fn map(len: usize) -> Result<NonNull<u8>, i32> {
+    debug_assert!(
+        len > 0 && len % page_size() == 0,
+        "map of {len} bytes is not whole pages"
+    );
+    // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches no
+    // existing memory; all arguments are valid for that request.
+    let p = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(errno());
+    }
+    MAPS.fetch_add(1, Relaxed);
+    MAPPED_NOW.fetch_add(len, Relaxed);
+    NonNull::new(p.cast::<u8>()).ok_or(libc::ENOMEM)
+}
+
+/// Returns a whole mapping to the OS.
+///
+/// # Safety
+/// `ptr` and `len` are exactly a mapping returned by [`map`] that has not been unmapped, and
+/// nothing reads or writes it afterwards.
+pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize) {
+    // SAFETY: the caller passes a whole live mapping that nothing uses any more.
+    let rc = unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
+    debug_assert_eq!(rc, 0, "munmap({:p}, {len}) failed", ptr.as_ptr());
+    UNMAPS.fetch_add(1, Relaxed);
+    MAPPED_NOW.fetch_sub(len, Relaxed);
+}
+
+fn errno() -> i32 {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    // SAFETY: __errno_location returns the calling thread's errno slot, always valid to read.
+    let e = unsafe { *libc::__errno_location() };
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let e = libc::ENOMEM;
+    e
+}
+
+/// Process-wide counts of the mappings every heap in this process made and returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OsCounters {
+    /// Successful `mmap` calls.
+    pub maps: usize,
+    /// `munmap` calls.
+    pub unmaps: usize,
+    /// Bytes currently mapped by all heaps.
+    pub mapped_bytes: usize,
+}
+
+/// Reads the process-wide mapping counters (tests use them to prove maps and unmaps balance;
+/// Miri's own leak checker cannot see mappings).
+pub fn os_counters() -> OsCounters {
+    OsCounters {
+        maps: MAPS.load(Relaxed),
+        unmaps: UNMAPS.load(Relaxed),
+        mapped_bytes: MAPPED_NOW.load(Relaxed),
+    }
+}

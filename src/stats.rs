@@ -1,0 +1,62 @@
+//! Counters. Read-only: nothing here changes the heap.
+
+use crate::block::{GRANULE_SHIFT, Gran};
+use crate::heap::HeapCore;
+use crate::index;
+
+/// A snapshot of a heap's memory, from [`Heap::stats`](crate::Heap::stats).
+///
+/// All sizes are bytes. `in_use + free + metadata == mapped` always holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Bytes in blocks handed out (each rounded up to 16 bytes).
+    pub in_use: usize,
+    /// Bytes free: in free blocks plus the untouched tail (frontier) of each chunk.
+    pub free: usize,
+    /// Number of free spans (free blocks, plus one per chunk whose untouched tail is not empty).
+    /// No two are adjacent.
+    pub free_blocks: usize,
+    /// The largest single free span, in bytes: the biggest allocation of alignment <= 16 that can
+    /// succeed without mapping more memory.
+    pub largest_free: usize,
+    /// Bytes mapped from the OS (or given as a buffer).
+    pub mapped: usize,
+    /// Bytes of chunk headers and boundary bitmaps (1 bit per 16 bytes).
+    pub metadata: usize,
+    /// The highest `in_use` since the heap was created.
+    pub peak_in_use: usize,
+    /// Number of chunks (mappings).
+    pub chunks: usize,
+}
+
+impl HeapCore {
+    /// O(c) in the number of chunks.
+    pub(crate) fn stats(&self) -> Stats {
+        let mut frontier_bytes = 0;
+        let mut frontier_spans = 0;
+        let mut largest: Gran = 0;
+        let mut cur = self.head;
+        while let Some(c) = cur {
+            // SAFETY: chunks in the list are live.
+            unsafe {
+                let h = c.h();
+                let tail = (*h).granules - (*h).frontier;
+                frontier_bytes += (tail as usize) << GRANULE_SHIFT;
+                frontier_spans += usize::from(tail > 0);
+                largest = largest.max(tail).max(index::largest(c));
+                cur = (*h).next;
+            }
+        }
+        Stats {
+            in_use: self.in_use,
+            free: (self.free_granules << GRANULE_SHIFT) + frontier_bytes,
+            free_blocks: self.free_blocks + frontier_spans,
+            largest_free: (largest as usize) << GRANULE_SHIFT,
+            mapped: self.mapped,
+            metadata: self.meta,
+            peak_in_use: self.peak,
+            chunks: self.chunks,
+        }
+    }
+}
