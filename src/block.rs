@@ -76,7 +76,9 @@ impl Chunk {
     pub unsafe fn init(base: NonNull<u8>, len: usize, mapped: bool, clean: bool) -> Chunk {
         let granules = len / GRANULE;
         let first = meta_granules(granules);
-        debug_assert!(len % GRANULE == 0 && granules <= MAX_CHUNK_GRANULES && first < granules);
+        debug_assert!(
+            len.is_multiple_of(GRANULE) && granules <= MAX_CHUNK_GRANULES && first < granules
+        );
         let hdr = base.cast::<ChunkHeader>();
         // SAFETY: the caller gives exclusive, aligned, writable memory at least this large.
         unsafe {
@@ -135,7 +137,7 @@ impl Chunk {
         // SAFETY: live chunk.
         let (first, frontier) = unsafe { ((*self.h()).first, (*self.h()).frontier) };
         let g = off >> GRANULE_SHIFT;
-        if off % GRANULE != 0 || g < first as usize || g >= frontier as usize {
+        if !off.is_multiple_of(GRANULE) || g < first as usize || g >= frontier as usize {
             return None;
         }
         Some(g as Gran)

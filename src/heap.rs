@@ -696,13 +696,20 @@ pub(crate) fn build(
         can_grow: true,
     });
     if initial > 0 {
-        let len = chunk_len_for(initial).ok_or(HeapError::TooLarge { requested: initial })?;
-        if len > limit_v {
+        if initial > limit_v {
             return Err(HeapError::LimitBelowInitial {
                 initial,
                 limit: limit_v,
             });
         }
+        let len = chunk_len_for(initial).ok_or(HeapError::TooLarge { requested: initial })?;
+        // A limit between `initial` and `initial` plus metadata caps the first mapping: a heap
+        // built with `initial(n).limit(n)` maps exactly its limit, once.
+        let len = if len > limit_v {
+            align_down_page(limit_v)
+        } else {
+            len
+        };
         core.map_chunk(len).map_err(|_| HeapError::OsRefused {
             bytes: len,
             errno: last_errno(),

@@ -26,9 +26,9 @@
 //! ## Features
 //! - `mmap` (default): memory from the OS by anonymous `mmap` (Unix).
 //! - `allocator-api2` (default): `&Heap` implements allocator-api2 0.2's `Allocator` (stable).
-//! - `nightly`: `&Heap` implements `core::alloc::Allocator` for std collections; needs a nightly
-//!   compiler and may break when the unstable trait changes. It also switches allocator-api2
-//!   0.2 to re-export core's trait, so one impl serves both.
+//! - `nightly`: `&Heap` also implements `core::alloc::Allocator` for std collections; needs a
+//!   nightly compiler and may break when the unstable trait changes. The two trait features are
+//!   additive (see the README for the one combination that collides).
 //!
 //! The crate is `#![no_std]`; it never uses the global allocator.
 
@@ -58,3 +58,8 @@ pub use stats::Stats;
 
 /// Bytes per granule: every block is a multiple of this and aligned to it.
 pub const GRANULE: usize = block::GRANULE;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

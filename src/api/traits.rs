@@ -1,15 +1,19 @@
 //! The trait edges, each a thin forward to `Heap`'s inherent methods. All `cfg`s that choose
 //! between the allocator traits are in this file.
 //!
-//! | features                      | `&Heap` implements                                  |
-//! |-------------------------------|-----------------------------------------------------|
-//! | `allocator-api2` (default)    | `allocator_api2::alloc::Allocator` (0.2), stable    |
-//! | `nightly` (+ `allocator-api2`)| `core::alloc::Allocator`; allocator-api2 0.2 is switched to re-export core's trait, so the same impl serves hashbrown and `allocator_api2::vec::Vec` |
-//! | `nightly` alone               | `core::alloc::Allocator`                            |
+//! Two independent, additive features, each adding one impl:
 //!
-//! If another crate turns on `allocator-api2/nightly` while `isoheap/nightly` is off, the 0.2
-//! trait *is* core's unstable trait and this crate fails to compile with E0658 (use of unstable
-//! `allocator_api`): turn on `isoheap/nightly` too.
+//! | features                          | `&Heap` implements                                       |
+//! |-----------------------------------|----------------------------------------------------------|
+//! | `allocator-api2` (default)        | `allocator_api2::alloc::Allocator` (0.2), on stable       |
+//! | `nightly`                         | `core::alloc::Allocator` (std's `Vec::new_in`, ...)       |
+//! | both                              | both: std collections, hashbrown and allocator-api2's `Vec` on one heap |
+//!
+//! allocator-api2 0.2 has its own `nightly` feature that makes its trait a re-export of core's.
+//! We do not turn it on: it would also make hashbrown (without hashbrown's own `nightly`) fail to
+//! build. If something else in a build turns it on, the two impls here are impls of one trait
+//! and collide (E0119); build isoheap with `default-features = false, features = ["mmap",
+//! "nightly"]` then, and the core impl serves allocator-api2 users as well.
 
 #[allow(unused_imports)]
 use super::Heap;
@@ -82,7 +86,7 @@ macro_rules! forward_allocator {
 #[cfg(feature = "nightly")]
 forward_allocator!(core::alloc::Allocator, core::alloc::AllocError);
 
-#[cfg(all(feature = "allocator-api2", not(feature = "nightly")))]
+#[cfg(feature = "allocator-api2")]
 forward_allocator!(
     allocator_api2::alloc::Allocator,
     allocator_api2::alloc::AllocError

@@ -34,7 +34,7 @@ pub(crate) fn page_size() -> usize {
 /// Returns the OS error number on failure.
 pub(crate) fn map(len: usize) -> Result<NonNull<u8>, i32> {
     debug_assert!(
-        len > 0 && len % page_size() == 0,
+        len > 0 && len.is_multiple_of(page_size()),
         "map of {len} bytes is not whole pages"
     );
     // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches no
