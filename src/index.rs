@@ -253,6 +253,7 @@ pub(crate) unsafe fn first_fit(c: Chunk, size: Gran) -> Option<Gran> {
 ///
 /// # Safety
 /// `c` is live.
+#[cfg_attr(not(debug_assertions), allow(dead_code))]
 pub(crate) unsafe fn floor(c: Chunk, g: Gran) -> Option<Gran> {
     // SAFETY: every node reached is an index node.
     unsafe {
@@ -334,5 +335,294 @@ unsafe fn walk_at(
             return Err((t, "index subtree maximum is wrong"));
         }
         walk_at(c, r, t, hi, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::{Chunk, meta_granules};
+    use std::boxed::Box;
+    use std::collections::BTreeMap;
+    use std::vec::Vec;
+
+    /// Bytes of the test chunk: 4096 granules.
+    const LEN: usize = 64 << 10;
+    /// Granules between the starts of two blocks; blocks are at most `STRIDE - 1` granules
+    /// long, so two blocks never touch (`mark_free` asserts on bits already set).
+    const STRIDE: Gran = 8;
+
+    #[repr(C, align(16))]
+    struct Buf([u8; LEN]);
+
+    /// A chunk over a heap buffer whose whole block area is below the frontier. The buffer is
+    /// held as a raw pointer (not a `Box`, whose moves would invalidate the chunk's pointers
+    /// under Stacked Borrows) and freed on drop.
+    struct TestChunk {
+        c: Chunk,
+        buf: *mut Buf,
+    }
+
+    impl Drop for TestChunk {
+        fn drop(&mut self) {
+            // SAFETY: `buf` came from `Box::into_raw` and the chunk dies with us.
+            drop(unsafe { Box::from_raw(self.buf) });
+        }
+    }
+
+    impl TestChunk {
+        fn new() -> TestChunk {
+            let buf = Box::into_raw(Box::new(Buf([0x5A; LEN])));
+            let base = NonNull::new(buf.cast::<u8>()).unwrap();
+            // SAFETY: the buffer is ours for the TestChunk's life, 16-aligned, LEN bytes.
+            let c = unsafe { Chunk::init(base, LEN, false, false) };
+            // SAFETY: c is live; the whole block area becomes "blocks" for the test.
+            unsafe { (*c.h()).frontier = (*c.h()).granules };
+            TestChunk { c, buf }
+        }
+
+        fn first(&self) -> Gran {
+            // SAFETY: live chunk.
+            unsafe { (*self.c.h()).first }
+        }
+
+        /// Number of block slots (each `STRIDE` granules).
+        fn slots(&self) -> u32 {
+            // SAFETY: live chunk.
+            let granules = unsafe { (*self.c.h()).granules };
+            (granules - self.first()) / STRIDE
+        }
+
+        fn key(&self, slot: u32) -> Gran {
+            self.first() + slot * STRIDE
+        }
+
+        fn insert(&self, g: Gran, s: Gran) {
+            // SAFETY: g..g+s lies in the block area, is not free, and no block touches it.
+            unsafe {
+                self.c.mark_free(g, s);
+                insert(self.c, g);
+            }
+        }
+
+        fn remove(&self, g: Gran, s: Gran) {
+            // SAFETY: g is an indexed free block of size s.
+            unsafe {
+                remove(self.c, g);
+                self.c.unmark_free(g, s);
+            }
+        }
+
+        fn resize(&self, g: Gran, old: Gran, new: Gran) {
+            // SAFETY: g is an indexed free block of size old; g..g+new touches no other block.
+            unsafe {
+                self.c.unmark_free(g, old);
+                self.c.mark_free(g, new);
+                resize(self.c, g, new);
+            }
+        }
+
+        fn first_fit(&self, s: Gran) -> Option<Gran> {
+            // SAFETY: live chunk.
+            unsafe { first_fit(self.c, s) }
+        }
+
+        fn floor(&self, g: Gran) -> Option<Gran> {
+            // SAFETY: live chunk.
+            unsafe { floor(self.c, g) }
+        }
+
+        fn largest(&self) -> Gran {
+            // SAFETY: live chunk.
+            unsafe { largest(self.c) }
+        }
+
+        /// The index in key order, after `walk` checked order, heap order and maxima.
+        fn contents(&self) -> Vec<(Gran, Gran)> {
+            let mut out = Vec::new();
+            // SAFETY: live chunk.
+            let r = unsafe {
+                walk(self.c, &mut |g, s| {
+                    out.push((g, s));
+                    Ok(())
+                })
+            };
+            if let Err((g, what)) = r {
+                panic!("index walk failed at granule {g}: {what}");
+            }
+            out
+        }
+
+        /// Depth of the treap (0 when empty).
+        fn depth(&self) -> usize {
+            fn d(c: Chunk, t: Gran) -> usize {
+                if t == 0 {
+                    return 0;
+                }
+                // SAFETY: t is a node of the index.
+                let (l, r) = unsafe { (c.get(t, Left), c.get(t, Right)) };
+                1 + d(c, l).max(d(c, r))
+            }
+            // SAFETY: live chunk.
+            d(self.c, unsafe { (*self.c.h()).root })
+        }
+    }
+
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.0 = x;
+            x
+        }
+
+        fn below(&mut self, n: u32) -> u32 {
+            (self.next() % n as u64) as u32
+        }
+    }
+
+    fn assert_same(t: &TestChunk, model: &BTreeMap<Gran, Gran>) {
+        let got = t.contents();
+        let want: Vec<(Gran, Gran)> = model.iter().map(|(&g, &s)| (g, s)).collect();
+        assert_eq!(got, want, "index disagrees with the model");
+        assert_eq!(t.largest(), model.values().copied().max().unwrap_or(0));
+    }
+
+    #[test]
+    fn random_ops_match_btreemap() {
+        let ops = if cfg!(miri) { 300 } else { 20_000 };
+        let t = TestChunk::new();
+        let slots = t.slots();
+        assert!(slots > 100);
+        let mut model: BTreeMap<Gran, Gran> = BTreeMap::new();
+        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+        for step in 0..ops {
+            let g = t.key(rng.below(slots));
+            let size = 1 + rng.below(STRIDE - 1);
+            match rng.below(5) {
+                0 | 1 => match model.get(&g).copied() {
+                    None => {
+                        t.insert(g, size);
+                        model.insert(g, size);
+                    }
+                    Some(old) => {
+                        t.remove(g, old);
+                        model.remove(&g);
+                    }
+                },
+                2 => {
+                    if let Some(old) = model.get(&g).copied() {
+                        t.resize(g, old, size);
+                        model.insert(g, size);
+                    }
+                }
+                3 => {
+                    let want = 1 + rng.below(STRIDE);
+                    let expect = model.iter().find(|&(_, &s)| s >= want).map(|(&k, _)| k);
+                    assert_eq!(
+                        t.first_fit(want),
+                        expect,
+                        "first_fit({want}) at step {step}"
+                    );
+                }
+                _ => {
+                    let probe = t.first() + rng.below(slots * STRIDE);
+                    let expect = model.range(..=probe).next_back().map(|(&k, _)| k);
+                    assert_eq!(t.floor(probe), expect, "floor({probe}) at step {step}");
+                }
+            }
+            if step % 32 == 0 {
+                assert_same(&t, &model);
+            }
+        }
+        assert_same(&t, &model);
+        // Empty it again in random order.
+        while !model.is_empty() {
+            let k = *model
+                .keys()
+                .nth(rng.below(model.len() as u32) as usize)
+                .unwrap();
+            let s = model.remove(&k).unwrap();
+            t.remove(k, s);
+        }
+        assert_same(&t, &model);
+        assert_eq!(t.first_fit(1), None);
+        assert_eq!(t.floor(u32::MAX), None);
+    }
+
+    #[test]
+    fn first_fit_prefers_lowest_address() {
+        let t = TestChunk::new();
+        // sizes by slot: 2, 5, 3, 7, 5
+        let sizes = [2, 5, 3, 7, 5];
+        let keys: Vec<Gran> = (0..sizes.len() as u32).map(|i| t.key(i * 3)).collect();
+        // insert out of address order
+        for i in [3, 0, 4, 1, 2] {
+            t.insert(keys[i], sizes[i]);
+        }
+        assert_eq!(t.first_fit(1), Some(keys[0]));
+        assert_eq!(t.first_fit(3), Some(keys[1]));
+        assert_eq!(t.first_fit(5), Some(keys[1]));
+        assert_eq!(t.first_fit(6), Some(keys[3]));
+        assert_eq!(t.first_fit(7), Some(keys[3]));
+        assert_eq!(t.first_fit(8), None);
+        assert_eq!(t.largest(), 7);
+        // shrinking the largest moves the answer for 6 nowhere, and for 5 stays lowest
+        t.resize(keys[3], 7, 4);
+        assert_eq!(t.first_fit(6), None);
+        assert_eq!(t.largest(), 5);
+        t.remove(keys[1], 5);
+        assert_eq!(t.first_fit(5), Some(keys[4]));
+        assert_eq!(t.floor(keys[1]), Some(keys[0]));
+        assert_eq!(t.floor(keys[0] - 1), None);
+        assert_eq!(t.floor(keys[4] + 100), Some(keys[4]));
+        assert_eq!(t.contents().len(), 4);
+    }
+
+    #[test]
+    fn ascending_inserts_stay_shallow() {
+        let t = TestChunk::new();
+        let n = if cfg!(miri) { 64 } else { t.slots() };
+        for i in 0..n {
+            t.insert(t.key(i), 1 + i % (STRIDE - 1));
+        }
+        assert_eq!(t.contents().len(), n as usize);
+        // A random binary search tree of n keys has expected depth about 2 ln n (≈ 12 for 507
+        // keys); an unbalanced one built from ascending keys would have depth n.
+        let bound = 4 * (usize::BITS - (n as usize).leading_zeros()) as usize;
+        let depth = t.depth();
+        assert!(
+            depth <= bound,
+            "treap depth {depth} for {n} keys (bound {bound})"
+        );
+        for i in (0..n).rev() {
+            t.remove(t.key(i), 1 + i % (STRIDE - 1));
+        }
+        assert_eq!(t.depth(), 0);
+        assert!(t.contents().is_empty());
+    }
+
+    #[test]
+    fn walk_detects_broken_max() {
+        let t = TestChunk::new();
+        let (a, b) = (t.key(1), t.key(5));
+        t.insert(a, 3);
+        t.insert(b, 6);
+        assert_eq!(t.contents(), [(a, 3), (b, 6)]);
+        // Corrupt the root's maximum: walk must report it.
+        // SAFETY: the root is an index node.
+        unsafe {
+            let root = (*t.c.h()).root;
+            let m = t.c.get(root, Max);
+            t.c.put(root, Max, m + 1);
+        }
+        // SAFETY: live chunk.
+        let r = unsafe { walk(t.c, &mut |_, _| Ok(())) };
+        assert_eq!(r.map_err(|e| e.1), Err("index subtree maximum is wrong"));
+        assert_eq!(meta_granules(4096) as Gran, t.first());
     }
 }

@@ -1,0 +1,1090 @@
+//! Integration tests through the public API: collections on a heap (allocator-api2 and, with
+//! the `nightly` feature, std's), and regression tests for classic allocator bugs: limits and
+//! tiny heaps, sizes near `isize::MAX`, copies on resize, alignment, zero-size layouts,
+//! zeroed reuse, OS mapping balance, growth in place and detected misuse.
+//!
+//! Tests run in parallel threads of one process, and [`os_counters`] is process-wide: every
+//! test that maps memory holds [`shared`] and the one test that compares the counters holds
+//! [`exclusive`].
+
+#![cfg_attr(feature = "nightly", feature(allocator_api, btreemap_alloc))]
+
+use isoheap::{GRANULE, Heap, HeapError, MAX_ALIGN, os_counters};
+use std::alloc::Layout;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::ptr::NonNull;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+static OS: RwLock<()> = RwLock::new(());
+
+/// Held by every test that maps or unmaps memory.
+fn shared() -> RwLockReadGuard<'static, ()> {
+    OS.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Held by the test that compares process-wide mapping counters.
+fn exclusive() -> RwLockWriteGuard<'static, ()> {
+    OS.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A small deterministic PRNG.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn check(heap: &Heap) {
+    if let Err(e) = heap.check() {
+        panic!("{e}");
+    }
+    let s = heap.stats();
+    assert_eq!(s.in_use + s.free + s.metadata, s.mapped, "{s:?}");
+}
+
+fn layout(size: usize, align: usize) -> Layout {
+    Layout::from_size_align(size, align).unwrap()
+}
+
+fn alloc(heap: &Heap, size: usize, align: usize) -> NonNull<u8> {
+    let b = heap.allocate(layout(size, align)).expect("allocation");
+    assert!(b.len() >= size);
+    assert_eq!(b.cast::<u8>().addr().get() % align, 0);
+    b.cast()
+}
+
+/// Fills `len` bytes at `p` with a pattern that differs for every position and `tag`.
+///
+/// # Safety
+/// `p..p+len` is writable.
+unsafe fn fill(p: NonNull<u8>, len: usize, tag: u8) {
+    for i in 0..len {
+        // SAFETY: inside the block (contract).
+        unsafe { p.add(i).write(byte(i, tag)) };
+    }
+}
+
+fn byte(i: usize, tag: u8) -> u8 {
+    (i as u8) ^ ((i >> 8) as u8).wrapping_mul(31) ^ tag
+}
+
+/// Asserts `len` bytes at `p` still hold the pattern of [`fill`].
+///
+/// # Safety
+/// `p..p+len` is readable.
+unsafe fn assert_filled(p: NonNull<u8>, len: usize, tag: u8) {
+    for i in 0..len {
+        // SAFETY: inside the block (contract).
+        let got = unsafe { p.add(i).read() };
+        assert_eq!(got, byte(i, tag), "byte {i} of {len} at {p:p}");
+    }
+}
+
+/// # Safety
+/// `p..p+len` is readable.
+unsafe fn all_zero(p: NonNull<u8>, len: usize) -> bool {
+    // SAFETY: forwarded contract.
+    unsafe { std::slice::from_raw_parts(p.as_ptr(), len) }
+        .iter()
+        .all(|&b| b == 0)
+}
+
+/// Runs `f`, which must panic, and returns the panic message.
+fn panic_message(f: impl FnOnce()) -> String {
+    let err = catch_unwind(AssertUnwindSafe(f)).expect_err("expected a panic");
+    if let Some(s) = err.downcast_ref::<String>() {
+        s.clone()
+    } else if let Some(s) = err.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else {
+        panic!("panic payload is not a string")
+    }
+}
+
+// ---- collections on a heap (stable front end) ----
+
+#[test]
+fn allocator_api2_vec_heavy_mutation() {
+    let _os = shared();
+    let heap = Heap::new();
+    let mut rng = Rng(0x1234_5678_9ABC_DEF1);
+    let mut vecs: Vec<(allocator_api2::vec::Vec<u64, &Heap>, Vec<u64>)> = Vec::new();
+    for _ in 0..8 {
+        vecs.push((allocator_api2::vec::Vec::new_in(&heap), Vec::new()));
+    }
+    for step in 0..20_000 {
+        let (v, m) = &mut vecs[rng.below(8)];
+        let x = rng.next();
+        match rng.below(10) {
+            0..=3 => {
+                v.push(x);
+                m.push(x);
+            }
+            4 => {
+                assert_eq!(v.pop(), m.pop());
+            }
+            5 if !m.is_empty() => {
+                let i = rng.below(m.len() + 1);
+                v.insert(i, x);
+                m.insert(i, x);
+            }
+            6 if !m.is_empty() => {
+                let i = rng.below(m.len());
+                assert_eq!(v.remove(i), m.remove(i));
+            }
+            7 => {
+                let n = rng.below(300);
+                v.extend((0..n as u64).map(|k| k ^ x));
+                m.extend((0..n as u64).map(|k| k ^ x));
+            }
+            8 => {
+                let n = rng.below(m.len() + 1);
+                v.truncate(n);
+                m.truncate(n);
+                if rng.below(2) == 0 {
+                    v.shrink_to_fit();
+                }
+            }
+            _ => {
+                let extra = rng.below(5000);
+                v.reserve_exact(extra);
+                assert!(v.capacity() >= v.len() + extra);
+            }
+        }
+        if step % 1000 == 0 {
+            check(&heap);
+            for (v, m) in &vecs {
+                assert_eq!(&v[..], &m[..]);
+            }
+        }
+    }
+    for (v, m) in &vecs {
+        assert_eq!(&v[..], &m[..]);
+    }
+    check(&heap);
+    drop(vecs);
+    check(&heap);
+    let s = heap.stats();
+    assert_eq!(s.in_use, 0);
+    assert_eq!(s.free_blocks, s.chunks, "not merged back: {s:?}");
+}
+
+#[test]
+fn hashbrown_heavy_mutation() {
+    let _os = shared();
+    let heap = Heap::new();
+    let mut rng = Rng(0xDEAD_BEEF_F00D_0001);
+    type Val<'h> = allocator_api2::vec::Vec<u8, &'h Heap>;
+    let mut map: hashbrown::HashMap<u64, Val<'_>, hashbrown::DefaultHashBuilder, &Heap> =
+        hashbrown::HashMap::new_in(&heap);
+    let mut model: std::collections::HashMap<u64, Vec<u8>> = std::collections::HashMap::new();
+    for step in 0..30_000 {
+        let k = rng.below(4000) as u64;
+        match rng.below(4) {
+            0 | 1 => {
+                let max = if rng.below(10) == 0 { 2000 } else { 40 };
+                let len = rng.below(max);
+                let tag = rng.next() as u8;
+                let mut v = allocator_api2::vec::Vec::with_capacity_in(len, &heap);
+                v.extend((0..len).map(|i| byte(i, tag)));
+                model.insert(k, v.to_vec());
+                map.insert(k, v);
+            }
+            2 => {
+                assert_eq!(map.remove(&k).map(|v| v.to_vec()), model.remove(&k));
+            }
+            _ => {
+                if let Some(v) = map.get_mut(&k) {
+                    let b = rng.next() as u8;
+                    v.push(b);
+                    model.get_mut(&k).unwrap().push(b);
+                }
+            }
+        }
+        if step % 5000 == 0 {
+            check(&heap);
+            map.shrink_to_fit();
+        }
+    }
+    assert_eq!(map.len(), model.len());
+    for (k, v) in &model {
+        assert_eq!(&map[k][..], &v[..], "value of key {k}");
+    }
+    check(&heap);
+    drop(map);
+    check(&heap);
+    assert_eq!(heap.stats().in_use, 0);
+}
+
+// ---- std collections (nightly front end) ----
+
+#[cfg(feature = "nightly")]
+#[test]
+fn std_collections_and_hashbrown_share_one_heap() {
+    use std::collections::{BTreeMap, VecDeque};
+    let _os = shared();
+    let heap = Heap::new();
+    let mut rng = Rng(0x0BAD_CAFE_1234_5678);
+    let mut vec: Vec<u32, &Heap> = Vec::new_in(&heap);
+    let mut deque: VecDeque<u64, &Heap> = VecDeque::new_in(&heap);
+    let mut btree: BTreeMap<u32, Box<[u8; 24], &Heap>, &Heap> = BTreeMap::new_in(&heap);
+    let mut hash = hashbrown::HashMap::new_in(&heap);
+    let mut boxes: Vec<Box<u128, &Heap>> = Vec::new();
+    let (mut m_vec, mut m_deque) = (Vec::new(), std::collections::VecDeque::new());
+    let mut m_btree = std::collections::BTreeMap::new();
+    let mut m_hash = std::collections::HashMap::new();
+    let mut m_boxes = Vec::new();
+    for step in 0..40_000u32 {
+        let x = rng.next();
+        match rng.below(9) {
+            0 => {
+                vec.push(x as u32);
+                m_vec.push(x as u32);
+            }
+            1 => {
+                let n = rng.below(vec.len() + 1);
+                vec.truncate(n);
+                m_vec.truncate(n);
+            }
+            2 => {
+                if x.is_multiple_of(2) {
+                    deque.push_back(x);
+                    m_deque.push_back(x);
+                } else {
+                    deque.push_front(x);
+                    m_deque.push_front(x);
+                }
+            }
+            3 => {
+                assert_eq!(deque.pop_front(), m_deque.pop_front());
+            }
+            4 => {
+                let k = (x % 3000) as u32;
+                let v = [x as u8; 24];
+                btree.insert(k, Box::new_in(v, &heap));
+                m_btree.insert(k, v);
+            }
+            5 => {
+                let k = (x % 3000) as u32;
+                assert_eq!(btree.remove(&k).map(|b| *b), m_btree.remove(&k));
+            }
+            6 => {
+                let k = x % 5000;
+                hash.insert(k, step);
+                m_hash.insert(k, step);
+            }
+            7 => {
+                let k = x % 5000;
+                assert_eq!(hash.remove(&k), m_hash.remove(&k));
+            }
+            _ => {
+                if boxes.len() < 500 && !x.is_multiple_of(3) {
+                    boxes.push(Box::new_in(x as u128 * 3, &heap));
+                    m_boxes.push(x as u128 * 3);
+                } else if !boxes.is_empty() {
+                    let i = rng.below(boxes.len());
+                    assert_eq!(*boxes.swap_remove(i), m_boxes.swap_remove(i));
+                }
+            }
+        }
+        if step % 4000 == 0 {
+            check(&heap);
+        }
+    }
+    assert_eq!(&vec[..], &m_vec[..]);
+    assert!(deque.iter().eq(m_deque.iter()));
+    assert!(
+        btree
+            .iter()
+            .map(|(k, v)| (*k, **v))
+            .eq(m_btree.iter().map(|(k, v)| (*k, *v)))
+    );
+    assert_eq!(hash.len(), m_hash.len());
+    assert!(m_hash.iter().all(|(k, v)| hash.get(k) == Some(v)));
+    assert!(boxes.iter().map(|b| **b).eq(m_boxes.iter().copied()));
+    check(&heap);
+    assert!(heap.stats().in_use > 0);
+    drop((vec, deque, btree, hash, boxes));
+    check(&heap);
+    let s = heap.stats();
+    assert_eq!(s.in_use, 0);
+    assert_eq!(s.free_blocks, s.chunks);
+}
+
+#[cfg(feature = "nightly")]
+#[test]
+fn std_vec_grows_in_place_and_box_slices() {
+    let _os = shared();
+    let heap = Heap::with_capacity(1 << 20).unwrap();
+    let mut v: Vec<u8, &Heap> = Vec::with_capacity_in(16, &heap);
+    let p = v.as_ptr();
+    for i in 0..100_000u32 {
+        v.push(i as u8);
+    }
+    assert_eq!(v.as_ptr(), p, "a Vec at the frontier grows without moving");
+    assert!(v.iter().enumerate().all(|(i, &b)| b == i as u8));
+    let b: Box<[u8], &Heap> = v.into_boxed_slice();
+    assert_eq!(b.len(), 100_000);
+    assert_eq!(heap.stats().in_use, 100_000usize.next_multiple_of(GRANULE));
+    check(&heap);
+    drop(b);
+    assert_eq!(heap.stats().in_use, 0);
+}
+
+// ---- heaps too small or badly sized ----
+
+#[test]
+fn heap_smaller_than_one_block_is_refused() {
+    let _os = shared();
+    let minimum = match Heap::builder().limit(1).build() {
+        Err(HeapError::TooSmall {
+            requested: 1,
+            minimum,
+        }) => minimum,
+        other => panic!("limit(1): {other:?}"),
+    };
+    assert!(minimum > GRANULE);
+    assert!(matches!(
+        Heap::builder().limit(minimum - 1).build(),
+        Err(HeapError::TooSmall { .. })
+    ));
+    assert!(matches!(Heap::with_capacity(0), Err(HeapError::ZeroSize)));
+    assert!(matches!(
+        Heap::builder().limit(0).build(),
+        Err(HeapError::ZeroSize)
+    ));
+    assert!(matches!(
+        Heap::builder().growth(0).build(),
+        Err(HeapError::ZeroSize)
+    ));
+    assert!(matches!(
+        Heap::with_capacity(usize::MAX),
+        Err(HeapError::TooLarge { .. })
+    ));
+    assert!(matches!(
+        Heap::with_capacity(isize::MAX as usize),
+        Err(HeapError::TooLarge { .. })
+    ));
+    assert!(matches!(
+        Heap::builder().initial(2 << 20).limit(1 << 20).build(),
+        Err(HeapError::LimitBelowInitial { .. })
+    ));
+    // The smallest heap there is holds one block.
+    let heap = Heap::builder().limit(minimum).build().unwrap();
+    let p = alloc(&heap, GRANULE, 1);
+    assert!(heap.stats().mapped <= minimum);
+    check(&heap);
+    // SAFETY: allocated above with this layout.
+    unsafe { heap.deallocate(p, layout(GRANULE, 1)) };
+    check(&heap);
+    assert!(!HeapError::ZeroSize.to_string().is_empty());
+}
+
+#[test]
+fn with_capacity_holds_its_size_in_one_chunk() {
+    let _os = shared();
+    // Sizes just under a page boundary once metadata is added, from 1 MB up, where a chunk sized
+    // without counting the bitmap's own growth came up short.
+    for size in [
+        GRANULE,
+        4000,
+        65_536,
+        1 << 20,
+        1_024_096,
+        1_028_160,
+        1_040_352,
+        3_000_000,
+        16 << 20,
+    ] {
+        let heap = Heap::with_capacity(size).unwrap();
+        assert_eq!(heap.stats().chunks, 1);
+        assert!(
+            heap.stats().free >= size,
+            "with_capacity({size}): {:?}",
+            heap.stats()
+        );
+        let p = heap.allocate(layout(size, 1));
+        assert!(
+            p.is_ok(),
+            "with_capacity({size}) cannot allocate {size} bytes"
+        );
+        assert_eq!(
+            heap.stats().chunks,
+            1,
+            "allocating {size} bytes mapped again"
+        );
+        check(&heap);
+    }
+    // A fresh growable heap must serve the same sizes from the chunk it maps for them.
+    for size in [1_024_096, 1_028_160, 1_040_352] {
+        let heap = Heap::new();
+        assert!(heap.allocate(layout(size, 16)).is_ok(), "{size} bytes");
+        assert_eq!(heap.stats().chunks, 1);
+        check(&heap);
+    }
+}
+
+#[test]
+fn initial_equal_to_limit_maps_once() {
+    let _os = shared();
+    let heap = Heap::builder()
+        .initial(1 << 20)
+        .limit(1 << 20)
+        .build()
+        .unwrap();
+    let s = heap.stats();
+    assert!(s.mapped <= 1 << 20);
+    assert_eq!(s.chunks, 1);
+    let mut blocks = Vec::new();
+    while let Ok(b) = heap.allocate(layout(4096, 16)) {
+        blocks.push(b.cast::<u8>());
+    }
+    assert_eq!(
+        heap.stats().chunks,
+        1,
+        "a heap whose limit is its initial size never maps"
+    );
+    assert!(blocks.len() >= 250);
+    check(&heap);
+    for p in blocks {
+        // SAFETY: allocated above with this layout.
+        unsafe { heap.deallocate(p, layout(4096, 16)) };
+    }
+    check(&heap);
+}
+
+// ---- sizes near the limits of the address space ----
+
+#[test]
+fn huge_sizes_fail_without_panicking() {
+    let _os = shared();
+    let heap = Heap::new();
+    let keep = alloc(&heap, 100, 8);
+    // SAFETY: a live 100-byte block.
+    unsafe { fill(keep, 100, 7) };
+    let before = heap.stats();
+    let huge = [
+        (isize::MAX as usize - 7, 8),
+        (isize::MAX as usize - 15, 16),
+        (isize::MAX as usize - 4095, 4096),
+        (isize::MAX as usize - (MAX_ALIGN - 1), MAX_ALIGN),
+        (isize::MAX as usize / 2, 1),
+        (1 << 40, 1),
+        ((u32::MAX as usize + 1) << 4, 16),
+        (u32::MAX as usize * GRANULE, 16),
+        ((u32::MAX as usize - 10) * GRANULE, 4096),
+        (u32::MAX as usize * GRANULE - 1, 1 << 20),
+    ];
+    for (size, align) in huge {
+        let l = layout(size, align);
+        assert!(heap.allocate(l).is_err(), "allocate({size}, {align})");
+        assert!(
+            heap.allocate_zeroed(l).is_err(),
+            "allocate_zeroed({size}, {align})"
+        );
+        // SAFETY: keep is a live 100-byte block with alignment 8.
+        unsafe {
+            assert!(
+                heap.grow(keep, layout(100, 8), l).is_err(),
+                "grow to {size}"
+            );
+            assert!(heap.grow_zeroed(keep, layout(100, 8), l).is_err());
+        }
+        check(&heap);
+        assert_eq!(heap.stats(), before, "a failed request changed the heap");
+    }
+    // SAFETY: still live and intact.
+    unsafe { assert_filled(keep, 100, 7) };
+    // The heap is still fully usable.
+    let p = alloc(&heap, 5000, 64);
+    check(&heap);
+    // SAFETY: live blocks with these layouts.
+    unsafe {
+        heap.deallocate(p, layout(5000, 64));
+        heap.deallocate(keep, layout(100, 8));
+    }
+    check(&heap);
+    assert_eq!(heap.stats().in_use, 0);
+}
+
+#[test]
+fn huge_request_on_a_limited_heap_fails_cleanly() {
+    let _os = shared();
+    let heap = Heap::builder().limit(1 << 20).build().unwrap();
+    assert!(heap.allocate(layout(16 << 30, 16)).is_err());
+    assert!(heap.allocate(layout(2 << 20, 16)).is_err());
+    assert_eq!(
+        heap.stats().mapped,
+        0,
+        "nothing mapped for requests over the limit"
+    );
+    let p = alloc(&heap, 512 << 10, 16);
+    check(&heap);
+    // SAFETY: live block with this layout.
+    unsafe { heap.deallocate(p, layout(512 << 10, 16)) };
+    check(&heap);
+}
+
+// ---- copies on resize ----
+
+#[test]
+fn grow_that_moves_copies_exactly_the_old_bytes() {
+    let _os = shared();
+    let heap = Heap::new();
+    for old in (1..=64).chain([100, 255, 1000, 4095, 4096, 65_537]) {
+        let tag = old as u8;
+        let a = alloc(&heap, old, 1);
+        let guard = alloc(&heap, 16, 1);
+        // SAFETY: live blocks of these sizes.
+        unsafe {
+            fill(a, old, tag);
+            fill(guard, 16, 0x55);
+            let new = old * 3 + 100;
+            let b = heap.grow(a, layout(old, 1), layout(new, 1)).unwrap();
+            assert_ne!(b.cast::<u8>(), a, "the guard block forces a move");
+            assert!(b.len() >= new);
+            assert_filled(b.cast(), old, tag);
+            assert_filled(guard, 16, 0x55);
+            check(&heap);
+            heap.deallocate(b.cast(), layout(new, 1));
+            heap.deallocate(guard, layout(16, 1));
+        }
+        check(&heap);
+        assert_eq!(heap.stats().in_use, 0);
+    }
+}
+
+#[test]
+fn grow_into_a_lower_hole_and_grow_zeroed_when_moving() {
+    let _os = shared();
+    let heap = Heap::with_capacity(1 << 20).unwrap();
+    let hole = alloc(&heap, 20_000, 16);
+    let lead = alloc(&heap, 16, 16);
+    let a = alloc(&heap, 3000, 16);
+    let guard = alloc(&heap, 16, 16);
+    // SAFETY: live blocks; `hole` is dirtied before it is freed.
+    unsafe {
+        fill(hole, 20_000, 1);
+        heap.deallocate(hole, layout(20_000, 16));
+        fill(a, 3000, 2);
+        let b = heap
+            .grow_zeroed(a, layout(3000, 16), layout(15_000, 16))
+            .unwrap();
+        assert_eq!(b.cast::<u8>(), hole, "first fit: the lower hole");
+        assert_filled(b.cast(), 3000, 2);
+        assert!(all_zero(b.cast::<u8>().add(3000), b.len() - 3000));
+        check(&heap);
+        for (p, size) in [(b.cast(), 15_000), (lead, 16), (guard, 16)] {
+            heap.deallocate(p, layout(size, 16));
+        }
+    }
+    check(&heap);
+}
+
+#[test]
+fn shrink_then_grow_keeps_the_prefix() {
+    let _os = shared();
+    let heap = Heap::new();
+    let a = alloc(&heap, 1000, 8);
+    let guard = alloc(&heap, 16, 8);
+    // SAFETY: live blocks with the layouts used.
+    unsafe {
+        fill(a, 1000, 3);
+        let s = heap.shrink(a, layout(1000, 8), layout(100, 8)).unwrap();
+        assert_eq!(s.cast::<u8>(), a, "shrink stays in place");
+        assert_filled(a, 100, 3);
+        check(&heap);
+        let g = heap.grow(a, layout(100, 8), layout(1000, 8)).unwrap();
+        assert_eq!(g.cast::<u8>(), a, "the freed tail is taken back in place");
+        assert_filled(a, 100, 3);
+        check(&heap);
+        heap.deallocate(a, layout(1000, 8));
+        heap.deallocate(guard, layout(16, 8));
+    }
+    check(&heap);
+}
+
+/// A free block just before a block that must move: an allocator that freed first and copied
+/// after would copy between overlapping ranges.
+#[test]
+fn move_next_to_a_free_predecessor_keeps_data() {
+    let _os = shared();
+    let heap = Heap::new();
+    let p = alloc(&heap, 256, 16);
+    let a = alloc(&heap, 256, 16);
+    let guard = alloc(&heap, 16, 16);
+    // SAFETY: live blocks with the layouts used.
+    unsafe {
+        fill(a, 256, 4);
+        heap.deallocate(p, layout(256, 16));
+        let b = heap.grow(a, layout(256, 16), layout(400, 16)).unwrap();
+        assert_filled(b.cast(), 256, 4);
+        check(&heap);
+        // Shrinking to an alignment the block lacks moves it too.
+        let b = b.cast::<u8>();
+        fill(b, 400, 5);
+        let align = if b.addr().get().is_multiple_of(4096) {
+            8192
+        } else {
+            4096
+        };
+        let c = heap.shrink(b, layout(400, 16), layout(50, align)).unwrap();
+        assert_eq!(c.cast::<u8>().addr().get() % align, 0);
+        assert_filled(c.cast(), 50, 5);
+        check(&heap);
+        heap.deallocate(c.cast(), layout(50, align));
+        heap.deallocate(guard, layout(16, 16));
+    }
+    check(&heap);
+    assert_eq!(heap.stats().in_use, 0);
+}
+
+// ---- alignment ----
+
+#[test]
+fn alignment_larger_than_the_block() {
+    let _os = shared();
+    let heap = Heap::new();
+    let mut live = Vec::new();
+    for align in [32, 256, 4096, 64 << 10, 1 << 20, MAX_ALIGN] {
+        for size in [1, 8, 16, 17] {
+            let p = alloc(&heap, size, align);
+            // SAFETY: a live block of `size` bytes.
+            unsafe { fill(p, size, align.trailing_zeros() as u8) };
+            live.push((p, size, align));
+            check(&heap);
+        }
+    }
+    for &(p, size, align) in &live {
+        // SAFETY: still live.
+        unsafe { assert_filled(p, size, align.trailing_zeros() as u8) };
+    }
+    let before = heap.stats();
+    assert!(heap.allocate(layout(8, MAX_ALIGN * 2)).is_err());
+    assert!(heap.allocate_zeroed(layout(8, MAX_ALIGN * 2)).is_err());
+    assert_eq!(heap.stats(), before);
+    // Zero-size requests need no memory, so any alignment is fine.
+    let z = heap.allocate(layout(0, MAX_ALIGN * 2)).unwrap();
+    assert_eq!(z.cast::<u8>().addr().get() % (MAX_ALIGN * 2), 0);
+    for (p, size, align) in live {
+        // SAFETY: allocated with this layout.
+        unsafe { heap.deallocate(p, layout(size, align)) };
+        check(&heap);
+    }
+    let s = heap.stats();
+    assert_eq!(s.in_use, 0);
+    assert_eq!(s.free_blocks, s.chunks);
+}
+
+// ---- zero-size layouts ----
+
+#[test]
+fn zero_size_layouts_use_no_memory() {
+    let _os = shared();
+    let heap = Heap::new();
+    let keep = alloc(&heap, 48, 16);
+    let before = heap.stats();
+    for align in [1, 2, 8, 16, 64, 4096, 1 << 20] {
+        for b in [
+            heap.allocate(layout(0, align)).unwrap(),
+            heap.allocate_zeroed(layout(0, align)).unwrap(),
+        ] {
+            assert_eq!(b.len(), 0);
+            assert_eq!(
+                b.cast::<u8>().addr().get() % align,
+                0,
+                "dangling but aligned"
+            );
+            // SAFETY: a zero-size block of this heap.
+            unsafe { heap.deallocate(b.cast(), layout(0, align)) };
+        }
+        assert_eq!(heap.stats(), before, "zero-size traffic changed the heap");
+    }
+    // SAFETY: zero-size blocks grow into real ones; real ones shrink to zero-size ones.
+    unsafe {
+        let z = heap.allocate(layout(0, 32)).unwrap().cast::<u8>();
+        let g = heap.grow_zeroed(z, layout(0, 32), layout(100, 32)).unwrap();
+        assert_eq!(g.cast::<u8>().addr().get() % 32, 0);
+        assert!(all_zero(g.cast(), 100));
+        let s = heap
+            .shrink(g.cast(), layout(100, 32), layout(0, 32))
+            .unwrap();
+        assert_eq!(s.len(), 0);
+        assert_eq!(
+            heap.stats().in_use,
+            before.in_use,
+            "shrinking to zero frees the block"
+        );
+        heap.deallocate(s.cast(), layout(0, 32));
+        heap.deallocate(keep, layout(48, 16));
+    }
+    check(&heap);
+    assert_eq!(heap.stats().in_use, 0);
+    let empty = Heap::new();
+    let _ = empty.allocate(layout(0, 8)).unwrap();
+    assert_eq!(empty.stats().mapped, 0, "zero-size allocations map nothing");
+}
+
+// ---- zeroed memory ----
+
+#[test]
+fn allocate_zeroed_on_reused_dirty_memory() {
+    let _os = shared();
+    let heap = Heap::new();
+    // SAFETY: every block is used within its layout.
+    unsafe {
+        // Reuse of a free block below the frontier.
+        let a = alloc(&heap, 1000, 16);
+        let guard = alloc(&heap, 16, 16);
+        a.as_ptr().write_bytes(0xEE, 1008);
+        heap.deallocate(a, layout(1000, 16));
+        let z = heap.allocate_zeroed(layout(1000, 16)).unwrap();
+        assert_eq!(z.cast::<u8>(), a, "first fit reuses the dirty block");
+        assert!(all_zero(z.cast(), z.len()));
+        // Reuse of memory that went back to the frontier.
+        let top = alloc(&heap, 5000, 16);
+        top.as_ptr().write_bytes(0xDD, 5008);
+        heap.deallocate(top, layout(5000, 16));
+        let z2 = heap.allocate_zeroed(layout(7000, 16)).unwrap();
+        assert_eq!(z2.cast::<u8>(), top);
+        assert!(all_zero(z2.cast(), z2.len()));
+        // grow_zeroed in place over dirty memory.
+        let small = heap
+            .shrink(z2.cast(), layout(7000, 16), layout(10, 16))
+            .unwrap();
+        small.cast::<u8>().write_bytes(0xCC, 10);
+        let grown = heap
+            .grow_zeroed(small.cast(), layout(10, 16), layout(6000, 16))
+            .unwrap();
+        assert_eq!(grown.cast::<u8>(), top, "grew in place");
+        assert_filled_with(grown.cast(), 10, 0xCC);
+        assert!(all_zero(grown.cast::<u8>().add(10), grown.len() - 10));
+        check(&heap);
+        heap.deallocate(grown.cast(), layout(6000, 16));
+        heap.deallocate(z.cast(), layout(1000, 16));
+        heap.deallocate(guard, layout(16, 16));
+    }
+    check(&heap);
+}
+
+/// # Safety
+/// `p..p+len` is readable.
+unsafe fn assert_filled_with(p: NonNull<u8>, len: usize, v: u8) {
+    // SAFETY: forwarded contract.
+    let s = unsafe { std::slice::from_raw_parts(p.as_ptr(), len) };
+    assert!(s.iter().all(|&b| b == v));
+}
+
+// ---- limits ----
+
+#[test]
+fn limit_reached_then_usable_after_freeing() {
+    let _os = shared();
+    let limit = 512 << 10;
+    let heap = Heap::builder().limit(limit).build().unwrap();
+    let l = layout(10_000, 16);
+    let mut blocks = Vec::new();
+    loop {
+        match heap.allocate(l) {
+            Ok(b) => blocks.push(b.cast::<u8>()),
+            Err(e) => {
+                assert!(!e.to_string().is_empty());
+                break;
+            }
+        }
+        assert!(blocks.len() < 1000, "the limit never stopped allocation");
+    }
+    let full = heap.stats();
+    assert!(full.mapped <= limit, "{full:?}");
+    assert!(blocks.len() >= 40, "only {} blocks fit", blocks.len());
+    check(&heap);
+    // Failing again changes nothing.
+    assert!(heap.allocate(l).is_err());
+    assert_eq!(heap.stats(), full);
+    // Free every other block, then all: the space comes back.
+    for p in blocks.iter().step_by(2) {
+        // SAFETY: allocated above with this layout.
+        unsafe { heap.deallocate(*p, l) };
+    }
+    check(&heap);
+    let again = alloc(&heap, 10_000, 16);
+    // SAFETY: freeing everything still live.
+    unsafe {
+        heap.deallocate(again, l);
+        for p in blocks.iter().skip(1).step_by(2) {
+            heap.deallocate(*p, l);
+        }
+    }
+    check(&heap);
+    let s = heap.stats();
+    assert_eq!(s.in_use, 0);
+    assert_eq!(s.free_blocks, s.chunks);
+    assert_eq!(
+        s.mapped, full.mapped,
+        "nothing is unmapped before the heap is dropped"
+    );
+    let n = (0..).map_while(|_| heap.allocate(l).ok()).count();
+    assert_eq!(n, blocks.len(), "as many blocks fit again");
+    check(&heap);
+}
+
+// ---- mapping balance ----
+
+#[test]
+fn os_maps_and_unmaps_balance() {
+    let _os = exclusive();
+    let before = os_counters();
+    assert!(before.maps >= before.unmaps);
+    {
+        let lazy = Heap::new();
+        assert_eq!(os_counters(), before, "Heap::new maps nothing");
+        let eager = Heap::with_capacity(300 << 10).unwrap();
+        assert_eq!(os_counters().maps, before.maps + 1);
+        assert_eq!(
+            os_counters().mapped_bytes,
+            before.mapped_bytes + eager.stats().mapped
+        );
+        // Several chunks, some blocks left allocated when the heap is dropped.
+        for i in 0..200 {
+            let p = alloc(&lazy, 10_000 + i, 16);
+            if i % 3 == 0 {
+                // SAFETY: just allocated with this layout.
+                unsafe { lazy.deallocate(p, layout(10_000 + i, 16)) };
+            }
+        }
+        let _ = alloc(&eager, 100_000, 16);
+        let chunks = lazy.stats().chunks + eager.stats().chunks;
+        assert!(lazy.stats().chunks >= 3);
+        let mid = os_counters();
+        assert_eq!(mid.maps - before.maps, chunks);
+        assert_eq!(mid.unmaps, before.unmaps);
+        assert_eq!(
+            mid.mapped_bytes - before.mapped_bytes,
+            lazy.stats().mapped + eager.stats().mapped
+        );
+        assert!(Heap::builder().limit(1).build().is_err());
+        assert!(
+            Heap::builder()
+                .initial(2 << 20)
+                .limit(1 << 20)
+                .build()
+                .is_err()
+        );
+        assert_eq!(os_counters(), mid, "failed builds map nothing");
+    }
+    let after = os_counters();
+    assert_eq!(after.maps - after.unmaps, before.maps - before.unmaps);
+    assert_eq!(after.mapped_bytes, before.mapped_bytes);
+    assert!(after.unmaps > before.unmaps);
+}
+
+// ---- growth in place ----
+
+#[test]
+fn vec_at_the_top_grows_in_place() {
+    let _os = shared();
+    let heap = Heap::with_capacity(1 << 20).unwrap();
+    let _below = alloc(&heap, 100, 16);
+    let mut v: allocator_api2::vec::Vec<u64, &Heap> =
+        allocator_api2::vec::Vec::with_capacity_in(4, &heap);
+    let p = v.as_ptr();
+    let mut grows = 0;
+    while v.capacity() * 2 * 8 < (1 << 20) - 4096 {
+        let cap = v.capacity();
+        v.extend(0..cap as u64 - v.len() as u64 + 1);
+        assert!(v.capacity() > cap);
+        grows += 1;
+        assert_eq!(v.as_ptr(), p, "moved at capacity {}", v.capacity());
+    }
+    assert!(grows >= 10);
+    assert_eq!(heap.stats().chunks, 1);
+    // A block after it stops growth in place; the Vec moves and keeps its contents.
+    let _after = alloc(&heap, 16, 16);
+    let before: Vec<u64> = v.to_vec();
+    v.reserve_exact(v.capacity() + 1);
+    assert_ne!(v.as_ptr(), p);
+    assert_eq!(&v[..], &before[..]);
+    check(&heap);
+}
+
+#[test]
+fn grow_in_place_into_a_freed_neighbour() {
+    let _os = shared();
+    let heap = Heap::new();
+    let a = alloc(&heap, 64, 16);
+    let b = alloc(&heap, 4096, 16);
+    let guard = alloc(&heap, 16, 16);
+    // SAFETY: live blocks with the layouts used.
+    unsafe {
+        fill(a, 64, 9);
+        heap.deallocate(b, layout(4096, 16));
+        let g = heap.grow(a, layout(64, 16), layout(2000, 16)).unwrap();
+        assert_eq!(g.cast::<u8>(), a);
+        assert_filled(a, 64, 9);
+        check(&heap);
+        // The rest of the freed neighbour is still one free block right behind.
+        let g = heap
+            .grow(a, layout(2000, 16), layout(64 + 4096, 16))
+            .unwrap();
+        assert_eq!(g.cast::<u8>(), a, "exactly the two blocks together");
+        assert_filled(a, 64, 9);
+        check(&heap);
+        // One byte more needs a granule the guard holds: the block moves.
+        let m = heap.grow(a, layout(4160, 16), layout(4177, 16)).unwrap();
+        assert_ne!(m.cast::<u8>(), a);
+        assert_filled(m.cast(), 64, 9);
+        heap.deallocate(m.cast(), layout(4177, 16));
+        heap.deallocate(guard, layout(16, 16));
+    }
+    check(&heap);
+    assert_eq!(heap.stats().in_use, 0);
+}
+
+// ---- misuse the heap detects ----
+
+#[test]
+fn foreign_pointer_panics_naming_the_address() {
+    let _os = shared();
+    let heap = Heap::new();
+    let other = Heap::new();
+    let mine = alloc(&heap, 64, 16);
+    let theirs = alloc(&other, 64, 16);
+    let msg = panic_message(|| {
+        // SAFETY: not sound to call; the heap detects it and panics before touching anything.
+        unsafe { heap.deallocate(theirs, layout(64, 16)) }
+    });
+    assert!(
+        msg.contains(&format!("{:#x}", theirs.addr().get())),
+        "{msg}"
+    );
+    assert!(msg.contains("does not belong to this heap"), "{msg}");
+    let mut local = [0u64; 4];
+    let stack = NonNull::from(&mut local).cast::<u8>();
+    let msg = panic_message(|| {
+        // SAFETY: as above.
+        unsafe { heap.deallocate(stack, layout(32, 8)) }
+    });
+    assert!(msg.contains(&format!("{:#x}", stack.addr().get())), "{msg}");
+    // Both heaps are untouched and usable.
+    check(&heap);
+    check(&other);
+    // SAFETY: each block goes back to its own heap.
+    unsafe {
+        heap.deallocate(mine, layout(64, 16));
+        other.deallocate(theirs, layout(64, 16));
+    }
+    check(&heap);
+    check(&other);
+}
+
+#[test]
+#[should_panic(expected = "does not belong to this heap")]
+fn dealloc_on_an_empty_heap_panics() {
+    let _os = shared();
+    let heap = Heap::new();
+    let other = Heap::new();
+    let p = alloc(&other, 16, 16);
+    // SAFETY: not sound; detected.
+    unsafe { heap.deallocate(p, layout(16, 16)) };
+}
+
+#[test]
+fn pointer_off_a_block_start_panics() {
+    let _os = shared();
+    let heap = Heap::new();
+    let a = alloc(&heap, 64, 16);
+    // SAFETY: an address inside a live block; computing it is fine.
+    let inside = unsafe { a.add(8) };
+    let msg = panic_message(|| {
+        // SAFETY: not sound; detected (not on a granule boundary).
+        unsafe { heap.deallocate(inside, layout(8, 8)) }
+    });
+    assert!(
+        msg.contains(&format!("{:#x}", inside.addr().get())),
+        "{msg}"
+    );
+    assert!(msg.contains("not the start of a block"), "{msg}");
+    check(&heap);
+    // SAFETY: the real block.
+    unsafe { heap.deallocate(a, layout(64, 16)) };
+    check(&heap);
+}
+
+#[cfg(debug_assertions)]
+#[test]
+fn double_free_panics_in_debug_builds() {
+    let _os = shared();
+    let heap = Heap::new();
+    let a = alloc(&heap, 64, 16);
+    let b = alloc(&heap, 64, 16);
+    let guard = alloc(&heap, 16, 16);
+    // SAFETY: freed once, legitimately.
+    unsafe {
+        heap.deallocate(a, layout(64, 16));
+        heap.deallocate(b, layout(64, 16));
+    }
+    for p in [a, b] {
+        let msg = panic_message(|| {
+            // SAFETY: not sound; detected in debug builds.
+            unsafe { heap.deallocate(p, layout(64, 16)) }
+        });
+        assert!(msg.contains(&format!("{:#x}", p.addr().get())), "{msg}");
+        assert!(msg.contains("double free"), "{msg}");
+    }
+    check(&heap);
+    // SAFETY: the guard is live.
+    unsafe { heap.deallocate(guard, layout(16, 16)) };
+    check(&heap);
+    assert_eq!(heap.stats().in_use, 0);
+}
+
+// ---- odds and ends ----
+
+#[test]
+fn deallocate_accepts_the_returned_length() {
+    let _os = shared();
+    let heap = Heap::new();
+    for size in [1, 15, 16, 17, 100, 4095] {
+        let b = heap.allocate(layout(size, 4)).unwrap();
+        assert_eq!(b.len(), size.next_multiple_of(GRANULE));
+        // SAFETY: any size between the requested one and the returned length is accepted.
+        unsafe { heap.deallocate(b.cast(), layout(b.len(), 4)) };
+        assert_eq!(heap.stats().in_use, 0);
+        check(&heap);
+    }
+}
+
+#[test]
+fn heap_is_send_and_counts_peak() {
+    let _os = shared();
+    fn assert_send<T: Send>() {}
+    assert_send::<Heap>();
+    let heap = Heap::new();
+    let p = alloc(&heap, 5000, 16);
+    let heap = std::thread::spawn(move || {
+        let q = alloc(&heap, 3000, 16);
+        // SAFETY: live block.
+        unsafe { heap.deallocate(q, layout(3000, 16)) };
+        heap
+    })
+    .join()
+    .unwrap();
+    let s = heap.stats();
+    assert_eq!(s.in_use, 5008);
+    assert_eq!(s.peak_in_use, 5008 + 3008);
+    // SAFETY: the block moved with the heap, untouched.
+    unsafe { heap.deallocate(p, layout(5000, 16)) };
+    check(&heap);
+    assert!(format!("{heap:?}").contains("Heap"));
+}
