@@ -150,6 +150,22 @@ impl HeapCore {
                 cur = (*h).next;
             }
         }
+        let (mut cached, mut cached_bytes) = (0usize, 0usize);
+        let mut bad: Option<CheckError> = None;
+        // SAFETY: the lists hold blocks of this heap; each is located in a chunk before its
+        // granules are looked at.
+        unsafe {
+            self.quick.for_each(|p, n| {
+                cached += 1;
+                cached_bytes += n << GRANULE_SHIFT;
+                if bad.is_none() {
+                    bad = self.check_cached(p, n as Gran).err();
+                }
+            });
+        }
+        if let Some(e) = bad {
+            return Err(e);
+        }
         let whole = |what| {
             Err(CheckError {
                 addr: self.head.map_or(0, |c| c.base().addr().get()),
@@ -159,7 +175,10 @@ impl HeapCore {
         if free_granules != self.free_granules || free_blocks != self.free_blocks {
             return whole("free-block counters disagree with the index");
         }
-        if used << GRANULE_SHIFT != self.in_use {
+        if cached != self.quick.blocks || cached_bytes != self.quick.bytes {
+            return whole("quick-list counters disagree with the lists");
+        }
+        if used << GRANULE_SHIFT != self.in_use + cached_bytes {
             return whole("bytes in use disagree with the blocks found");
         }
         if mapped != self.mapped || meta != self.meta || chunks != self.chunks {
@@ -169,5 +188,34 @@ impl HeapCore {
             return whole("peak in use below bytes in use");
         }
         Ok(())
+    }
+
+    /// A cached block must lie inside a chunk's block area, start on a granule, and overlap no
+    /// free block.
+    fn check_cached(&self, p: core::ptr::NonNull<u8>, n: Gran) -> Result<(), CheckError> {
+        let addr = p.addr().get();
+        let err = |what| Err(CheckError { addr, what });
+        let mut cur = self.head;
+        while let Some(c) = cur {
+            // SAFETY: chunks in the list are live; floor returns index nodes.
+            unsafe {
+                if c.contains(addr) {
+                    let Some(g) = c.granule_of(addr) else {
+                        return err("cached block is not on a granule of the block area");
+                    };
+                    if g as usize + n as usize > (*c.h()).frontier as usize {
+                        return err("cached block runs past the frontier");
+                    }
+                    if let Some(f) = index::floor(c, g + n - 1)
+                        && f + c.get(f, Size) > g
+                    {
+                        return err("cached block overlaps a free block");
+                    }
+                    return Ok(());
+                }
+                cur = (*c.h()).next;
+            }
+        }
+        err("cached block lies in no chunk of this heap")
     }
 }

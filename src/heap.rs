@@ -14,6 +14,7 @@ use crate::addr::{align_down, align_up, is_aligned};
 use crate::block::{Chunk, GRANULE, GRANULE_SHIFT, Gran, MAX_CHUNK_GRANULES, NodeField::Size};
 use crate::error::{Fail, HeapError};
 use crate::index;
+use crate::quick::{QUICK_MAX, Quick};
 use core::ptr::NonNull;
 
 /// The largest alignment served. Bigger alignments get `AllocError`.
@@ -41,6 +42,8 @@ pub(crate) struct Config {
     pub limit: usize,
     /// May the heap map more memory at all (false for a caller's buffer)?
     pub can_grow: bool,
+    /// Keep recently freed small blocks on exact-size lists (`quick`)?
+    pub quick: bool,
 }
 
 /// The single-threaded heap state. See the module docs for its invariants.
@@ -62,6 +65,8 @@ pub(crate) struct HeapCore {
     pub free_granules: usize,
     /// Number of indexed free blocks.
     pub free_blocks: usize,
+    /// Recently freed small blocks, kept for exact-size reuse (see `quick`).
+    pub quick: Quick,
 }
 
 /// A block handed out: where it starts and how many bytes it spans.
@@ -103,6 +108,7 @@ impl HeapCore {
             peak: 0,
             free_granules: 0,
             free_blocks: 0,
+            quick: Quick::new(),
         }
     }
 
@@ -154,6 +160,22 @@ impl HeapCore {
         self.free_granules = self.free_granules + new as usize - old as usize;
     }
 
+    /// Moves indexed free block `old` (size `old_size`) to `new..new+size`, keeping its end.
+    ///
+    /// # Safety
+    /// As for `index::move_key`: `new + size == old + old_size`, the span is free and has no
+    /// free neighbour.
+    #[inline]
+    unsafe fn shift_free(&mut self, c: Chunk, old: Gran, old_size: Gran, new: Gran, size: Gran) {
+        // SAFETY: forwarded contract.
+        unsafe {
+            c.unmark_free(old, old_size);
+            c.mark_free(new, size);
+            index::move_key(c, old, new, size);
+        }
+        self.free_granules = self.free_granules + size as usize - old_size as usize;
+    }
+
     #[inline]
     fn used(&mut self, n: Gran) {
         self.in_use += bytes(n);
@@ -178,6 +200,23 @@ impl HeapCore {
             return Err(Fail::Unsupported);
         }
         let n = granules(size)?;
+        if n as usize <= QUICK_MAX {
+            // SAFETY: the lists hold only blocks of this live heap.
+            if let Some(p) = unsafe { self.quick.pop(n as usize, align) } {
+                self.used(n);
+                if zero {
+                    // SAFETY: the block is n granules long and now the caller's.
+                    unsafe { core::ptr::write_bytes(p.as_ptr(), 0, bytes(n)) };
+                }
+                return Ok(NonNull::slice_from_raw_parts(p, bytes(n)));
+            }
+        }
+        self.alloc_fit(n, align, zero)
+    }
+
+    /// First fit over the chunks in address order, then a new chunk.
+    #[inline]
+    fn alloc_fit(&mut self, n: Gran, align: usize, zero: bool) -> Result<Block, Fail> {
         let mut cur = self.head;
         while let Some(c) = cur {
             // SAFETY: chunks in the list are live.
@@ -202,9 +241,10 @@ impl HeapCore {
             if align <= GRANULE {
                 if let Some(g) = index::first_fit(c, n) {
                     let s = c.get(g, Size);
-                    self.take_free(c, g, s);
                     if s > n {
-                        self.add_free(c, g + n, s - n);
+                        self.shift_free(c, g, s, g + n, s - n);
+                    } else {
+                        self.take_free(c, g, s);
                     }
                     return Some(self.hand_out(c, g, n, zero));
                 }
@@ -227,11 +267,13 @@ impl HeapCore {
                 let pad = a - g;
                 if pad > 0 {
                     self.resize_free(c, g, s, pad);
+                    if s - pad > n {
+                        self.add_free(c, a + n, s - pad - n);
+                    }
+                } else if s > n {
+                    self.shift_free(c, g, s, g + n, s - n);
                 } else {
                     self.take_free(c, g, s);
-                }
-                if s - pad > n {
-                    self.add_free(c, a + n, s - pad - n);
                 }
                 return Some(self.hand_out(c, a, n, zero));
             }
@@ -291,6 +333,11 @@ impl HeapCore {
     #[cold]
     #[inline(never)]
     fn alloc_new_chunk(&mut self, n: Gran, align: usize, zero: bool) -> Result<Block, Fail> {
+        if self.quick.blocks > 0 {
+            // Merge the cached blocks first: the request may fit once they are free.
+            self.flush();
+            return self.alloc_fit(n, align, zero);
+        }
         let pad = align.saturating_sub(GRANULE);
         let need = bytes(n).checked_add(pad).ok_or(Fail::Unsupported)?;
         let c = self.grow_by(need)?;
@@ -394,11 +441,16 @@ impl HeapCore {
         misuse(addr, "does not belong to this heap")
     }
 
-    /// Checked builds: the block `g..g+n` must not overlap any free block (double free).
+    /// Checked builds: the block `g..g+n` must not overlap any free block, nor be on its quick
+    /// list (double free).
     #[cfg(debug_assertions)]
     fn check_not_free(&self, c: Chunk, g: Gran, n: Gran, addr: usize) {
-        // SAFETY: c is live; floor returns index nodes, whose sizes are readable.
+        // SAFETY: c is live; floor returns index nodes, whose sizes are readable; the quick
+        // lists hold blocks of this heap.
         unsafe {
+            if self.quick.contains(c.ptr(g), n as usize) {
+                misuse(addr, "is free already (double free of a cached block)");
+            }
             if let Some(f) = index::floor(c, g + n - 1)
                 && f + c.get(f, Size) > g
             {
@@ -428,8 +480,26 @@ impl HeapCore {
         };
         let (c, g) = self.locate(ptr, n);
         self.in_use -= bytes(n);
+        if self.cfg.quick && self.quick.admits(n as usize, self.in_use) {
+            // SAFETY: locate checked the block; the pointer is rebuilt from the chunk base.
+            unsafe { self.quick.push(c.ptr(g), n as usize) };
+            return;
+        }
         // SAFETY: locate checked that g..g+n is inside c's block area.
         unsafe { self.release(c, g, n) };
+    }
+
+    /// Merges every block on the quick lists into the free set. O(cached blocks x chunks).
+    #[cold]
+    pub(crate) fn flush(&mut self) {
+        for n in 1..=QUICK_MAX {
+            // SAFETY: the lists hold only blocks of this live heap.
+            while let Some(p) = unsafe { self.quick.pop(n, 1) } {
+                let (c, g) = self.locate(p, n as Gran);
+                // SAFETY: a cached block is neither used nor free: it goes back now.
+                unsafe { self.release(c, g, n as Gran) };
+            }
+        }
     }
 
     /// Returns `g..g+n` (no longer used) to the free set, merging with free neighbours or the
@@ -441,28 +511,36 @@ impl HeapCore {
         // SAFETY: c is live; neighbours are found through boundary bits and their tags.
         unsafe {
             let h = c.h();
-            let (start, mut end) = (g, g + n);
+            let (start, end) = (g, g + n);
             let frontier = (*h).frontier;
-            if end < frontier && c.bit(end) {
-                let s = c.get(end, Size);
-                self.take_free(c, end, s);
-                end += s;
-            }
-            if start > (*h).first && c.bit(start - 1) {
+            let prev = if start > (*h).first && c.bit(start - 1) {
                 let s = c.footer(start - 1);
-                let p = start - s;
-                if end == frontier {
-                    self.take_free(c, p, s);
-                    (*h).frontier = p;
-                } else {
-                    self.resize_free(c, p, s, end - p);
-                }
+                Some((start - s, s))
+            } else {
+                None
+            };
+            if end < frontier && c.bit(end) {
+                // The next block is free: it absorbs ours (and the previous one, if free),
+                // keeping its end, so its index node just moves down.
+                let s = c.get(end, Size);
+                let low = match prev {
+                    Some((p, ps)) => {
+                        self.take_free(c, p, ps);
+                        p
+                    }
+                    None => start,
+                };
+                self.shift_free(c, end, s, low, end + s - low);
                 return;
             }
-            if end == frontier {
-                (*h).frontier = start;
-            } else {
-                self.add_free(c, start, end - start);
+            match prev {
+                Some((p, ps)) if end == frontier => {
+                    self.take_free(c, p, ps);
+                    (*h).frontier = p;
+                }
+                Some((p, ps)) => self.resize_free(c, p, ps, end - p),
+                None if end == frontier => (*h).frontier = start,
+                None => self.add_free(c, start, n),
             }
         }
     }
@@ -541,9 +619,10 @@ impl HeapCore {
             if s < need {
                 return false;
             }
-            self.take_free(c, end, s);
             if s > need {
-                self.add_free(c, end + need, s - need);
+                self.shift_free(c, end, s, end + need, s - need);
+            } else {
+                self.take_free(c, end, s);
             }
             self.used(need);
             true
@@ -595,6 +674,7 @@ impl HeapCore {
 
     /// Unmaps every chunk this heap mapped.
     pub(crate) fn release_all(&mut self) {
+        self.quick.clear();
         let mut cur = self.head.take();
         while let Some(c) = cur {
             // SAFETY: c is live until unmapped here; its fields are read first.
@@ -687,6 +767,7 @@ pub(crate) fn build(
     initial: usize,
     growth: usize,
     limit: Option<usize>,
+    quick: bool,
 ) -> Result<HeapCore, HeapError> {
     let limit_v = limit.unwrap_or(usize::MAX);
     if limit == Some(0) || growth == 0 {
@@ -703,6 +784,7 @@ pub(crate) fn build(
         growth,
         limit: limit_v,
         can_grow: true,
+        quick,
     });
     if initial > 0 {
         if initial > limit_v {
@@ -756,6 +838,7 @@ mod tests {
                 growth: DEFAULT_GROWTH,
                 limit: usize::MAX,
                 can_grow: true,
+                quick: false,
             }))
         }
 
@@ -1033,22 +1116,25 @@ mod tests {
 
     #[test]
     fn build_validates_sizes() {
-        assert!(matches!(build(0, 0, None), Err(HeapError::ZeroSize)));
-        assert!(matches!(build(0, 4096, Some(0)), Err(HeapError::ZeroSize)));
+        assert!(matches!(build(0, 0, None, true), Err(HeapError::ZeroSize)));
         assert!(matches!(
-            build(0, 4096, Some(1)),
+            build(0, 4096, Some(0), true),
+            Err(HeapError::ZeroSize)
+        ));
+        assert!(matches!(
+            build(0, 4096, Some(1), true),
             Err(HeapError::TooSmall { requested: 1, .. })
         ));
         assert!(matches!(
-            build(usize::MAX, 4096, None),
+            build(usize::MAX, 4096, None, true),
             Err(HeapError::TooLarge { .. })
         ));
         assert!(matches!(
-            build(2 << 20, 4096, Some(1 << 20)),
+            build(2 << 20, 4096, Some(1 << 20), true),
             Err(HeapError::LimitBelowInitial { .. })
         ));
         // The limit counts metadata: an initial size equal to the limit maps exactly the limit.
-        let mut c = Core(build(256 << 10, DEFAULT_GROWTH, Some(256 << 10)).unwrap());
+        let mut c = Core(build(256 << 10, DEFAULT_GROWTH, Some(256 << 10), true).unwrap());
         assert_eq!(c.0.mapped, 256 << 10);
         c.check();
         assert!(c.0.alloc(200 << 10, 16, false).is_ok());

@@ -2,8 +2,12 @@
 //!
 //! A treap stored inside the free blocks themselves (the node is the block's first granule, so
 //! the index costs no memory). Keys are granule numbers (addresses); the heap order is on a
-//! hash of the key, which makes the shape that of a random binary search tree whatever the
-//! allocation pattern: expected depth about `2 ln n`. Each node carries the largest block size
+//! hash of the block's **end** (key + size), which makes the shape that of a random binary
+//! search tree whatever the allocation pattern: expected depth about `2 ln n`. Hashing the end
+//! rather than the start means that the two most frequent changes, cutting a block from the
+//! front of a free block and merging a freed block into the free block after it, keep the
+//! node's priority: the node just moves to its new start ([`move_key`], one root-to-node pass,
+//! no rotations). Each node carries the largest block size
 //! in its subtree, so [`first_fit`] walks one root-to-node path to the **lowest-addressed**
 //! block of at least the wanted size: O(log n) expected, no scan.
 //!
@@ -26,10 +30,24 @@ pub(crate) fn prio(g: Gran) -> u32 {
     x
 }
 
-/// Does `a` sit above `b` in the heap order? (Ties broken by key, so the order is total.)
+/// Heap-order priority of node `t`: the hash of its block's end.
+///
+/// # Safety
+/// `t` is a node of `c`'s index.
 #[inline]
-fn above(a: Gran, b: Gran) -> bool {
-    let (pa, pb) = (prio(a), prio(b));
+unsafe fn prio_of(c: Chunk, t: Gran) -> u32 {
+    // SAFETY: t is a node (contract).
+    prio(t.wrapping_add(unsafe { c.get(t, Size) }))
+}
+
+/// Does node `a` sit above node `b` in the heap order? (Ties broken by key: a total order.)
+///
+/// # Safety
+/// `a` and `b` are nodes of `c`'s index.
+#[inline]
+unsafe fn above(c: Chunk, a: Gran, b: Gran) -> bool {
+    // SAFETY: both are nodes (contract).
+    let (pa, pb) = unsafe { (prio_of(c, a), prio_of(c, b)) };
     pa > pb || (pa == pb && a < b)
 }
 
@@ -107,7 +125,7 @@ unsafe fn join(c: Chunk, a: Gran, b: Gran) -> Gran {
     }
     // SAFETY: a and b are nodes with node or 0 children.
     unsafe {
-        if above(a, b) {
+        if above(c, a, b) {
             let r = join(c, c.get(a, Right), b);
             c.put(a, Right, r);
             fix(c, a);
@@ -130,7 +148,7 @@ unsafe fn insert_at(c: Chunk, link: NonNull<u32>, g: Gran) {
     // SAFETY: link is a valid slot; all nodes reached are index nodes (contract).
     unsafe {
         let t = link.read();
-        if t == 0 || above(g, t) {
+        if t == 0 || above(c, g, t) {
             let (l, r) = split(c, t, g);
             c.put(g, Left, l);
             c.put(g, Right, r);
@@ -190,33 +208,57 @@ pub(crate) unsafe fn remove(c: Chunk, g: Gran) {
     unsafe { remove_at(c, root(c), g) }
 }
 
-/// Changes the size of indexed block `g` (same key), fixing the maxima on its path.
+/// Changes the size of indexed block `g` (same key). Its end, hence its priority, changes, so
+/// it is taken out and put back: two passes, expected O(log n).
 ///
 /// # Safety
 /// `g` is in the index of live chunk `c`, and `g..g + size` is free and touches no other free
 /// block.
 pub(crate) unsafe fn resize(c: Chunk, g: Gran, size: Gran) {
-    // SAFETY: the span belongs to the heap; g is a node so the descent ends at it.
+    // SAFETY: the span belongs to the heap; g is a node until removed, then re-inserted.
     unsafe {
+        remove(c, g);
         c.set_size(g, size);
-        resize_at(c, root(c), g);
+        insert(c, g);
     }
 }
 
+/// Moves indexed block `old` to start at `new` with `size` granules, keeping its end: the
+/// block lost a piece at its front (`new > old`) or absorbed the span just before it
+/// (`new < old`). Order and priority are unchanged, so the node is relinked in place and only
+/// the maxima on its path are fixed: one pass, expected O(log n).
+///
 /// # Safety
-/// `g` is in the subtree under `link`.
-unsafe fn resize_at(c: Chunk, link: NonNull<u32>, g: Gran) {
-    // SAFETY: every node reached is an index node.
+/// `old` is in the index of live chunk `c`; `new + size == old + size(old)`; `new..new+size`
+/// is free, belongs to nobody else and no other free block starts in it or between it and
+/// `old`.
+pub(crate) unsafe fn move_key(c: Chunk, old: Gran, new: Gran, size: Gran) {
+    // SAFETY: forwarded; the descent by `old` ends at its node.
+    unsafe { move_at(c, root(c), old, new, size) }
+}
+
+/// # Safety
+/// As for [`move_key`]; `old` is in the subtree under `link`.
+unsafe fn move_at(c: Chunk, link: NonNull<u32>, old: Gran, new: Gran, size: Gran) {
+    // SAFETY: every node reached is an index node; the new node's granule is free memory of
+    // the block (contract), written only after the old node's links are read.
     unsafe {
         let t = link.read();
-        if t != g {
-            let next = if g < t {
-                c.field(t, Left)
-            } else {
-                c.field(t, Right)
-            };
-            resize_at(c, next, g);
+        if t == old {
+            let (l, r) = (c.get(old, Left), c.get(old, Right));
+            c.put(new, Left, l);
+            c.put(new, Right, r);
+            c.set_size(new, size);
+            fix(c, new);
+            link.write(new);
+            return;
         }
+        let next = if old < t {
+            c.field(t, Left)
+        } else {
+            c.field(t, Right)
+        };
+        move_at(c, next, old, new, size);
         fix(c, t);
     }
 }
@@ -253,7 +295,6 @@ pub(crate) unsafe fn first_fit(c: Chunk, size: Gran) -> Option<Gran> {
 ///
 /// # Safety
 /// `c` is live.
-#[cfg_attr(not(debug_assertions), allow(dead_code))]
 pub(crate) unsafe fn floor(c: Chunk, g: Gran) -> Option<Gran> {
     // SAFETY: every node reached is an index node.
     unsafe {
@@ -324,7 +365,7 @@ unsafe fn walk_at(
         }
         let (l, r) = (c.get(t, Left), c.get(t, Right));
         for child in [l, r] {
-            if child != 0 && above(child, t) {
+            if child != 0 && above(c, child, t) {
                 return Err((t, "index heap order broken (child above parent)"));
             }
         }

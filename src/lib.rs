@@ -46,6 +46,7 @@ mod check;
 mod error;
 mod heap;
 mod index;
+mod quick;
 mod region;
 mod stats;
 

@@ -501,6 +501,12 @@ macro_rules! model_tests {
 }
 
 model_tests!(grows_on_demand, || Heap::new());
+// Strict address-ordered first fit: no quick lists, every free merges at once.
+model_tests!(
+    strict_first_fit,
+    || Heap::builder().quick_reuse(false).build().unwrap(),
+    cases = 2_000
+);
 // Under Miri a quarter of the size: `check()` reads the whole bitmap after every step.
 model_tests!(
     with_capacity,

@@ -87,6 +87,7 @@ impl Heap {
                 growth: heap::DEFAULT_GROWTH,
                 limit: usize::MAX,
                 can_grow: true,
+                quick: true,
             })),
         }
     }
@@ -107,6 +108,7 @@ impl Heap {
             initial: 0,
             growth: heap::DEFAULT_GROWTH,
             limit: None,
+            quick: true,
         }
     }
 
@@ -224,9 +226,13 @@ impl Heap {
         })
     }
 
-    /// Counters: bytes in use, free, mapped, the largest free span, peak use. O(c) in chunks.
+    /// Counters: bytes in use, free, mapped, the largest free span, peak use. Blocks cached for
+    /// quick reuse are merged into the free set first, so the free spans reported are those of
+    /// a fully merged heap (no two adjacent). O(c) in chunks plus O(cached blocks).
     pub fn stats(&self) -> Stats {
-        self.core().stats()
+        let c = self.core();
+        c.flush();
+        c.stats()
     }
 
     /// Walks the whole heap and verifies every invariant: tags agree with the bitmap, the index
@@ -240,9 +246,10 @@ impl Heap {
 
 impl fmt::Debug for Heap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let stats = self.stats();
         let c = self.core();
         f.debug_struct("Heap")
-            .field("stats", &c.stats())
+            .field("stats", &stats)
             .field("growth", &c.cfg.growth)
             .field("limit", &(c.cfg.limit != usize::MAX).then_some(c.cfg.limit))
             .finish()
@@ -273,6 +280,7 @@ pub struct HeapBuilder {
     initial: usize,
     growth: usize,
     limit: Option<usize>,
+    quick: bool,
 }
 
 impl HeapBuilder {
@@ -297,6 +305,15 @@ impl HeapBuilder {
         self
     }
 
+    /// Whether freed blocks of up to 2 KiB are kept on exact-size lists for O(1) reuse (default
+    /// `true`). With `false`, every free merges at once and every allocation is strict
+    /// address-ordered first fit, at some cost in speed. The lists hold at most
+    /// `max(64 KiB, in_use / 8)` bytes and are merged before the heap maps more memory.
+    pub const fn quick_reuse(mut self, on: bool) -> Self {
+        self.quick = on;
+        self
+    }
+
     /// Builds the heap, mapping the initial size if one was set.
     ///
     /// Errors: a zero growth step or limit ([`HeapError::ZeroSize`]), a limit too small for one
@@ -304,7 +321,7 @@ impl HeapBuilder {
     /// ([`HeapError::TooLarge`]) or above the limit ([`HeapError::LimitBelowInitial`]), or the
     /// OS refusing the mapping ([`HeapError::OsRefused`]).
     pub fn build(self) -> Result<Heap, HeapError> {
-        let core = heap::build(self.initial, self.growth, self.limit)?;
+        let core = heap::build(self.initial, self.growth, self.limit, self.quick)?;
         Ok(Heap {
             core: UnsafeCell::new(core),
         })
