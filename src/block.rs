@@ -71,9 +71,9 @@ impl Chunk {
     /// # Safety
     /// `base..base + len` is memory the caller owns exclusively for the chunk's whole life,
     /// readable and writable, aligned to [`GRANULE`]; `len` is a multiple of `GRANULE` and at
-    /// most `MAX_CHUNK_GRANULES` granules, and larger than the metadata. If `clean` the memory
-    /// after the metadata reads as zero.
-    pub unsafe fn init(base: NonNull<u8>, len: usize, mapped: bool, clean: bool) -> Chunk {
+    /// most `MAX_CHUNK_GRANULES` granules, and larger than the metadata. Every byte at or after
+    /// `base + dirty` reads as zero.
+    pub unsafe fn init(base: NonNull<u8>, len: usize, mapped: bool, dirty: usize) -> Chunk {
         let granules = len / GRANULE;
         let first = meta_granules(granules);
         debug_assert!(
@@ -89,17 +89,30 @@ impl Chunk {
                 granules: granules as Gran,
                 first: first as Gran,
                 frontier: first as Gran,
-                clean: if clean {
-                    first as Gran
-                } else {
-                    granules as Gran
-                },
+                clean: dirty.div_ceil(GRANULE).clamp(first, granules) as Gran,
                 root: 0,
             });
             let words = base.add(size_of::<ChunkHeader>()).cast::<u64>();
             core::ptr::write_bytes(words.as_ptr(), 0, granules.div_ceil(64));
         }
         Chunk(hdr)
+    }
+
+    /// Makes every block of the chunk untouched frontier again: clears the boundary bits up
+    /// to the frontier and empties the index. The clean mark stays (the memory is dirty).
+    ///
+    /// # Safety
+    /// The chunk is live and nobody uses any of its blocks any more.
+    pub unsafe fn clear_blocks(self) {
+        // SAFETY: the bitmap words up to the frontier's lie inside the chunk's metadata.
+        unsafe {
+            let h = self.h();
+            let words = ((*h).frontier as usize).div_ceil(64);
+            let w = self.base().add(size_of::<ChunkHeader>()).cast::<u64>();
+            core::ptr::write_bytes(w.as_ptr(), 0, words);
+            (*h).frontier = (*h).first;
+            (*h).root = 0;
+        }
     }
 
     /// The chunk's base address.
@@ -320,7 +333,7 @@ mod tests {
         let base = NonNull::new(buf.0.as_mut_ptr()).unwrap();
         // SAFETY: the buffer is ours, aligned and 4096 bytes long.
         unsafe {
-            let c = Chunk::init(base, 4096, false, false);
+            let c = Chunk::init(base, 4096, false, 4096);
             assert_eq!((*c.h()).granules, 256);
             assert_eq!((*c.h()).first as usize, meta_granules(256));
             (*c.h()).frontier = 200;

@@ -44,7 +44,12 @@ pub(crate) struct Config {
     pub can_grow: bool,
     /// Keep recently freed small blocks on exact-size lists (`quick`)?
     pub quick: bool,
+    /// Bytes of chunks `reset` keeps mapped.
+    pub warm: usize,
 }
+
+/// Default for `Config::warm`.
+pub(crate) const DEFAULT_WARM: usize = 1 << 20;
 
 /// The single-threaded heap state. See the module docs for its invariants.
 pub(crate) struct HeapCore {
@@ -368,9 +373,17 @@ impl HeapCore {
     /// Maps a chunk of exactly `len` bytes (whole pages) and links it in address order.
     #[cfg(feature = "mmap")]
     pub(crate) fn map_chunk(&mut self, len: usize) -> Result<Chunk, Fail> {
-        let base = crate::region::mmap::map(len).map_err(|_| Fail::Os)?;
-        // SAFETY: a fresh zeroed mapping of len bytes, page-aligned, owned by this heap.
-        let c = unsafe { Chunk::init(base, len, true, true) };
+        use crate::region::{cache, mmap};
+        // A mapping a dropped heap left in the process cache, if one fits (up to 4x the size
+        // asked for, within the limit); else a fresh one.
+        let room = self.cfg.limit.saturating_sub(self.mapped);
+        let (base, len, dirty) = match cache::take(len, len.saturating_mul(4).min(room)) {
+            Some(m) => (m.base, m.len, m.dirty),
+            None => (mmap::map(len).map_err(|_| Fail::Os)?, len, 0),
+        };
+        // SAFETY: a whole mapping of len bytes, page-aligned, owned by this heap from now on;
+        // everything past `dirty` is still zero from the OS.
+        let c = unsafe { Chunk::init(base, len, true, dirty) };
         // SAFETY: c is live and not yet linked.
         unsafe { self.link(c) };
         Ok(c)
@@ -479,13 +492,24 @@ impl HeapCore {
             misuse(ptr.addr().get(), "was freed with an impossible size")
         };
         let (c, g) = self.locate(ptr, n);
+        // SAFETY: locate checked that g..g+n is a block inside c's block area.
+        unsafe { self.free_block(c, g, n) };
+    }
+
+    /// Frees used block `g..g+n`: onto its quick list if that takes it, else merged into the
+    /// free set.
+    ///
+    /// # Safety
+    /// `g..g+n` is a used block of live chunk `c` that nobody uses any more.
+    #[inline]
+    unsafe fn free_block(&mut self, c: Chunk, g: Gran, n: Gran) {
         self.in_use -= bytes(n);
         if self.cfg.quick && self.quick.admits(n as usize, self.in_use) {
-            // SAFETY: locate checked the block; the pointer is rebuilt from the chunk base.
+            // SAFETY: the pointer is rebuilt from the chunk base; the block is ours again.
             unsafe { self.quick.push(c.ptr(g), n as usize) };
             return;
         }
-        // SAFETY: locate checked that g..g+n is inside c's block area.
+        // SAFETY: forwarded contract.
         unsafe { self.release(c, g, n) };
     }
 
@@ -584,8 +608,7 @@ impl HeapCore {
         // SAFETY: the two blocks are distinct live blocks; old bytes are readable.
         unsafe {
             core::ptr::copy_nonoverlapping(ptr.as_ptr(), b.cast::<u8>().as_ptr(), old);
-            self.in_use -= bytes(n_old);
-            self.release(c, g, n_old);
+            self.free_block(c, g, n_old);
         }
         Ok(b)
     }
@@ -672,6 +695,47 @@ impl HeapCore {
         ))
     }
 
+    /// Frees every block at once: each kept chunk becomes one untouched span again (its
+    /// bitmap cleared up to the old frontier), chunks beyond the first `warm` bytes (in address
+    /// order) are given back. O(chunks + mapped bytes / 1024), whatever the number of blocks.
+    /// The peak restarts from zero.
+    pub(crate) fn reset(&mut self, warm: usize) {
+        self.quick.clear();
+        let mut cur = self.head.take();
+        let mut tail: Option<Chunk> = None;
+        let (mut kept, mut meta, mut chunks) = (0usize, 0usize, 0usize);
+        while let Some(c) = cur {
+            // SAFETY: c is live; a chunk is either re-initialised in place (its mapping and
+            // clean mark kept) or released, after its fields are read.
+            unsafe {
+                let h = c.h();
+                cur = (*h).next;
+                let len = (*h).len;
+                if kept + len <= warm || !(*h).mapped {
+                    c.clear_blocks();
+                    (*h).next = None;
+                    match tail {
+                        Some(t) => (*t.h()).next = Some(c),
+                        None => self.head = Some(c),
+                    }
+                    tail = Some(c);
+                    kept += len;
+                    meta += bytes((*h).first);
+                    chunks += 1;
+                } else {
+                    release_chunk(c);
+                }
+            }
+        }
+        self.mapped = kept;
+        self.meta = meta;
+        self.chunks = chunks;
+        self.in_use = 0;
+        self.peak = 0;
+        self.free_granules = 0;
+        self.free_blocks = 0;
+    }
+
     /// Unmaps every chunk this heap mapped.
     pub(crate) fn release_all(&mut self) {
         self.quick.clear();
@@ -680,15 +744,28 @@ impl HeapCore {
             // SAFETY: c is live until unmapped here; its fields are read first.
             unsafe {
                 cur = (*c.h()).next;
-                let (len, mapped) = ((*c.h()).len, (*c.h()).mapped);
-                #[cfg(feature = "mmap")]
-                if mapped {
-                    crate::region::mmap::unmap(c.base(), len);
-                }
-                let _ = (len, mapped);
+                release_chunk(c);
             }
         }
         *self = HeapCore::new(self.cfg);
+    }
+}
+
+/// Gives a chunk's memory back: to the process cache of mappings if it takes it, else to the
+/// OS. Buffers (not mapped) are left to their owner.
+///
+/// # Safety
+/// `c` is a live chunk that is unlinked and never used again.
+unsafe fn release_chunk(c: Chunk) {
+    // SAFETY: c is live until here; its fields are read before the memory goes.
+    unsafe {
+        let (len, mapped) = ((*c.h()).len, (*c.h()).mapped);
+        let dirty = ((*c.h()).clean as usize) << GRANULE_SHIFT;
+        #[cfg(feature = "mmap")]
+        if mapped && !crate::region::cache::put(c.base(), len, dirty) {
+            crate::region::mmap::unmap(c.base(), len);
+        }
+        let _ = (len, mapped, dirty);
     }
 }
 
@@ -785,6 +862,7 @@ pub(crate) fn build(
         limit: limit_v,
         can_grow: true,
         quick,
+        warm: DEFAULT_WARM,
     });
     if initial > 0 {
         if initial > limit_v {
@@ -839,6 +917,7 @@ mod tests {
                 limit: usize::MAX,
                 can_grow: true,
                 quick: false,
+                warm: DEFAULT_WARM,
             }))
         }
 

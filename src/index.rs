@@ -416,7 +416,7 @@ mod tests {
             let buf = Box::into_raw(Box::new(Buf([0x5A; LEN])));
             let base = NonNull::new(buf.cast::<u8>()).unwrap();
             // SAFETY: the buffer is ours for the TestChunk's life, 16-aligned, LEN bytes.
-            let c = unsafe { Chunk::init(base, LEN, false, false) };
+            let c = unsafe { Chunk::init(base, LEN, false, LEN) };
             // SAFETY: c is live; the whole block area becomes "blocks" for the test.
             unsafe { (*c.h()).frontier = (*c.h()).granules };
             TestChunk { c, buf }

@@ -54,6 +54,9 @@ pub use api::{AllocError, Heap, HeapBuilder};
 pub use error::{CheckError, HeapError};
 pub use heap::MAX_ALIGN;
 #[cfg(feature = "mmap")]
+#[cfg(feature = "mmap")]
+pub use region::cache::release_cached;
+#[cfg(feature = "mmap")]
 pub use region::mmap::{OsCounters, os_counters};
 pub use stats::Stats;
 

@@ -844,6 +844,8 @@ fn limit_reached_then_usable_after_freeing() {
 #[test]
 fn os_maps_and_unmaps_balance() {
     let _os = exclusive();
+    // Dropped heaps leave up to a few mappings in a process cache; start and end empty.
+    isoheap::release_cached();
     let before = os_counters();
     assert!(before.maps >= before.unmaps);
     {
@@ -883,6 +885,7 @@ fn os_maps_and_unmaps_balance() {
         );
         assert_eq!(os_counters(), mid, "failed builds map nothing");
     }
+    isoheap::release_cached();
     let after = os_counters();
     assert_eq!(after.maps - after.unmaps, before.maps - before.unmaps);
     assert_eq!(after.mapped_bytes, before.mapped_bytes);
@@ -1087,4 +1090,51 @@ fn heap_is_send_and_counts_peak() {
     unsafe { heap.deallocate(p, layout(5000, 16)) };
     check(&heap);
     assert!(format!("{heap:?}").contains("Heap"));
+}
+
+/// `reset` frees everything at once: afterwards `check()` passes, nothing is in use, mapped
+/// bytes fall to the warm amount, and the first chunk's whole block area is one allocatable
+/// span again.
+#[test]
+fn reset_frees_everything_and_keeps_warm_memory() {
+    let _os = shared();
+    let mut heap = Heap::builder()
+        .initial(256 << 10)
+        .warm(400 << 10)
+        .build()
+        .unwrap();
+    let first_chunk = heap.stats().mapped;
+    for round in 0..3 {
+        {
+            let h = &heap;
+            let mut vs: Vec<allocator_api2::vec::Vec<u64, &Heap>> = Vec::new();
+            for i in 0..3000u64 {
+                let mut v = allocator_api2::vec::Vec::new_in(h);
+                v.extend(0..(i % 97) + round);
+                vs.push(v);
+            }
+            vs.retain(|v| v.len() % 3 == 0);
+            assert!(h.stats().chunks > 1, "the heap grew past its first chunk");
+            // Leak what is left: reset must free it anyway.
+            core::mem::forget(vs);
+        }
+        heap.reset();
+        heap.check().unwrap();
+        let s = heap.stats();
+        assert_eq!(s.in_use, 0);
+        assert_eq!(s.peak_in_use, 0, "peak restarts at reset");
+        assert_eq!(s.chunks, 1);
+        assert_eq!(
+            s.mapped, first_chunk,
+            "mapped bytes fall to the warm amount"
+        );
+        assert_eq!(s.free_blocks, 1);
+        let whole = layout(s.largest_free, 16);
+        let p = heap
+            .allocate(whole)
+            .expect("the whole block area is one span");
+        // SAFETY: just allocated with `whole`.
+        unsafe { heap.deallocate(p.cast(), whole) };
+        heap.check().unwrap();
+    }
 }

@@ -88,6 +88,7 @@ impl Heap {
                 limit: usize::MAX,
                 can_grow: true,
                 quick: true,
+                warm: heap::DEFAULT_WARM,
             })),
         }
     }
@@ -109,6 +110,7 @@ impl Heap {
             growth: heap::DEFAULT_GROWTH,
             limit: None,
             quick: true,
+            warm: heap::DEFAULT_WARM,
         }
     }
 
@@ -226,6 +228,28 @@ impl Heap {
         })
     }
 
+    /// Frees every block at once, in time independent of the number of blocks (O(chunks +
+    /// mapped bytes / 1024)). The first chunks, up to 1 MiB (see [`HeapBuilder::warm`]), stay
+    /// mapped for the next use; the rest go back to the OS. Taking `&mut self` guarantees that
+    /// no collection still borrows the heap. The peak in use restarts from zero.
+    ///
+    /// ```
+    /// use isoheap::Heap;
+    /// let mut heap = Heap::new();
+    /// for request in 0..3 {
+    ///     let mut v = allocator_api2::vec::Vec::new_in(&heap);
+    ///     v.extend(0..1000 * request);
+    ///     // ... the request is served, v is dropped (or leaked: reset frees it anyway)
+    ///     core::mem::forget(v);
+    ///     heap.reset();
+    ///     assert_eq!(heap.stats().in_use, 0);
+    /// }
+    /// ```
+    pub fn reset(&mut self) {
+        let warm = self.core.get_mut().cfg.warm;
+        self.core.get_mut().reset(warm);
+    }
+
     /// Counters: bytes in use, free, mapped, the largest free span, peak use. Blocks cached for
     /// quick reuse are merged into the free set first, so the free spans reported are those of
     /// a fully merged heap (no two adjacent). O(c) in chunks plus O(cached blocks).
@@ -281,6 +305,7 @@ pub struct HeapBuilder {
     growth: usize,
     limit: Option<usize>,
     quick: bool,
+    warm: usize,
 }
 
 impl HeapBuilder {
@@ -305,6 +330,13 @@ impl HeapBuilder {
         self
     }
 
+    /// Bytes of chunks that [`Heap::reset`] keeps mapped for the next use (default 1 MiB); the
+    /// rest goes back to the OS.
+    pub const fn warm(mut self, bytes: usize) -> Self {
+        self.warm = bytes;
+        self
+    }
+
     /// Whether freed blocks of up to 2 KiB are kept on exact-size lists for O(1) reuse (default
     /// `true`). With `false`, every free merges at once and every allocation is strict
     /// address-ordered first fit, at some cost in speed. The lists hold at most
@@ -321,7 +353,8 @@ impl HeapBuilder {
     /// ([`HeapError::TooLarge`]) or above the limit ([`HeapError::LimitBelowInitial`]), or the
     /// OS refusing the mapping ([`HeapError::OsRefused`]).
     pub fn build(self) -> Result<Heap, HeapError> {
-        let core = heap::build(self.initial, self.growth, self.limit, self.quick)?;
+        let mut core = heap::build(self.initial, self.growth, self.limit, self.quick)?;
+        core.cfg.warm = self.warm;
         Ok(Heap {
             core: UnsafeCell::new(core),
         })

@@ -45,7 +45,10 @@ pub(crate) unsafe fn put(base: NonNull<u8>, len: usize, dirty: usize) -> bool {
     }
     for slot in &CACHE {
         // Release: the two words written above are visible to whoever takes the slot.
-        if slot.compare_exchange(null_mut(), base.as_ptr(), Release, Relaxed).is_ok() {
+        if slot
+            .compare_exchange(null_mut(), base.as_ptr(), Release, Relaxed)
+            .is_ok()
+        {
             return true;
         }
     }
@@ -60,10 +63,17 @@ pub(crate) fn take(min: usize, max: usize) -> Option<Cached> {
         }
         // Acquire: pairs with the Release in `put`, so the header words are visible.
         let p = slot.swap(null_mut(), Acquire);
-        let Some(base) = NonNull::new(p) else { continue };
+        let Some(base) = NonNull::new(p) else {
+            continue;
+        };
         // SAFETY: a slot only ever holds a mapping whose first two words `put` wrote; the swap
         // made us its only owner.
-        let (len, dirty) = unsafe { (base.cast::<usize>().read(), base.cast::<usize>().add(1).read()) };
+        let (len, dirty) = unsafe {
+            (
+                base.cast::<usize>().read(),
+                base.cast::<usize>().add(1).read(),
+            )
+        };
         if len >= min && len <= max {
             HITS.fetch_add(1, Relaxed);
             return Some(Cached { base, len, dirty });

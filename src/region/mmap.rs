@@ -86,8 +86,11 @@ pub struct OsCounters {
     pub maps: usize,
     /// `munmap` calls.
     pub unmaps: usize,
-    /// Bytes currently mapped by all heaps.
+    /// Bytes currently mapped by all heaps, including mappings kept in the process cache.
     pub mapped_bytes: usize,
+    /// Chunk requests served from the process cache of mappings dropped heaps left behind,
+    /// instead of by `mmap`.
+    pub cache_hits: usize,
 }
 
 /// Reads the process-wide mapping counters (tests use them to prove maps and unmaps balance;
@@ -97,5 +100,6 @@ pub fn os_counters() -> OsCounters {
         maps: MAPS.load(Relaxed),
         unmaps: UNMAPS.load(Relaxed),
         mapped_bytes: MAPPED_NOW.load(Relaxed),
+        cache_hits: super::cache::hits(),
     }
 }

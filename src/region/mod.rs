@@ -2,6 +2,8 @@
 //! reads or writes is reached from a pointer returned here (the provenance root).
 
 #[cfg(feature = "mmap")]
+pub(crate) mod cache;
+#[cfg(feature = "mmap")]
 pub(crate) mod mmap;
 
 #[cfg(all(feature = "mmap", not(unix)))]
