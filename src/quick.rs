@@ -12,8 +12,8 @@
 use crate::block::GRANULE_SHIFT;
 use core::ptr::NonNull;
 
-/// Largest block size (in granules) that the lists take: 2 KiB.
-pub(crate) const QUICK_MAX: usize = 128;
+/// Largest block size (in granules) that the lists take: 4 KiB.
+pub(crate) const QUICK_MAX: usize = 256;
 /// Most blocks on one list.
 const PER_LIST: u16 = 64;
 /// The lists may always hold this many bytes, whatever the heap's size.
@@ -40,7 +40,7 @@ impl Quick {
     }
 
     /// May a block of `n` granules go on its list, with `in_use` bytes in use in the heap?
-    /// The lists hold at most `max(64 KiB, in_use / 8)` bytes.
+    /// The lists hold at most `max(64 KiB, in_use / 8)` bytes, 64 blocks per list.
     #[inline]
     pub(crate) fn admits(&self, n: usize, in_use: usize) -> bool {
         n <= QUICK_MAX
