@@ -107,4 +107,12 @@ pub(crate) enum Fail {
     Limit,
     /// The operating system refused memory.
     Os,
+    /// The caller passed a pointer or layout that cannot be a live block of this heap. The
+    /// trait edge stops the program with this message, after the heap's state is released.
+    Misuse {
+        /// The address the caller passed.
+        addr: usize,
+        /// What is wrong with it.
+        what: &'static str,
+    },
 }

@@ -80,9 +80,8 @@ pub(crate) type Block = NonNull<[u8]>;
 /// A dangling, aligned pointer for zero-size allocations.
 #[inline]
 pub(crate) fn dangling(align: usize) -> Block {
-    let p = core::ptr::without_provenance_mut::<u8>(align);
-    // SAFETY: align is a non-zero power of two, so the pointer is not null.
-    NonNull::slice_from_raw_parts(unsafe { NonNull::new_unchecked(p) }, 0)
+    let addr = core::num::NonZeroUsize::new(align).unwrap_or(core::num::NonZeroUsize::MIN);
+    NonNull::slice_from_raw_parts(NonNull::without_provenance(addr), 0)
 }
 
 /// Granules needed for `size` bytes, or `Unsupported` if that cannot be a block.
@@ -338,14 +337,20 @@ impl HeapCore {
     #[cold]
     #[inline(never)]
     fn alloc_new_chunk(&mut self, n: Gran, align: usize, zero: bool) -> Result<Block, Fail> {
-        if self.quick.blocks > 0 {
-            // Merge the cached blocks first: the request may fit once they are free.
-            self.flush();
-            return self.alloc_fit(n, align, zero);
-        }
         let pad = align.saturating_sub(GRANULE);
         let need = bytes(n).checked_add(pad).ok_or(Fail::Unsupported)?;
-        let c = self.grow_by(need)?;
+        let c = match self.grow_by(need) {
+            Ok(c) => c,
+            // Out of memory: merge the cached blocks and try once more before giving up, so a
+            // failure is that of a fully merged heap. (While the heap can grow, the cached
+            // blocks stay cached: they are bounded by the quick lists' budget, and flushing
+            // them at every growth costs more than it saves.)
+            Err(e) if self.quick.blocks > 0 => {
+                self.flush();
+                return self.alloc_fit(n, align, zero).map_err(|_| e);
+            }
+            Err(e) => return Err(e),
+        };
         // SAFETY: the chunk was just made for this request and linked in.
         unsafe { self.alloc_in(c, n, align, zero) }.ok_or(Fail::Unsupported)
     }
@@ -367,7 +372,14 @@ impl HeapCore {
             .min(max_chunk_len())
             .max(min);
         let len = if len > room { min } else { len };
-        self.map_chunk(len)
+        // If the OS refuses the geometric step, the bare minimum may still be granted.
+        self.map_chunk(len).or_else(|e| {
+            if len > min {
+                self.map_chunk(min)
+            } else {
+                Err(e)
+            }
+        })
     }
 
     /// Maps a chunk of exactly `len` bytes (whole pages) and links it in address order.
@@ -429,10 +441,11 @@ impl HeapCore {
 
     /// The chunk and first granule of a block the caller says is `size` bytes at `ptr`.
     /// Misuse that can be seen (a pointer into no chunk of this heap, off a granule, past the
-    /// frontier; in checked builds also overlapping a free block) stops the program with a
-    /// message naming the address.
+    /// frontier; in checked builds also overlapping a free block) is `Fail::Misuse`, which the
+    /// trait edge turns into a panic naming the address. Detection is best effort: an
+    /// interior pointer of a live block that happens to sit on a granule is not caught.
     #[inline]
-    fn locate(&self, ptr: NonNull<u8>, n: Gran) -> (Chunk, Gran) {
+    fn locate(&self, ptr: NonNull<u8>, n: Gran) -> Result<(Chunk, Gran), Fail> {
         let addr = ptr.addr().get();
         let mut cur = self.head;
         while let Some(c) = cur {
@@ -442,10 +455,10 @@ impl HeapCore {
                     match c.granule_of(addr) {
                         Some(g) if g as usize + n as usize <= (*c.h()).frontier as usize => {
                             #[cfg(debug_assertions)]
-                            self.check_not_free(c, g, n, addr);
-                            return (c, g);
+                            self.check_not_free(c, g, n, addr)?;
+                            return Ok((c, g));
                         }
-                        _ => misuse(addr, "is not the start of a block of this heap"),
+                        _ => return misuse(addr, "is not the start of a block of this heap"),
                     }
                 }
                 cur = (*c.h()).next;
@@ -457,22 +470,23 @@ impl HeapCore {
     /// Checked builds: the block `g..g+n` must not overlap any free block, nor be on its quick
     /// list (double free).
     #[cfg(debug_assertions)]
-    fn check_not_free(&self, c: Chunk, g: Gran, n: Gran, addr: usize) {
+    fn check_not_free(&self, c: Chunk, g: Gran, n: Gran, addr: usize) -> Result<(), Fail> {
         // SAFETY: c is live; floor returns index nodes, whose sizes are readable; the quick
         // lists hold blocks of this heap.
         unsafe {
             if self.quick.contains(c.ptr(g), n as usize) {
-                misuse(addr, "is free already (double free of a cached block)");
+                return misuse(addr, "is free already (double free of a cached block)");
             }
             if let Some(f) = index::floor(c, g + n - 1)
                 && f + c.get(f, Size) > g
             {
-                misuse(
+                return misuse(
                     addr,
                     "is free already (double free) or overlaps a free block",
                 );
             }
         }
+        Ok(())
     }
 
     // ---- freeing ----
@@ -484,16 +498,17 @@ impl HeapCore {
     /// `ptr` was returned by this heap for a block of `size` bytes (any size between the one
     /// requested and the length returned) and is not used afterwards.
     #[inline]
-    pub(crate) unsafe fn dealloc(&mut self, ptr: NonNull<u8>, size: usize) {
+    pub(crate) unsafe fn dealloc(&mut self, ptr: NonNull<u8>, size: usize) -> Result<(), Fail> {
         if size == 0 {
-            return;
+            return Ok(());
         }
         let Ok(n) = granules(size) else {
-            misuse(ptr.addr().get(), "was freed with an impossible size")
+            return misuse(ptr.addr().get(), "was freed with an impossible size");
         };
-        let (c, g) = self.locate(ptr, n);
+        let (c, g) = self.locate(ptr, n)?;
         // SAFETY: locate checked that g..g+n is a block inside c's block area.
         unsafe { self.free_block(c, g, n) };
+        Ok(())
     }
 
     /// Frees used block `g..g+n`: onto its quick list if that takes it, else merged into the
@@ -519,9 +534,11 @@ impl HeapCore {
         for n in 1..=QUICK_MAX {
             // SAFETY: the lists hold only blocks of this live heap.
             while let Some(p) = unsafe { self.quick.pop(n, 1) } {
-                let (c, g) = self.locate(p, n as Gran);
-                // SAFETY: a cached block is neither used nor free: it goes back now.
-                unsafe { self.release(c, g, n as Gran) };
+                // A cached block always lies in a chunk (`check()` verifies it).
+                if let Ok((c, g)) = self.locate(p, n as Gran) {
+                    // SAFETY: a cached block is neither used nor free: it goes back now.
+                    unsafe { self.release(c, g, n as Gran) };
+                }
             }
         }
     }
@@ -588,10 +605,11 @@ impl HeapCore {
         if old == 0 {
             return self.alloc(new, align, zero);
         }
-        let n_old =
-            granules(old).unwrap_or_else(|_| misuse(ptr.addr().get(), "has an impossible size"));
+        let Ok(n_old) = granules(old) else {
+            return misuse(ptr.addr().get(), "has an impossible size");
+        };
         let n_new = granules(new)?;
-        let (c, g) = self.locate(ptr, n_old);
+        let (c, g) = self.locate(ptr, n_old)?;
         if is_aligned(ptr.addr().get(), align) {
             // SAFETY: g..g+n_old is the caller's block in c.
             if unsafe { self.extend_in_place(c, g, n_old, n_new) } {
@@ -667,22 +685,24 @@ impl HeapCore {
         debug_assert!(new <= old, "shrink from {old} to {new} bytes");
         if new == 0 {
             // SAFETY: forwarded contract.
-            unsafe { self.dealloc(ptr, old) };
+            unsafe { self.dealloc(ptr, old)? };
             return Ok(dangling(align));
         }
-        let n_old =
-            granules(old).unwrap_or_else(|_| misuse(ptr.addr().get(), "has an impossible size"));
+        let Ok(n_old) = granules(old) else {
+            return misuse(ptr.addr().get(), "has an impossible size");
+        };
         let n_new = granules(new)?;
+        let (c, g) = self.locate(ptr, n_old)?;
         if !is_aligned(ptr.addr().get(), align) {
             let b = self.alloc(new, align, false)?;
-            // SAFETY: distinct live blocks; `new` bytes of the old one are readable.
+            // SAFETY: distinct live blocks (the old one was located above); `new` bytes of the
+            // old one are readable.
             unsafe {
                 core::ptr::copy_nonoverlapping(ptr.as_ptr(), b.cast::<u8>().as_ptr(), new);
-                self.dealloc(ptr, old);
+                self.free_block(c, g, n_old);
             }
             return Ok(b);
         }
-        let (c, g) = self.locate(ptr, n_old);
         if n_new < n_old {
             self.in_use -= bytes(n_old - n_new);
             // SAFETY: the tail is part of the caller's block, which it gives up.
@@ -831,12 +851,12 @@ pub(crate) fn page() -> usize {
     4096
 }
 
-/// Stops the program on a detected misuse, naming the address. Never returns.
+/// A detected misuse, as an error for the trait edge to report (it panics once the heap's
+/// `&mut` state is released, so a panic hook may use the heap).
 #[cold]
 #[inline(never)]
-#[track_caller]
-pub(crate) fn misuse(addr: usize, what: &str) -> ! {
-    panic!("isoheap: pointer {addr:#x} {what}")
+fn misuse<T>(addr: usize, what: &'static str) -> Result<T, Fail> {
+    Err(Fail::Misuse { addr, what })
 }
 
 /// Validates a builder's sizes and maps the initial chunk.
@@ -934,7 +954,7 @@ mod tests {
 
         fn free(&mut self, p: NonNull<u8>, size: usize) {
             // SAFETY: every pointer the tests free came from `alloc` with this size.
-            unsafe { self.0.dealloc(p, size) };
+            unsafe { self.0.dealloc(p, size) }.unwrap();
         }
 
         fn check(&self) {

@@ -30,14 +30,17 @@ pub(crate) fn prio(g: Gran) -> u32 {
     x
 }
 
-/// Heap-order priority of node `t`: the hash of its block's end.
+/// Heap-order priority of node `t`: the hash of its block's end, mixed with the chunk's address
+/// (which the OS randomises), so no fixed allocation pattern can line the nodes up into a
+/// deep chain.
 ///
 /// # Safety
 /// `t` is a node of `c`'s index.
 #[inline]
 unsafe fn prio_of(c: Chunk, t: Gran) -> u32 {
+    let seed = (c.base().addr().get() >> 12) as u32;
     // SAFETY: t is a node (contract).
-    prio(t.wrapping_add(unsafe { c.get(t, Size) }))
+    prio(t.wrapping_add(unsafe { c.get(t, Size) }) ^ seed)
 }
 
 /// Does node `a` sit above node `b` in the heap order? (Ties broken by key: a total order.)

@@ -25,11 +25,23 @@ impl fmt::Display for AllocError {
 
 impl core::error::Error for AllocError {}
 
-impl From<Fail> for AllocError {
-    #[inline]
-    fn from(_: Fail) -> Self {
-        AllocError
+/// The trait edge for results: a detected misuse stops the program (a panic naming the
+/// address, raised here, after the heap's `&mut` state is no longer borrowed); every other
+/// failure is `AllocError`.
+#[inline]
+fn edge<T>(r: Result<T, Fail>) -> Result<T, AllocError> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(Fail::Misuse { addr, what }) => misuse(addr, what),
+        Err(_) => Err(AllocError),
     }
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn misuse(addr: usize, what: &str) -> ! {
+    panic!("isoheap: pointer {addr:#x} {what}")
 }
 
 /// An isolated heap: memory of its own, mapped from the OS, handed out to collections through
@@ -117,9 +129,10 @@ impl Heap {
     #[inline]
     #[allow(clippy::mut_from_ref)]
     fn core(&self) -> &mut HeapCore {
-        // SAFETY: Heap is !Sync, so only this thread reaches the cell; every method takes the
-        // reference for its own duration only and calls no code that could re-enter the heap
-        // (no callbacks, no global allocator), so two `&mut HeapCore` never coexist.
+        // SAFETY: Heap is !Sync, so only this thread reaches the cell. Every caller uses the
+        // reference within one statement of its own and runs no user code (no callbacks, no
+        // formatting, no panics: misuse is reported after the reference is gone) while it is
+        // live, so two `&mut HeapCore` never coexist.
         unsafe { &mut *self.core.get() }
     }
 
@@ -132,14 +145,14 @@ impl Heap {
     /// geometrically). Mapping a new chunk is a system call.
     #[inline]
     pub fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        Ok(self.core().alloc(layout.size(), layout.align(), false)?)
+        edge(self.core().alloc(layout.size(), layout.align(), false))
     }
 
     /// Like [`allocate`](Self::allocate), and the block reads as zero. Memory fresh from the OS
     /// is zero already and is not cleared again. Same complexity plus O(size) for reused memory.
     #[inline]
     pub fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        Ok(self.core().alloc(layout.size(), layout.align(), true)?)
+        edge(self.core().alloc(layout.size(), layout.align(), true))
     }
 
     /// Frees a block, merging it with free neighbours (found in O(1) through boundary bits);
@@ -153,7 +166,10 @@ impl Heap {
     #[inline]
     pub unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
         // SAFETY: forwarded contract.
-        unsafe { self.core().dealloc(ptr, layout.size()) }
+        let r = unsafe { self.core().dealloc(ptr, layout.size()) };
+        if let Err(Fail::Misuse { addr, what }) = r {
+            misuse(addr, what)
+        }
     }
 
     /// Grows a block to `new_layout`, in place when the space behind it is free or untouched
@@ -170,14 +186,14 @@ impl Heap {
         new_layout: Layout,
     ) -> Result<NonNull<[u8]>, AllocError> {
         // SAFETY: forwarded contract.
-        Ok(unsafe {
+        edge(unsafe {
             self.core().grow(
                 ptr,
                 old_layout.size(),
                 new_layout.size(),
                 new_layout.align(),
                 false,
-            )?
+            )
         })
     }
 
@@ -193,14 +209,14 @@ impl Heap {
         new_layout: Layout,
     ) -> Result<NonNull<[u8]>, AllocError> {
         // SAFETY: forwarded contract.
-        Ok(unsafe {
+        edge(unsafe {
             self.core().grow(
                 ptr,
                 old_layout.size(),
                 new_layout.size(),
                 new_layout.align(),
                 true,
-            )?
+            )
         })
     }
 
@@ -218,13 +234,13 @@ impl Heap {
         new_layout: Layout,
     ) -> Result<NonNull<[u8]>, AllocError> {
         // SAFETY: forwarded contract.
-        Ok(unsafe {
+        edge(unsafe {
             self.core().shrink(
                 ptr,
                 old_layout.size(),
                 new_layout.size(),
                 new_layout.align(),
-            )?
+            )
         })
     }
 
@@ -270,12 +286,14 @@ impl Heap {
 
 impl fmt::Debug for Heap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Copy everything out first: the formatter may allocate from this very heap.
         let stats = self.stats();
-        let c = self.core();
+        let cfg = self.core().cfg;
         f.debug_struct("Heap")
             .field("stats", &stats)
-            .field("growth", &c.cfg.growth)
-            .field("limit", &(c.cfg.limit != usize::MAX).then_some(c.cfg.limit))
+            .field("growth", &cfg.growth)
+            .field("limit", &(cfg.limit != usize::MAX).then_some(cfg.limit))
+            .field("quick_reuse", &cfg.quick)
             .finish()
     }
 }
@@ -358,5 +376,32 @@ impl HeapBuilder {
         Ok(Heap {
             core: UnsafeCell::new(core),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::fmt::Write;
+
+    /// A writer that allocates from the heap it formats: `Debug` must not hold the heap's
+    /// state across the formatter's calls (Miri flags that as aliasing UB).
+    struct W<'h>(allocator_api2::vec::Vec<u8, &'h Heap>);
+
+    impl Write for W<'_> {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            self.0.extend_from_slice(s.as_bytes());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn debug_into_a_writer_on_the_same_heap() {
+        let heap = Heap::new();
+        let mut w = W(allocator_api2::vec::Vec::new_in(&heap));
+        write!(w, "{heap:?}").unwrap();
+        let text = core::str::from_utf8(&w.0).unwrap();
+        assert!(text.starts_with("Heap { stats: Stats {"), "{text}");
+        heap.check().unwrap();
     }
 }
