@@ -107,6 +107,8 @@ pub(crate) enum Fail {
     Limit,
     /// The operating system refused memory.
     Os,
+    /// The heap's budget on bytes in use would be passed.
+    Budget,
     /// The caller passed a pointer or layout that cannot be a live block of this heap. The
     /// trait edge stops the program with this message, after the heap's state is released.
     Misuse {

@@ -46,7 +46,14 @@ pub(crate) struct Config {
     pub quick: bool,
     /// Bytes of chunks `reset` keeps mapped.
     pub warm: usize,
+    /// Hard limit on bytes in use (`usize::MAX` for none).
+    pub budget: usize,
+    /// Free spans of at least this many bytes are given back to the OS (`usize::MAX`: never).
+    pub give_back: usize,
 }
+
+/// Default for `Config::give_back`.
+pub(crate) const DEFAULT_GIVE_BACK: usize = 64 << 10;
 
 /// Default for `Config::warm`.
 pub(crate) const DEFAULT_WARM: usize = 1 << 20;
@@ -72,6 +79,8 @@ pub(crate) struct HeapCore {
     pub free_blocks: usize,
     /// Recently freed small blocks, kept for exact-size reuse (see `quick`).
     pub quick: Quick,
+    /// Allocations refused because they would pass the budget.
+    pub refused: usize,
 }
 
 /// A block handed out: where it starts and how many bytes it spans.
@@ -113,6 +122,7 @@ impl HeapCore {
             free_granules: 0,
             free_blocks: 0,
             quick: Quick::new(),
+            refused: 0,
         }
     }
 
@@ -204,6 +214,9 @@ impl HeapCore {
             return Err(Fail::Unsupported);
         }
         let n = granules(size)?;
+        if self.in_use + bytes(n) > self.cfg.budget {
+            return self.over_budget();
+        }
         if n as usize <= QUICK_MAX {
             // SAFETY: the lists hold only blocks of this live heap.
             if let Some(p) = unsafe { self.quick.pop(n as usize, align) } {
@@ -216,6 +229,14 @@ impl HeapCore {
             }
         }
         self.alloc_fit(n, align, zero)
+    }
+
+    /// Counts a refusal by the budget.
+    #[cold]
+    #[inline(never)]
+    fn over_budget<T>(&mut self) -> Result<T, Fail> {
+        self.refused += 1;
+        Err(Fail::Budget)
     }
 
     /// First fit over the chunks in address order, then a new chunk.
@@ -519,13 +540,33 @@ impl HeapCore {
     #[inline]
     unsafe fn free_block(&mut self, c: Chunk, g: Gran, n: Gran) {
         self.in_use -= bytes(n);
-        if self.cfg.quick && self.quick.admits(n as usize, self.in_use) {
+        if self.cfg.quick && self.quick.admits(n as usize, self.in_use, self.peak) {
             // SAFETY: the pointer is rebuilt from the chunk base; the block is ours again.
             unsafe { self.quick.push(c.ptr(g), n as usize) };
             return;
         }
         // SAFETY: forwarded contract.
         unsafe { self.release(c, g, n) };
+        if self.quick.over(self.in_use, self.peak) {
+            self.trim_quick();
+        }
+    }
+
+    /// The quick lists hold far more than their budget (use fell since they filled): merge a
+    /// few cached blocks back, largest first, so that memory coalesces and can go back to the
+    /// OS. O(1) per block.
+    #[cold]
+    fn trim_quick(&mut self) {
+        for _ in 0..4 {
+            // SAFETY: the lists hold only blocks of this live heap.
+            let Some((p, n)) = (unsafe { self.quick.pop_any() }) else {
+                return;
+            };
+            if let Ok((c, g)) = self.locate(p, n as Gran) {
+                // SAFETY: a cached block is neither used nor free: it goes back now.
+                unsafe { self.release(c, g, n as Gran) };
+            }
+        }
     }
 
     /// Merges every block on the quick lists into the free set. O(cached blocks x chunks).
@@ -564,24 +605,88 @@ impl HeapCore {
                 // The next block is free: it absorbs ours (and the previous one, if free),
                 // keeping its end, so its index node just moves down.
                 let s = c.get(end, Size);
-                let low = match prev {
+                let (low, ps) = match prev {
                     Some((p, ps)) => {
                         self.take_free(c, p, ps);
-                        p
+                        (p, ps)
                     }
-                    None => start,
+                    None => (start, 0),
                 };
                 self.shift_free(c, end, s, low, end + s - low);
+                self.give_back_inside(c, low, end + s, n.max(s).max(ps));
                 return;
             }
             match prev {
                 Some((p, ps)) if end == frontier => {
                     self.take_free(c, p, ps);
                     (*h).frontier = p;
+                    self.give_back_tail(c);
                 }
-                Some((p, ps)) => self.resize_free(c, p, ps, end - p),
-                None if end == frontier => (*h).frontier = start,
-                None => self.add_free(c, start, n),
+                Some((p, ps)) => {
+                    self.resize_free(c, p, ps, end - p);
+                    self.give_back_inside(c, p, end, n.max(ps));
+                }
+                None if end == frontier => {
+                    (*h).frontier = start;
+                    self.give_back_tail(c);
+                }
+                None => {
+                    self.add_free(c, start, n);
+                    self.give_back_inside(c, start, end, 0);
+                }
+            }
+        }
+    }
+
+    /// After the frontier moved down: once the memory between it and the clean mark (handed
+    /// out before, so resident) reaches the give-back threshold, returns those pages to the OS
+    /// and lowers the clean mark (on Linux they read as zero again). Amortised: one system
+    /// call per threshold's worth of retreat, none on small frees.
+    ///
+    /// # Safety
+    /// `c` is a live chunk of this heap.
+    #[inline]
+    unsafe fn give_back_tail(&mut self, c: Chunk) {
+        // SAFETY: c is live; the pages lie between the frontier and the clean mark, which hold
+        // no blocks.
+        unsafe {
+            let h = c.h();
+            let gap = bytes((*h).clean - (*h).frontier);
+            if gap >= self.cfg.give_back && (*h).mapped {
+                let from = align_up(bytes((*h).frontier), page()).unwrap_or(usize::MAX);
+                let to = bytes((*h).clean);
+                if from < to && crate::region::decommit(c.base().add(from), to - from) {
+                    (*h).clean = (from >> GRANULE_SHIFT) as Gran;
+                }
+            }
+        }
+    }
+
+    /// After a free made the free block `start..end` out of parts of which the largest had
+    /// `largest` granules: if the block's size passed another multiple of the give-back
+    /// threshold T (in steps of T/4) that its largest part had not reached, returns its whole
+    /// pages to the OS
+    /// (keeping its first and last granule, which hold its node and footer). So a free block
+    /// that grows by merges is given back at most once per T/4 bytes of growth, and a small free
+    /// next to a big free block rarely makes a system call.
+    ///
+    /// # Safety
+    /// `c` is live and `start..end` is a free block of it.
+    #[inline]
+    unsafe fn give_back_inside(&mut self, c: Chunk, start: Gran, end: Gran, largest: Gran) {
+        // Steps of a quarter of the threshold: at most a quarter of it stays resident per
+        // free block, at most one system call per quarter threshold of growth.
+        let step = (self.cfg.give_back / 4).max(1);
+        let size = bytes(end - start);
+        if size < self.cfg.give_back || size / step <= bytes(largest) / step {
+            return;
+        }
+        // SAFETY: the pages are inside a free block, past its node and before its footer.
+        unsafe {
+            let from = align_up(bytes(start + 1), page()).unwrap_or(usize::MAX);
+            let to = align_down(bytes(end - 1), page());
+            if (*c.h()).mapped && from < to {
+                crate::region::decommit(c.base().add(from), to - from);
             }
         }
     }
@@ -610,6 +715,10 @@ impl HeapCore {
         };
         let n_new = granules(new)?;
         let (c, g) = self.locate(ptr, n_old)?;
+        // In place the block grows by the difference; a move needs even more at its peak.
+        if self.in_use + bytes(n_new) - bytes(n_old.min(n_new)) > self.cfg.budget {
+            return self.over_budget();
+        }
         if is_aligned(ptr.addr().get(), align) {
             // SAFETY: g..g+n_old is the caller's block in c.
             if unsafe { self.extend_in_place(c, g, n_old, n_new) } {
@@ -752,6 +861,7 @@ impl HeapCore {
         self.chunks = chunks;
         self.in_use = 0;
         self.peak = 0;
+        self.refused = 0;
         self.free_granules = 0;
         self.free_blocks = 0;
     }
@@ -883,6 +993,8 @@ pub(crate) fn build(
         can_grow: true,
         quick,
         warm: DEFAULT_WARM,
+        budget: usize::MAX,
+        give_back: DEFAULT_GIVE_BACK,
     });
     if initial > 0 {
         if initial > limit_v {
@@ -938,6 +1050,8 @@ mod tests {
                 can_grow: true,
                 quick: false,
                 warm: DEFAULT_WARM,
+                budget: usize::MAX,
+                give_back: DEFAULT_GIVE_BACK,
             }))
         }
 

@@ -23,6 +23,8 @@ const MIN_BUDGET: usize = 64 << 10;
 pub(crate) struct Quick {
     heads: [Option<NonNull<u8>>; QUICK_MAX + 1],
     lens: [u16; QUICK_MAX + 1],
+    /// Bit `n` set iff list `n` is not empty.
+    nonempty: [u64; (QUICK_MAX + 64) / 64],
     /// Bytes in all lists.
     pub bytes: usize,
     /// Blocks in all lists.
@@ -34,6 +36,7 @@ impl Quick {
         Quick {
             heads: [None; QUICK_MAX + 1],
             lens: [0; QUICK_MAX + 1],
+            nonempty: [0; (QUICK_MAX + 64) / 64],
             bytes: 0,
             blocks: 0,
         }
@@ -42,10 +45,43 @@ impl Quick {
     /// May a block of `n` granules go on its list, with `in_use` bytes in use in the heap?
     /// The lists hold at most `max(64 KiB, in_use / 8)` bytes, 64 blocks per list.
     #[inline]
-    pub(crate) fn admits(&self, n: usize, in_use: usize) -> bool {
+    pub(crate) fn admits(&self, n: usize, in_use: usize, peak: usize) -> bool {
         n <= QUICK_MAX
             && self.lens[n] < PER_LIST
-            && self.bytes + (n << GRANULE_SHIFT) <= MIN_BUDGET.max(in_use >> 3)
+            && self.bytes + (n << GRANULE_SHIFT) <= Self::budget(in_use, peak)
+    }
+
+    /// An eighth of what is in use, at least 64 KiB, except after a spike (use below a quarter
+    /// of the peak): then no floor, so that freed memory merges and can go back to the OS.
+    #[inline]
+    fn budget(in_use: usize, peak: usize) -> usize {
+        if in_use < peak / 4 {
+            in_use >> 3
+        } else {
+            MIN_BUDGET.max(in_use >> 3)
+        }
+    }
+
+    /// Do the lists hold more than their budget (because `in_use` fell since they filled)?
+    #[inline]
+    pub(crate) fn over(&self, in_use: usize, peak: usize) -> bool {
+        self.bytes > Self::budget(in_use, peak)
+    }
+
+    /// Takes a block from the non-empty list of the largest size (O(1)), for trimming.
+    ///
+    /// # Safety
+    /// As for [`pop`](Self::pop).
+    pub(crate) unsafe fn pop_any(&mut self) -> Option<(NonNull<u8>, usize)> {
+        let (w, bits) = self
+            .nonempty
+            .iter()
+            .enumerate()
+            .rev()
+            .find(|(_, b)| **b != 0)?;
+        let n = w * 64 + (63 - bits.leading_zeros() as usize);
+        // SAFETY: forwarded contract.
+        unsafe { self.pop(n, 1) }.map(|p| (p, n))
     }
 
     /// Puts block `p` of `n` granules on its list.
@@ -59,6 +95,7 @@ impl Quick {
         unsafe { p.cast::<Option<NonNull<u8>>>().write(self.heads[n]) };
         self.heads[n] = Some(p);
         self.lens[n] += 1;
+        self.nonempty[n / 64] |= 1 << (n % 64);
         self.bytes += n << GRANULE_SHIFT;
         self.blocks += 1;
     }
@@ -77,6 +114,9 @@ impl Quick {
         // SAFETY: p is on the list, so its first word is the link `push` wrote.
         self.heads[n] = unsafe { p.cast::<Option<NonNull<u8>>>().read() };
         self.lens[n] -= 1;
+        if self.lens[n] == 0 {
+            self.nonempty[n / 64] &= !(1 << (n % 64));
+        }
         self.bytes -= n << GRANULE_SHIFT;
         self.blocks -= 1;
         Some(p)

@@ -28,6 +28,14 @@ pub struct Stats {
     pub peak_in_use: usize,
     /// Number of chunks (mappings).
     pub chunks: usize,
+    /// Allocations refused because they would have passed the budget (as opposed to the limit
+    /// or the OS running out).
+    pub budget_refusals: usize,
+    /// The budget on bytes in use, if one is set.
+    pub budget: Option<usize>,
+    /// Bytes that were on the quick lists (freed, kept for exact-size reuse) when `stats()` was
+    /// called; `stats()` merges them into the free set before counting.
+    pub cached_before: usize,
 }
 
 impl HeapCore {
@@ -57,6 +65,9 @@ impl HeapCore {
             metadata: self.meta,
             peak_in_use: self.peak,
             chunks: self.chunks,
+            budget_refusals: self.refused,
+            cached_before: 0,
+            budget: (self.cfg.budget != usize::MAX).then_some(self.cfg.budget),
         }
     }
 }

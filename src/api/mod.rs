@@ -101,6 +101,8 @@ impl Heap {
                 can_grow: true,
                 quick: true,
                 warm: heap::DEFAULT_WARM,
+                budget: usize::MAX,
+                give_back: heap::DEFAULT_GIVE_BACK,
             })),
         }
     }
@@ -123,12 +125,14 @@ impl Heap {
             limit: None,
             quick: true,
             warm: heap::DEFAULT_WARM,
+            budget: None,
+            give_back: heap::DEFAULT_GIVE_BACK,
         }
     }
 
     #[inline]
     #[allow(clippy::mut_from_ref)]
-    fn core(&self) -> &mut HeapCore {
+    pub(crate) fn core(&self) -> &mut HeapCore {
         // SAFETY: Heap is !Sync, so only this thread reaches the cell. Every caller uses the
         // reference within one statement of its own and runs no user code (no callbacks, no
         // formatting, no panics: misuse is reported after the reference is gone) while it is
@@ -244,6 +248,12 @@ impl Heap {
         })
     }
 
+    /// Sets or clears the budget on bytes in use (see [`HeapBuilder::budget`]). Lowering it
+    /// below what is in use frees nothing: only later allocations are refused. O(1).
+    pub fn set_budget(&self, bytes: Option<usize>) {
+        self.core().cfg.budget = bytes.unwrap_or(usize::MAX);
+    }
+
     /// Frees every block at once, in time independent of the number of blocks (O(chunks +
     /// mapped bytes / 1024)). The first chunks, up to 1 MiB (see [`HeapBuilder::warm`]), stay
     /// mapped for the next use; the rest go back to the OS. Taking `&mut self` guarantees that
@@ -271,8 +281,12 @@ impl Heap {
     /// a fully merged heap (no two adjacent). O(c) in chunks plus O(cached blocks).
     pub fn stats(&self) -> Stats {
         let c = self.core();
+        let cached = c.quick.bytes;
         c.flush();
-        c.stats()
+        Stats {
+            cached_before: cached,
+            ..c.stats()
+        }
     }
 
     /// Walks the whole heap and verifies every invariant: tags agree with the bitmap, the index
@@ -324,6 +338,8 @@ pub struct HeapBuilder {
     limit: Option<usize>,
     quick: bool,
     warm: usize,
+    budget: Option<usize>,
+    give_back: usize,
 }
 
 impl HeapBuilder {
@@ -355,7 +371,27 @@ impl HeapBuilder {
         self
     }
 
-    /// Whether freed blocks of up to 2 KiB are kept on exact-size lists for O(1) reuse (default
+    /// A hard limit on bytes **in use** (blocks handed out, each counted at its size rounded up
+    /// to 16 bytes; a grow that moves counts the old and the new block while both exist). An
+    /// allocation that would pass it fails with `AllocError` and changes nothing, so fallible
+    /// APIs (`Vec::try_reserve`, `Box::try_new_in`, hashbrown's `try_reserve`) return `Err` and
+    /// the heap stays usable; `stats().budget_refusals` counts these refusals. Unlike
+    /// [`limit`](Self::limit) it does not count metadata, free space or cached blocks.
+    pub const fn budget(mut self, bytes: usize) -> Self {
+        self.budget = Some(bytes);
+        self
+    }
+
+    /// Free spans of at least `bytes` (default 64 KiB) are given back to the OS
+    /// (`madvise(MADV_DONTNEED)` on Linux) so that the resident size falls after a spike; the
+    /// memory stays mapped and is reused (reading as zero). Small frees never make a system
+    /// call. `usize::MAX` turns it off.
+    pub const fn give_back(mut self, bytes: usize) -> Self {
+        self.give_back = bytes;
+        self
+    }
+
+    /// Whether freed blocks of up to 4 KiB are kept on exact-size lists for O(1) reuse (default
     /// `true`). With `false`, every free merges at once and every allocation is strict
     /// address-ordered first fit, at some cost in speed. The lists hold at most
     /// `max(64 KiB, in_use / 8)` bytes and are merged before the heap maps more memory.
@@ -373,6 +409,8 @@ impl HeapBuilder {
     pub fn build(self) -> Result<Heap, HeapError> {
         let mut core = heap::build(self.initial, self.growth, self.limit, self.quick)?;
         core.cfg.warm = self.warm;
+        core.cfg.budget = self.budget.unwrap_or(usize::MAX);
+        core.cfg.give_back = self.give_back;
         Ok(Heap {
             core: UnsafeCell::new(core),
         })

@@ -70,6 +70,21 @@ pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize) {
     MAPPED_NOW.fetch_sub(len, Relaxed);
 }
 
+static DECOMMITS: AtomicUsize = AtomicUsize::new(0);
+
+/// `madvise(MADV_DONTNEED)` over whole pages; returns whether it succeeded.
+///
+/// # Safety
+/// The range is page-aligned, inside a live private anonymous mapping, and holds nothing
+/// anyone needs.
+#[cfg(all(target_os = "linux", not(miri)))]
+pub(crate) unsafe fn dont_need(ptr: NonNull<u8>, len: usize) -> bool {
+    // SAFETY: forwarded contract.
+    let rc = unsafe { libc::madvise(ptr.as_ptr().cast(), len, libc::MADV_DONTNEED) };
+    DECOMMITS.fetch_add(1, Relaxed);
+    rc == 0
+}
+
 fn errno() -> i32 {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     // SAFETY: __errno_location returns the calling thread's errno slot, always valid to read.
@@ -91,6 +106,8 @@ pub struct OsCounters {
     /// Chunk requests served from the process cache of mappings dropped heaps left behind,
     /// instead of by `mmap`.
     pub cache_hits: usize,
+    /// `madvise(MADV_DONTNEED)` calls that gave free memory back to the OS.
+    pub decommits: usize,
 }
 
 /// Reads the process-wide mapping counters (tests use them to prove maps and unmaps balance;
@@ -101,5 +118,6 @@ pub fn os_counters() -> OsCounters {
         unmaps: UNMAPS.load(Relaxed),
         mapped_bytes: MAPPED_NOW.load(Relaxed),
         cache_hits: super::cache::hits(),
+        decommits: DECOMMITS.load(Relaxed),
     }
 }
