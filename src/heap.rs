@@ -239,13 +239,23 @@ impl HeapCore {
         Err(Fail::Budget)
     }
 
-    /// First fit over the chunks in address order, then a new chunk.
+    /// First fit over the free blocks of all chunks in address order; only if none fits, the
+    /// frontiers (untouched memory) in address order; then a new chunk.
     #[inline]
     fn alloc_fit(&mut self, n: Gran, align: usize, zero: bool) -> Result<Block, Fail> {
         let mut cur = self.head;
         while let Some(c) = cur {
             // SAFETY: chunks in the list are live.
-            if let Some(b) = unsafe { self.alloc_in(c, n, align, zero) } {
+            if let Some(b) = unsafe { self.fit_in(c, n, align, zero) } {
+                return Ok(b);
+            }
+            // SAFETY: live chunk.
+            cur = unsafe { (*c.h()).next };
+        }
+        let mut cur = self.head;
+        while let Some(c) = cur {
+            // SAFETY: chunks in the list are live.
+            if let Some(b) = unsafe { self.bump_in(c, n, align, zero) } {
                 return Ok(b);
             }
             // SAFETY: live chunk.
@@ -254,67 +264,89 @@ impl HeapCore {
         self.alloc_new_chunk(n, align, zero)
     }
 
-    /// First fit in one chunk: its index, then its frontier.
+    /// First fit in one chunk's index: the lowest-addressed free block that holds `n` granules
+    /// at `align`.
     ///
     /// # Safety
     /// `c` is a live chunk of this heap.
     #[inline]
-    unsafe fn alloc_in(&mut self, c: Chunk, n: Gran, align: usize, zero: bool) -> Option<Block> {
-        // SAFETY: c is live; every granule touched is found through the index or the header.
+    unsafe fn fit_in(&mut self, c: Chunk, n: Gran, align: usize, zero: bool) -> Option<Block> {
+        // SAFETY: c is live; every granule touched is found through the index.
         unsafe {
-            let h = c.h();
             if align <= GRANULE {
-                if let Some(g) = index::first_fit(c, n) {
-                    let s = c.get(g, Size);
-                    if s > n {
-                        self.shift_free(c, g, s, g + n, s - n);
-                    } else {
-                        self.take_free(c, g, s);
-                    }
-                    return Some(self.hand_out(c, g, n, zero));
+                let g = index::first_fit(c, n)?;
+                let s = c.get(g, Size);
+                if s > n {
+                    self.shift_free(c, g, s, g + n, s - n);
+                } else {
+                    self.take_free(c, g, s);
                 }
-                let f = (*h).frontier;
-                if ((*h).granules - f) >= n {
-                    (*h).frontier = f + n;
-                    return Some(self.hand_out(c, f, n, zero));
-                }
-                return None;
+                return Some(self.hand_out(c, g, n, zero));
             }
             // Larger alignment: search for room for the block plus the worst padding (so a
             // lower block that happens to be aligned may be passed over), then give the
             // padding in front back to the free set.
             let pad_max = ((align >> GRANULE_SHIFT) - 1) as Gran;
-            if let Some(want) = n.checked_add(pad_max)
-                && let Some(g) = index::first_fit(c, want)
-            {
-                let s = c.get(g, Size);
-                let a = self.aligned_granule(c, g, align);
-                let pad = a - g;
-                if pad > 0 {
-                    self.resize_free(c, g, s, pad);
-                    if s - pad > n {
-                        self.add_free(c, a + n, s - pad - n);
-                    }
-                } else if s > n {
-                    self.shift_free(c, g, s, g + n, s - n);
-                } else {
-                    self.take_free(c, g, s);
+            let g = index::first_fit(c, n.checked_add(pad_max)?)?;
+            let s = c.get(g, Size);
+            let a = self.aligned_granule(c, g, align);
+            let pad = a - g;
+            if pad > 0 {
+                self.resize_free(c, g, s, pad);
+                if s - pad > n {
+                    self.add_free(c, a + n, s - pad - n);
                 }
-                return Some(self.hand_out(c, a, n, zero));
+            } else if s > n {
+                self.shift_free(c, g, s, g + n, s - n);
+            } else {
+                self.take_free(c, g, s);
             }
+            Some(self.hand_out(c, a, n, zero))
+        }
+    }
+
+    /// Cuts `n` granules at `align` from one chunk's frontier, if it has room. O(1).
+    ///
+    /// # Safety
+    /// `c` is a live chunk of this heap.
+    #[inline]
+    unsafe fn bump_in(&mut self, c: Chunk, n: Gran, align: usize, zero: bool) -> Option<Block> {
+        // SAFETY: c is live; the frontier and what lies above it belong to no block.
+        unsafe {
+            let h = c.h();
             let f = (*h).frontier;
-            let a = self.aligned_granule(c, f, align) as usize;
-            if a + n as usize <= (*h).granules as usize {
-                let a = a as Gran;
-                (*h).frontier = a + n;
-                if a > f {
-                    // The padding's lower neighbour is used (invariant 3), its upper one is
-                    // the new block: it becomes a free block of its own.
-                    self.add_free(c, f, a - f);
+            if align <= GRANULE {
+                if ((*h).granules - f) < n {
+                    return None;
                 }
-                return Some(self.hand_out(c, a, n, zero));
+                (*h).frontier = f + n;
+                return Some(self.hand_out(c, f, n, zero));
             }
-            None
+            let a = self.aligned_granule(c, f, align) as usize;
+            if a + n as usize > (*h).granules as usize {
+                return None;
+            }
+            let a = a as Gran;
+            (*h).frontier = a + n;
+            if a > f {
+                // The padding's lower neighbour is used (invariant 3), its upper one is the
+                // new block: it becomes a free block of its own.
+                self.add_free(c, f, a - f);
+            }
+            Some(self.hand_out(c, a, n, zero))
+        }
+    }
+
+    /// First fit in one chunk: its index, then its frontier (a chunk made for this request).
+    ///
+    /// # Safety
+    /// `c` is a live chunk of this heap.
+    #[inline]
+    unsafe fn alloc_in(&mut self, c: Chunk, n: Gran, align: usize, zero: bool) -> Option<Block> {
+        // SAFETY: forwarded contract.
+        unsafe {
+            self.fit_in(c, n, align, zero)
+                .or_else(|| self.bump_in(c, n, align, zero))
         }
     }
 

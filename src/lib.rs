@@ -24,6 +24,7 @@
 //! ```
 //!
 //! ## Features
+//! - `std` (default): [`HeapPool`], a pool of heaps for servers (uses std's mutex).
 //! - `mmap` (default): memory from the OS by anonymous `mmap` (Unix).
 //! - `allocator-api2` (default): `&Heap` implements allocator-api2 0.2's `Allocator` (stable).
 //! - `nightly`: `&Heap` also implements `core::alloc::Allocator` for std collections; needs a
@@ -46,6 +47,9 @@ mod check;
 mod error;
 mod heap;
 mod index;
+mod map;
+#[cfg(feature = "std")]
+mod pool;
 mod quick;
 mod region;
 mod stats;
@@ -53,7 +57,9 @@ mod stats;
 pub use api::{AllocError, Heap, HeapBuilder};
 pub use error::{CheckError, HeapError};
 pub use heap::MAX_ALIGN;
-#[cfg(feature = "mmap")]
+pub use map::{Chunks, HeapMap, MapChunk, Span, SpanKind, Spans};
+#[cfg(feature = "std")]
+pub use pool::{HeapPool, PooledHeap};
 #[cfg(feature = "mmap")]
 pub use region::cache::release_cached;
 #[cfg(feature = "mmap")]

@@ -1140,3 +1140,108 @@ fn reset_frees_everything_and_keeps_warm_memory() {
         heap.check().unwrap();
     }
 }
+
+/// Budget: an allocation past it fails and changes nothing, the heap keeps working, the
+/// refusal is counted apart from other failures, `try_reserve` returns `Err`, and a grow that
+/// has to move counts both blocks.
+#[test]
+fn budget_refuses_cleanly() {
+    let _os = shared();
+    let heap = Heap::builder().budget(64 << 10).build().unwrap();
+    let a = alloc(&heap, 40 << 10, 16);
+    let before = heap.stats();
+    assert!(
+        heap.allocate(layout(32 << 10, 16)).is_err(),
+        "40 + 32 KiB > 64 KiB"
+    );
+    let after = heap.stats();
+    assert_eq!(
+        (after.in_use, after.free, after.mapped),
+        (before.in_use, before.free, before.mapped)
+    );
+    assert_eq!(after.budget_refusals, before.budget_refusals + 1);
+    assert_eq!(after.budget, Some(64 << 10));
+    check(&heap);
+    // Still usable below the budget.
+    let b = alloc(&heap, 16 << 10, 16);
+    // A grow that must move (b is in the way) would hold 40 + 48 KiB at once: refused.
+    // SAFETY: a is live with this layout; on failure it stays valid.
+    assert!(unsafe { heap.grow(a, layout(40 << 10, 16), layout(48 << 10, 16)) }.is_err());
+    assert_eq!(heap.stats().budget_refusals, 2);
+    // Fallible collection APIs see the refusal.
+    let mut v: allocator_api2::vec::Vec<u8, &Heap> = allocator_api2::vec::Vec::new_in(&heap);
+    assert!(v.try_reserve(1 << 20).is_err());
+    v.try_reserve(1000).unwrap();
+    let mut m: hashbrown::HashMap<u64, u64, hashbrown::DefaultHashBuilder, &Heap> =
+        hashbrown::HashMap::new_in(&heap);
+    assert!(m.try_reserve(1 << 20).is_err());
+    m.try_reserve(10).unwrap();
+    drop((v, m));
+    // Raising the budget lets the same request through.
+    heap.set_budget(None);
+    let c = alloc(&heap, 32 << 10, 16);
+    // SAFETY: live blocks with these layouts.
+    unsafe {
+        heap.deallocate(a, layout(40 << 10, 16));
+        heap.deallocate(b, layout(16 << 10, 16));
+        heap.deallocate(c, layout(32 << 10, 16));
+    }
+    check(&heap);
+    assert_eq!(heap.stats().in_use, 0);
+}
+
+/// The pool: many threads take and return heaps; no heap is held by two threads at once, the
+/// contents of a heap on loan are never disturbed, and the number of OS maps stays bounded.
+#[test]
+fn pool_shares_heaps_between_threads() {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    let _os = exclusive();
+    isoheap::release_cached();
+    let maps_before = os_counters().maps;
+    let pool = isoheap::HeapPool::new(Heap::builder().budget(256 << 10), 4);
+    let held: Mutex<HashSet<usize>> = Mutex::new(HashSet::new());
+    std::thread::scope(|s| {
+        for t in 0..6u8 {
+            let (pool, held) = (&pool, &held);
+            s.spawn(move || {
+                for i in 0..200usize {
+                    let heap = pool.get().unwrap();
+                    assert!(
+                        held.lock().unwrap().insert(heap.id()),
+                        "heap {} lent twice",
+                        heap.id()
+                    );
+                    let mut v: allocator_api2::vec::Vec<u8, &Heap> =
+                        allocator_api2::vec::Vec::new_in(&heap);
+                    v.extend(std::iter::repeat_n(t, 1000 + i * 37 % 5000));
+                    std::thread::yield_now();
+                    assert!(
+                        v.iter().all(|&b| b == t),
+                        "another thread wrote into a lent heap"
+                    );
+                    assert!(
+                        v.try_reserve(1 << 20).is_err(),
+                        "budget applies to pooled heaps"
+                    );
+                    drop(v);
+                    assert!(held.lock().unwrap().remove(&heap.id()));
+                }
+            });
+        }
+    });
+    assert!(pool.idle() <= 4);
+    assert!(
+        pool.created() <= 6,
+        "never more heaps than threads: {}",
+        pool.created()
+    );
+    let maps = os_counters().maps - maps_before;
+    assert!(
+        maps <= 2 * pool.created(),
+        "{maps} OS maps for {} heaps and 1200 requests",
+        pool.created()
+    );
+    drop(pool);
+    isoheap::release_cached();
+}

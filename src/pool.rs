@@ -1,0 +1,156 @@
+//! A pool of heaps for a server: one heap per request, taken from the pool and given back
+//! reset, so a steady stream of requests maps and unmaps nothing.
+
+extern crate std;
+
+use crate::api::{Heap, HeapBuilder};
+use crate::error::HeapError;
+use core::fmt;
+use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::vec::Vec;
+
+/// A bounded pool of [`Heap`]s, shared by worker threads (`HeapPool` is `Sync`).
+///
+/// [`get`](Self::get) hands out a heap (an idle one, or a new one built from the pool's
+/// [`HeapBuilder`]) inside a [`PooledHeap`] guard; dropping the guard [`reset`](Heap::reset)s
+/// the heap (O(chunks), whatever was allocated) and puts it back, unless `max_idle` heaps are
+/// idle already, in which case it is dropped and its memory returned. So the pool keeps at
+/// most `max_idle` heaps of at most the builder's `warm` bytes each (default 1 MiB) mapped
+/// between requests. The lock is a `std` mutex held only to push or pop one entry of a vector
+/// reserved up front: it never allocates and never runs heap code while held.
+///
+/// ```
+/// use isoheap::{Heap, HeapPool};
+/// use allocator_api2::vec::Vec;
+///
+/// let pool = HeapPool::new(Heap::builder().budget(1 << 20), 8);
+/// std::thread::scope(|s| {
+///     for t in 0..4 {
+///         let pool = &pool;
+///         s.spawn(move || {
+///             for _ in 0..100 {
+///                 let heap = pool.get().expect("heap");
+///                 let mut body: Vec<u8, &Heap> = Vec::new_in(&heap);
+///                 // A request larger than the budget is refused cleanly:
+///                 assert!(body.try_reserve(2 << 20).is_err());
+///                 body.extend_from_slice(&[t; 1000]);
+///             } // the heap is reset and goes back to the pool here
+///         });
+///     }
+/// });
+/// assert!(pool.idle() <= 8);
+/// ```
+pub struct HeapPool {
+    idle: Mutex<Vec<(usize, Heap)>>,
+    builder: HeapBuilder,
+    max_idle: usize,
+    created: AtomicUsize,
+}
+
+impl HeapPool {
+    /// A pool that builds heaps with `builder` and keeps at most `max_idle` of them idle.
+    pub fn new(builder: HeapBuilder, max_idle: usize) -> HeapPool {
+        HeapPool {
+            idle: Mutex::new(Vec::with_capacity(max_idle)),
+            builder,
+            max_idle,
+            created: AtomicUsize::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(usize, Heap)>> {
+        // A panic while the lock is held cannot leave the vector inconsistent (push and pop
+        // are the only operations), so a poisoned lock is still usable.
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes an idle heap, or builds one. O(1) plus, for a new heap, the builder's work.
+    pub fn get(&self) -> Result<PooledHeap<'_>, HeapError> {
+        let popped = self.lock().pop();
+        let (id, heap) = match popped {
+            Some(entry) => entry,
+            None => (self.created.fetch_add(1, Relaxed), self.builder.build()?),
+        };
+        Ok(PooledHeap {
+            id,
+            heap: Some(heap),
+            pool: self,
+        })
+    }
+
+    /// Heaps waiting in the pool.
+    pub fn idle(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Heaps this pool has built so far.
+    pub fn created(&self) -> usize {
+        self.created.load(Relaxed)
+    }
+}
+
+impl fmt::Debug for HeapPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HeapPool")
+            .field("idle", &self.idle())
+            .field("max_idle", &self.max_idle)
+            .field("created", &self.created())
+            .finish()
+    }
+}
+
+/// A heap on loan from a [`HeapPool`]; dereferences to [`Heap`]. Dropping it resets the heap
+/// and returns it to the pool. Only one guard holds a given heap at a time.
+pub struct PooledHeap<'p> {
+    id: usize,
+    heap: Option<Heap>,
+    pool: &'p HeapPool,
+}
+
+impl PooledHeap<'_> {
+    /// Which of the pool's heaps this is (0, 1, 2, ... in order of creation).
+    pub fn id(&self) -> usize {
+        self.id
+    }
+}
+
+impl Deref for PooledHeap<'_> {
+    type Target = Heap;
+    fn deref(&self) -> &Heap {
+        // The heap is only taken out in `drop`.
+        self.heap.as_ref().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl DerefMut for PooledHeap<'_> {
+    fn deref_mut(&mut self) -> &mut Heap {
+        self.heap.as_mut().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl fmt::Debug for PooledHeap<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PooledHeap")
+            .field("id", &self.id)
+            .field("heap", &**self)
+            .finish()
+    }
+}
+
+impl Drop for PooledHeap<'_> {
+    fn drop(&mut self) {
+        let Some(mut heap) = self.heap.take() else {
+            return;
+        };
+        heap.reset();
+        let mut idle = self.pool.lock();
+        if idle.len() < self.pool.max_idle {
+            idle.push((self.id, heap));
+        } else {
+            drop(idle);
+            drop(heap);
+        }
+    }
+}
