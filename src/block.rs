@@ -51,6 +51,16 @@ pub(crate) struct ChunkHeader {
     pub clean: Gran,
     /// Root of the free-block index (0 when empty).
     pub root: Gran,
+    /// Identity of the arena that owns the chunk (0 for a plain heap's chunks). Written once,
+    /// before the chunk is published, so other threads may read it without the arena's lock.
+    pub owner: usize,
+    /// A chunk made for one large block: only its first granules may start a block (so its
+    /// owner can be found from a block's address), and it is not searched by first fit.
+    pub single: bool,
+    /// Bytes of the underlying mapping before `base` (mappings over-allocated for alignment).
+    pub map_off: usize,
+    /// Bytes of the underlying mapping.
+    pub map_len: usize,
 }
 
 /// A handle to a chunk: the chunk's base pointer, which is the provenance root for every block
@@ -91,9 +101,16 @@ impl Chunk {
                 frontier: first as Gran,
                 clean: dirty.div_ceil(GRANULE).clamp(first, granules) as Gran,
                 root: 0,
+                owner: 0,
+                single: false,
+                map_off: 0,
+                map_len: len,
             });
+            // Only the bitmap words inside the dirty prefix need clearing: the rest is still
+            // zero from the OS (and stays untouched, so it costs no memory until used).
             let words = base.add(size_of::<ChunkHeader>()).cast::<u64>();
-            core::ptr::write_bytes(words.as_ptr(), 0, granules.div_ceil(64));
+            let dirty_words = dirty.saturating_sub(size_of::<ChunkHeader>()).div_ceil(8);
+            core::ptr::write_bytes(words.as_ptr(), 0, granules.div_ceil(64).min(dirty_words));
         }
         Chunk(hdr)
     }
@@ -113,6 +130,15 @@ impl Chunk {
             (*h).frontier = (*h).first;
             (*h).root = 0;
         }
+    }
+
+    /// The chunk whose header is at `base`.
+    ///
+    /// # Safety
+    /// `base` is the base pointer of a live, initialised chunk (with its provenance).
+    #[inline]
+    pub unsafe fn from_base(base: NonNull<u8>) -> Chunk {
+        Chunk(base.cast())
     }
 
     /// The chunk's base address.

@@ -50,6 +50,10 @@ pub(crate) struct Config {
     pub budget: usize,
     /// Free spans of at least this many bytes are given back to the OS (`usize::MAX`: never).
     pub give_back: usize,
+    /// Identity of the arena this heap is (0: a plain heap). An arena maps only chunks aligned
+    /// to `pagemap::ALIGN`, records them in the process page map, and finds the chunk of a
+    /// pointer there in O(1).
+    pub owner: usize,
 }
 
 /// Default for `Config::give_back`.
@@ -273,6 +277,9 @@ impl HeapCore {
     unsafe fn fit_in(&mut self, c: Chunk, n: Gran, align: usize, zero: bool) -> Option<Block> {
         // SAFETY: c is live; every granule touched is found through the index.
         unsafe {
+            if (*c.h()).single {
+                return None;
+            }
             if align <= GRANULE {
                 let g = index::first_fit(c, n)?;
                 let s = c.get(g, Size);
@@ -315,6 +322,9 @@ impl HeapCore {
         unsafe {
             let h = c.h();
             let f = (*h).frontier;
+            if (*h).single && f != (*h).first {
+                return None;
+            }
             if align <= GRANULE {
                 if ((*h).granules - f) < n {
                     return None;
@@ -425,6 +435,12 @@ impl HeapCore {
             .min(max_chunk_len())
             .max(min);
         let len = if len > room { min } else { len };
+        #[cfg(feature = "mmap")]
+        if self.cfg.owner != 0 {
+            // Arena chunks: one alignment unit, or exactly one large block's worth.
+            let unit = crate::region::pagemap::ALIGN;
+            return self.map_chunk(if min <= unit { unit } else { min });
+        }
         // If the OS refuses the geometric step, the bare minimum may still be granted.
         self.map_chunk(len).or_else(|e| {
             if len > min {
@@ -438,7 +454,27 @@ impl HeapCore {
     /// Maps a chunk of exactly `len` bytes (whole pages) and links it in address order.
     #[cfg(feature = "mmap")]
     pub(crate) fn map_chunk(&mut self, len: usize) -> Result<Chunk, Fail> {
-        use crate::region::{cache, mmap};
+        use crate::region::{cache, mmap, pagemap};
+        if self.cfg.owner != 0 {
+            let (base, off, map_len) =
+                mmap::map_aligned(len, pagemap::ALIGN).map_err(|_| Fail::Os)?;
+            // SAFETY: a fresh zeroed mapping, aligned, owned by this arena.
+            let c = unsafe { Chunk::init(base, len, true, 0) };
+            // SAFETY: c is live and not yet published; these fields are written once here.
+            unsafe {
+                let h = c.h();
+                (*h).owner = self.cfg.owner;
+                (*h).single = len > pagemap::ALIGN;
+                (*h).map_off = off;
+                (*h).map_len = map_len;
+                if !pagemap::insert(base) {
+                    mmap::unmap(base.sub(off), map_len);
+                    return Err(Fail::Os);
+                }
+                self.link(c);
+            }
+            return Ok(c);
+        }
         // A mapping a dropped heap left in the process cache, if one fits (up to 4x the size
         // asked for, within the limit); else a fresh one.
         let room = self.cfg.limit.saturating_sub(self.mapped);
@@ -500,6 +536,29 @@ impl HeapCore {
     #[inline]
     fn locate(&self, ptr: NonNull<u8>, n: Gran) -> Result<(Chunk, Gran), Fail> {
         let addr = ptr.addr().get();
+        #[cfg(feature = "mmap")]
+        if self.cfg.owner != 0 {
+            // Arena: the page map gives the chunk (with its provenance) in O(1).
+            let Some(base) = crate::region::pagemap::get(addr) else {
+                return misuse(addr, "does not belong to this heap");
+            };
+            // SAFETY: the page map holds only live arena chunks' base pointers; `owner` and
+            // the block-area fields are read as places.
+            unsafe {
+                let c = Chunk::from_base(base);
+                if (*c.h()).owner != self.cfg.owner {
+                    return misuse(addr, "belongs to another arena or heap");
+                }
+                return match c.granule_of(addr) {
+                    Some(g) if g as usize + n as usize <= (*c.h()).frontier as usize => {
+                        #[cfg(debug_assertions)]
+                        self.check_not_free(c, g, n, addr)?;
+                        Ok((c, g))
+                    }
+                    _ => misuse(addr, "is not the start of a block of this heap"),
+                };
+            }
+        }
         let mut cur = self.head;
         while let Some(c) = cur {
             // SAFETY: chunks in the list are live.
@@ -924,6 +983,14 @@ unsafe fn release_chunk(c: Chunk) {
         let (len, mapped) = ((*c.h()).len, (*c.h()).mapped);
         let dirty = ((*c.h()).clean as usize) << GRANULE_SHIFT;
         #[cfg(feature = "mmap")]
+        if (*c.h()).owner != 0 {
+            // Arena chunk: out of the page map, then the whole (over-aligned) mapping goes.
+            let (off, map_len) = ((*c.h()).map_off, (*c.h()).map_len);
+            crate::region::pagemap::remove(c.base());
+            crate::region::mmap::unmap(c.base().sub(off), map_len);
+            return;
+        }
+        #[cfg(feature = "mmap")]
         if mapped && !crate::region::cache::put(c.base(), len, dirty) {
             crate::region::mmap::unmap(c.base(), len);
         }
@@ -1027,6 +1094,7 @@ pub(crate) fn build(
         warm: DEFAULT_WARM,
         budget: usize::MAX,
         give_back: DEFAULT_GIVE_BACK,
+        owner: 0,
     });
     if initial > 0 {
         if initial > limit_v {
@@ -1084,6 +1152,7 @@ mod tests {
                 warm: DEFAULT_WARM,
                 budget: usize::MAX,
                 give_back: DEFAULT_GIVE_BACK,
+                owner: 0,
             }))
         }
 

@@ -53,6 +53,8 @@ mod pool;
 mod quick;
 mod region;
 mod stats;
+#[cfg(feature = "mmap")]
+mod sync;
 
 pub use api::{AllocError, Heap, HeapBuilder};
 pub use error::{CheckError, HeapError};
@@ -60,11 +62,16 @@ pub use heap::MAX_ALIGN;
 pub use map::{Chunks, HeapMap, MapChunk, Span, SpanKind, Spans};
 #[cfg(feature = "std")]
 pub use pool::{HeapPool, PooledHeap};
+pub use region::buffer::BufferHeap;
 #[cfg(feature = "mmap")]
 pub use region::cache::release_cached;
 #[cfg(feature = "mmap")]
 pub use region::mmap::{OsCounters, os_counters};
 pub use stats::Stats;
+#[cfg(all(feature = "mmap", feature = "std"))]
+pub use sync::SharedHeap;
+#[cfg(feature = "mmap")]
+pub use sync::{ARENAS, GlobalHeap, SyncHeap};
 
 /// Bytes per granule: every block is a multiple of this and aligned to it.
 pub const GRANULE: usize = block::GRANULE;

@@ -15,7 +15,8 @@ use std::vec::Vec;
 ///
 /// [`get`](Self::get) hands out a heap (an idle one, or a new one built from the pool's
 /// [`HeapBuilder`]) inside a [`PooledHeap`] guard; dropping the guard [`reset`](Heap::reset)s
-/// the heap (O(chunks), whatever was allocated) and puts it back, unless `max_idle` heaps are
+/// the heap (O(chunks), whatever was allocated), restores the builder's budget (a request may
+/// have changed it with `set_budget`) and puts it back, unless `max_idle` heaps are
 /// idle already, in which case it is dropped and its memory returned. So the pool keeps at
 /// most `max_idle` heaps of at most the builder's `warm` bytes each (default 1 MiB) mapped
 /// between requests. The lock is a `std` mutex held only to push or pop one entry of a vector
@@ -71,7 +72,10 @@ impl HeapPool {
         let popped = self.lock().pop();
         let (id, heap) = match popped {
             Some(entry) => entry,
-            None => (self.created.fetch_add(1, Relaxed), self.builder.build()?),
+            None => {
+                let heap = self.builder.build()?;
+                (self.created.fetch_add(1, Relaxed), heap)
+            }
         };
         Ok(PooledHeap {
             id,
@@ -145,6 +149,8 @@ impl Drop for PooledHeap<'_> {
             return;
         };
         heap.reset();
+        // A request may have changed its heap's budget: the next one starts from the pool's.
+        heap.core().cfg.budget = self.pool.builder.budget_bytes();
         let mut idle = self.pool.lock();
         if idle.len() < self.pool.max_idle {
             idle.push((self.id, heap));

@@ -1245,3 +1245,322 @@ fn pool_shares_heaps_between_threads() {
     drop(pool);
     isoheap::release_cached();
 }
+
+// ---- heaps over a caller's buffer (no mmap) ----
+
+/// A buffer of `len` bytes starting `offset` bytes after a 16-byte boundary, inside `mem`
+/// (which the buffer borrows). Its bytes are all `0xFF`, so a zeroed allocation must clear them.
+fn buffer_in(mem: &mut Vec<u128>, len: usize, offset: usize) -> &mut [std::mem::MaybeUninit<u8>] {
+    let words = (offset + len).div_ceil(16) + 1;
+    mem.clear();
+    mem.resize(words, u128::MAX);
+    let base = mem.as_mut_ptr().cast::<std::mem::MaybeUninit<u8>>();
+    // Round up to 16 bytes by hand: u128 is only 8-aligned on some targets.
+    let pad = base.addr().wrapping_neg() & 15;
+    assert!(pad + offset + len <= words * 16);
+    // SAFETY: the range lies inside the Vec's initialised u128s (plain bytes), which stay
+    // borrowed through `mem` for the returned slice's lifetime.
+    unsafe { std::slice::from_raw_parts_mut(base.add(pad + offset), len) }
+}
+
+#[test]
+fn buffer_heap_serves_allocator_api2_vec_and_hashbrown() {
+    let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 4 << 20].into_boxed_slice();
+    let heap = Heap::from_buffer(&mut buf).expect("a 4 MiB buffer");
+    let s = heap.stats();
+    assert_eq!((s.chunks, s.in_use), (1, 0));
+    assert!(
+        s.mapped <= 4 << 20 && s.mapped > (4 << 20) - GRANULE,
+        "{s:?}"
+    );
+    let a: &Heap = &heap;
+    let mut rng = Rng(0xB0FF_E2B0_FFE2_0001);
+    type Val<'h> = allocator_api2::vec::Vec<u8, &'h Heap>;
+    let mut map: hashbrown::HashMap<u64, Val<'_>, hashbrown::DefaultHashBuilder, &Heap> =
+        hashbrown::HashMap::new_in(a);
+    let mut vec: allocator_api2::vec::Vec<u64, &Heap> = allocator_api2::vec::Vec::new_in(a);
+    let mut m_map: std::collections::HashMap<u64, Vec<u8>> = std::collections::HashMap::new();
+    let mut m_vec = Vec::new();
+    for step in 0..20_000 {
+        let k = rng.below(1500) as u64;
+        let x = rng.next();
+        match rng.below(6) {
+            0 | 1 => {
+                let max = if rng.below(10) == 0 { 3000 } else { 60 };
+                let len = rng.below(max);
+                let tag = x as u8;
+                let mut v = allocator_api2::vec::Vec::with_capacity_in(len, a);
+                v.extend((0..len).map(|i| byte(i, tag)));
+                m_map.insert(k, v.to_vec());
+                map.insert(k, v);
+            }
+            2 => assert_eq!(map.remove(&k).map(|v| v.to_vec()), m_map.remove(&k)),
+            3 => {
+                vec.push(x);
+                m_vec.push(x);
+            }
+            4 => {
+                let n = rng.below(vec.len() + 1);
+                vec.truncate(n);
+                m_vec.truncate(n);
+                vec.shrink_to_fit();
+            }
+            _ => {
+                if let Some(v) = map.get_mut(&k) {
+                    v.push(x as u8);
+                    m_map.get_mut(&k).unwrap().push(x as u8);
+                }
+            }
+        }
+        if step % 2500 == 0 {
+            check(&heap);
+        }
+    }
+    assert_eq!(&vec[..], &m_vec[..]);
+    assert_eq!(map.len(), m_map.len());
+    for (k, v) in &m_map {
+        assert_eq!(&map[k][..], &v[..], "value of key {k}");
+    }
+    let peak = heap.stats().in_use;
+    assert!(peak > 100 << 10, "the test used only {peak} bytes");
+    check(&heap);
+    drop((map, vec));
+    check(&heap);
+    let s = heap.stats();
+    assert_eq!(s.in_use, 0);
+    assert_eq!(s.free_blocks, 1, "not merged back: {s:?}");
+    assert_eq!(s.largest_free, s.free);
+}
+
+#[test]
+fn buffer_heap_refuses_empty_and_tiny_buffers_with_typed_errors() {
+    use isoheap::BufferHeap;
+    let mut mem = Vec::new();
+    // Zero length, at any address.
+    assert_eq!(Heap::from_buffer(&mut []).unwrap_err(), HeapError::ZeroSize);
+    let e = Heap::from_buffer(buffer_in(&mut mem, 0, 3)).unwrap_err();
+    assert_eq!(e, HeapError::ZeroSize);
+    assert_eq!(e.to_string(), "heap size must be greater than zero bytes");
+    // Too small for the metadata and one block: `minimum` is the smallest that works.
+    let min = BufferHeap::MIN_LEN;
+    assert!(min > GRANULE && min.is_multiple_of(GRANULE));
+    for len in [1, GRANULE, min - GRANULE, min - 1] {
+        let e = Heap::from_buffer(buffer_in(&mut mem, len, 0)).unwrap_err();
+        assert_eq!(
+            e,
+            HeapError::TooSmall {
+                requested: len,
+                minimum: min
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "heap of {len} bytes is too small: it needs at least {min} bytes for its \
+                 metadata and one block"
+            )
+        );
+    }
+    let heap = Heap::from_buffer(buffer_in(&mut mem, min, 0)).expect("the minimum works");
+    assert_eq!(heap.stats().free, GRANULE);
+    let p = alloc(&heap, GRANULE, 16);
+    assert!(heap.allocate(layout(1, 1)).is_err(), "one block fills it");
+    // SAFETY: allocated above with this layout.
+    unsafe { heap.deallocate(p, layout(GRANULE, 16)) };
+    check(&heap);
+    drop(heap);
+    // Misaligned and too small once aligned: the minimum counts the bytes skipped.
+    for offset in [1, 7, 15] {
+        let pad = 16 - offset;
+        let e = Heap::from_buffer(buffer_in(&mut mem, min + pad - 1, offset)).unwrap_err();
+        assert_eq!(
+            e,
+            HeapError::TooSmall {
+                requested: min + pad - 1,
+                minimum: min + pad
+            },
+            "offset {offset}"
+        );
+        let heap = Heap::from_buffer(buffer_in(&mut mem, min + pad, offset))
+            .expect("the minimum at this address works");
+        assert_eq!(heap.stats().free, GRANULE);
+        check(&heap);
+    }
+}
+
+/// A misaligned buffer is not an error: its start is rounded up to 16 bytes and its length down
+/// to whole granules; every block is aligned and lies inside the buffer.
+#[test]
+fn misaligned_buffer_is_aligned_up_and_every_block_stays_inside() {
+    let mut mem = Vec::new();
+    for offset in [1, 3, 8, 15] {
+        let len = (64 << 10) + 5;
+        let buf = buffer_in(&mut mem, len, offset);
+        let (lo, hi) = (buf.as_ptr().addr(), buf.as_ptr().addr() + len);
+        let heap = Heap::from_buffer(buf).unwrap();
+        let s = heap.stats();
+        assert_eq!(s.chunks, 1);
+        assert_eq!(
+            s.mapped,
+            (len - (16 - offset)) & !(GRANULE - 1),
+            "offset {offset}"
+        );
+        let mut blocks = Vec::new();
+        let mut rng = Rng(0x5EED ^ offset as u64);
+        for i in 0.. {
+            let (size, align) = (1 + rng.below(2000), 1 << rng.below(9));
+            let Ok(b) = heap.allocate_zeroed(layout(size, align)) else {
+                break;
+            };
+            let p = b.cast::<u8>();
+            assert!(p.addr().get() >= lo && p.addr().get() + b.len() <= hi);
+            assert_eq!(p.addr().get() % align.max(GRANULE), 0);
+            // SAFETY: a live block of b.len() bytes.
+            unsafe {
+                assert!(
+                    all_zero(p, b.len()),
+                    "zeroed block over uninitialised memory"
+                );
+                fill(p, size, i as u8);
+            }
+            blocks.push((p, size, align, i as u8));
+        }
+        assert!(blocks.len() > 40, "only {} blocks fit", blocks.len());
+        check(&heap);
+        for (p, size, align, tag) in blocks {
+            // SAFETY: live blocks allocated above with these layouts.
+            unsafe {
+                assert_filled(p, size, tag);
+                heap.deallocate(p, layout(size, align));
+            }
+        }
+        check(&heap);
+        assert_eq!(heap.stats().in_use, 0);
+    }
+}
+
+#[test]
+fn full_buffer_fails_cleanly_and_stays_usable() {
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 64 << 10];
+    let heap = Heap::from_buffer(&mut buf).unwrap();
+    let l = layout(1000, 16);
+    let mut blocks = Vec::new();
+    loop {
+        match heap.allocate(l) {
+            Ok(b) => blocks.push(b.cast::<u8>()),
+            Err(e) => {
+                assert_eq!(e.to_string(), "isoheap: memory allocation failed");
+                break;
+            }
+        }
+        assert!(blocks.len() < 100, "the buffer never filled");
+    }
+    assert!(blocks.len() >= 60, "only {} blocks fit", blocks.len());
+    for (i, p) in blocks.iter().enumerate() {
+        // SAFETY: live blocks of 1000 bytes.
+        unsafe { fill(*p, 1000, i as u8) };
+    }
+    let full = heap.stats();
+    check(&heap);
+    // Failing again, in every way, changes nothing and touches no block.
+    assert!(heap.allocate(l).is_err());
+    assert!(
+        heap.allocate_zeroed(layout(full.largest_free + 1, 1))
+            .is_err()
+    );
+    let mut v: allocator_api2::vec::Vec<u8, &Heap> = allocator_api2::vec::Vec::new_in(&heap);
+    assert!(v.try_reserve(1 << 20).is_err());
+    // SAFETY: the last block is live with layout l; growing it past the buffer fails.
+    assert!(unsafe { heap.grow(*blocks.last().unwrap(), l, layout(70_000, 16)) }.is_err());
+    drop(v);
+    assert_eq!(heap.stats(), full);
+    // Free every other block: the space comes back and is reused.
+    for p in blocks.iter().step_by(2) {
+        // SAFETY: allocated above with this layout.
+        unsafe { heap.deallocate(*p, l) };
+    }
+    check(&heap);
+    let again = alloc(&heap, 1000, 16);
+    for (i, p) in blocks.iter().enumerate().skip(1).step_by(2) {
+        // SAFETY: live blocks, filled above.
+        unsafe { assert_filled(*p, 1000, i as u8) };
+    }
+    // SAFETY: freeing everything still live.
+    unsafe {
+        heap.deallocate(again, l);
+        for p in blocks.iter().skip(1).step_by(2) {
+            heap.deallocate(*p, l);
+        }
+    }
+    check(&heap);
+    let s = heap.stats();
+    assert_eq!(s.in_use, 0);
+    assert_eq!(s.free_blocks, 1, "not merged back: {s:?}");
+    assert_eq!(s.mapped, full.mapped);
+    let n = (0..).map_while(|_| heap.allocate(l).ok()).count();
+    assert_eq!(n, blocks.len(), "as many blocks fit again");
+    check(&heap);
+}
+
+#[test]
+fn buffer_heap_reset_and_reuse_of_the_buffer() {
+    let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 256 << 10].into_boxed_slice();
+    let mut heap = Heap::from_buffer(&mut buf).unwrap();
+    let mapped = heap.stats().mapped;
+    for round in 0..4usize {
+        let mut v = allocator_api2::vec::Vec::new_in(&*heap);
+        v.extend(0..5_000 * (round as u32 + 1));
+        std::mem::forget(v); // reset frees it anyway
+        assert!(heap.stats().in_use > 0);
+        heap.reset();
+        let s = heap.stats();
+        assert_eq!((s.in_use, s.mapped, s.peak_in_use), (0, mapped, 0));
+        check(&heap);
+    }
+    assert!(format!("{heap:?}").starts_with("BufferHeap(Heap { stats: Stats {"));
+    drop(heap);
+    // The buffer is the caller's again.
+    buf.fill(std::mem::MaybeUninit::new(0xAB));
+    // SAFETY: every byte was just written.
+    assert!(buf.iter().all(|b| unsafe { b.assume_init() } == 0xAB));
+}
+
+/// A heap over a buffer never asks the OS for anything: no map, unmap, cache use or madvise.
+#[test]
+fn buffer_heap_makes_no_system_call() {
+    let _os = exclusive();
+    let before = os_counters();
+    let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 1 << 20].into_boxed_slice();
+    {
+        let mut heap = Heap::from_buffer(&mut buf).unwrap();
+        let l = layout(200_000, 16);
+        let blocks: Vec<_> = (0..).map_while(|_| heap.allocate(l).ok()).collect();
+        assert_eq!(blocks.len(), 5);
+        for b in blocks {
+            // SAFETY: allocated above with this layout; freeing big blocks is where a mapped
+            // heap gives memory back.
+            unsafe { heap.deallocate(b.cast(), l) };
+        }
+        heap.reset();
+        check(&heap);
+    }
+    assert_eq!(os_counters(), before);
+}
+
+#[cfg(feature = "nightly")]
+#[test]
+fn std_collections_over_a_buffer() {
+    let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 1 << 20].into_boxed_slice();
+    let heap = Heap::from_buffer(&mut buf).unwrap();
+    let mut v: Vec<u64, &Heap> = Vec::new_in(&heap);
+    v.extend(0..10_000);
+    let b: Box<[u64], &Heap> = v.into_boxed_slice();
+    assert_eq!(b.iter().sum::<u64>(), 49_995_000);
+    let mut d = std::collections::VecDeque::new_in(&*heap);
+    d.extend(0..1000u32);
+    d.rotate_left(300);
+    assert_eq!(d.front(), Some(&300));
+    drop((b, d));
+    check(&heap);
+    assert_eq!(heap.stats().in_use, 0);
+}

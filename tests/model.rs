@@ -7,7 +7,8 @@
 //! overlaps another or loses bytes in a move is caught. At the end everything is freed and the
 //! heap must have merged back into one free span per chunk.
 //!
-//! `model_tests!(name, || make_heap())` instantiates the whole test for one way of making a heap.
+//! `model_tests!(name, || make_heap())` instantiates the whole test for one way of making a heap;
+//! `model_tests!(name, Buffer { len, offset })` runs it over a caller's buffer instead.
 
 use isoheap::{GRANULE, Heap};
 use proptest::prelude::*;
@@ -16,6 +17,7 @@ use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 use std::alloc::Layout;
 use std::collections::BTreeMap;
+use std::mem::MaybeUninit;
 use std::ptr::NonNull;
 use std::sync::OnceLock;
 
@@ -469,11 +471,54 @@ fn config(cases: u32) -> Config {
     }
 }
 
+/// A way of making a fresh heap for each case: a closure returning a `Heap`, or a [`Buffer`].
+/// The heap is lent to `f` rather than returned, so that a heap over a buffer can borrow a
+/// buffer that lives exactly as long as the case.
+trait MakeHeap {
+    fn with_heap(&self, f: &mut dyn FnMut(&Heap) -> R) -> R;
+}
+
+impl<F: Fn() -> Heap> MakeHeap for F {
+    fn with_heap(&self, f: &mut dyn FnMut(&Heap) -> R) -> R {
+        f(&self())
+    }
+}
+
+/// A heap over a fresh, uninitialised buffer of `len` bytes for each case, starting `offset`
+/// bytes into a 16-byte-aligned allocation (so a non-zero `offset` makes it misaligned).
+struct Buffer {
+    len: usize,
+    offset: usize,
+}
+
+impl MakeHeap for Buffer {
+    fn with_heap(&self, f: &mut dyn FnMut(&Heap) -> R) -> R {
+        #[repr(align(16))]
+        #[derive(Clone, Copy)]
+        struct Granule(#[allow(dead_code)] [MaybeUninit<u8>; 16]);
+        let granules = (self.offset + self.len).div_ceil(16);
+        let mut mem = vec![Granule([MaybeUninit::uninit(); 16]); granules];
+        // SAFETY: `Granule` is 16 plain bytes (size 16, no padding); the slice covers the Vec.
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(
+                mem.as_mut_ptr().cast::<MaybeUninit<u8>>(),
+                granules * 16,
+            )
+        };
+        let heap = Heap::from_buffer(&mut bytes[self.offset..][..self.len])
+            .map_err(|e| TestCaseError::fail(format!("from_buffer: {e}")))?;
+        prop_assert_eq!(heap.stats().chunks, 1);
+        prop_assert!(heap.stats().mapped <= self.len);
+        f(&heap)
+    }
+}
+
 /// Instantiates the model test for one way of making a heap.
 ///
 /// `model_tests!(name, || make_heap())` expects every allocation to succeed and runs 10,000
 /// cases; `model_tests!(name, || make_heap(), cases = N, may_fail)` runs `N` cases on a heap
-/// whose allocations may fail (which must leave the heap and every block as they were).
+/// whose allocations may fail (which must leave the heap and every block as they were). In
+/// place of the closure, any [`MakeHeap`] (a [`Buffer`]).
 macro_rules! model_tests {
     ($name:ident, $make:expr) => {
         model_tests!($name, $make, cases = 10_000, may_fail = false);
@@ -490,8 +535,7 @@ macro_rules! model_tests {
             let make = $make;
             let mut runner = TestRunner::new(config($cases));
             let result = runner.run(&ops(), |ops| {
-                let heap: Heap = make();
-                run_case(&heap, &ops, $may_fail)
+                MakeHeap::with_heap(&make, &mut |heap| run_case(heap, &ops, $may_fail))
             });
             if let Err(e) = result {
                 panic!("{e}\n{runner}");
@@ -531,6 +575,29 @@ model_tests!(
         .limit(64 << 10)
         .build()
         .unwrap(),
+    cases = 1_000,
+    may_fail
+);
+
+// Over a caller's buffer (no mmap): the heap cannot grow, so allocations fail when it is full.
+// Under Miri 64 KiB, since `check()` reads the whole bitmap after every step.
+model_tests!(
+    buffer,
+    Buffer {
+        len: if cfg!(miri) { 64 << 10 } else { 1 << 20 },
+        offset: 0
+    },
+    cases = 1_000,
+    may_fail
+);
+// A small buffer that does not start on 16 bytes (and whose length is not a multiple of 16):
+// the heap aligns its start up and its length down, and is often full.
+model_tests!(
+    buffer_misaligned_and_small,
+    Buffer {
+        len: (64 << 10) - 3,
+        offset: 7
+    },
     cases = 1_000,
     may_fail
 );

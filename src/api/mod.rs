@@ -103,6 +103,7 @@ impl Heap {
                 warm: heap::DEFAULT_WARM,
                 budget: usize::MAX,
                 give_back: heap::DEFAULT_GIVE_BACK,
+                owner: 0,
             })),
         }
     }
@@ -398,6 +399,11 @@ impl HeapBuilder {
     pub const fn quick_reuse(mut self, on: bool) -> Self {
         self.quick = on;
         self
+    }
+
+    /// The budget this builder sets (`usize::MAX` for none).
+    pub(crate) fn budget_bytes(&self) -> usize {
+        self.budget.unwrap_or(usize::MAX)
     }
 
     /// Builds the heap, mapping the initial size if one was set.

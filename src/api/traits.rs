@@ -20,17 +20,17 @@ use super::Heap;
 
 #[allow(unused_macros)]
 macro_rules! forward_allocator {
-    ($trait_:path, $err:path) => {
+    ($ty:ty, $trait_:path, $err:path) => {
         // SAFETY: blocks stay valid until deallocated or the heap is dropped, and `&Heap`
         // borrows the heap so it outlives every block; copies of `&Heap` are the same
         // allocator; each method forwards to the inherent method with the same contract.
-        unsafe impl $trait_ for &Heap {
+        unsafe impl $trait_ for $ty {
             #[inline]
             fn allocate(
                 &self,
                 layout: core::alloc::Layout,
             ) -> Result<core::ptr::NonNull<[u8]>, $err> {
-                Heap::allocate(self, layout).map_err(|_| $err)
+                (**self).allocate(layout).map_err(|_| $err)
             }
 
             #[inline]
@@ -38,13 +38,13 @@ macro_rules! forward_allocator {
                 &self,
                 layout: core::alloc::Layout,
             ) -> Result<core::ptr::NonNull<[u8]>, $err> {
-                Heap::allocate_zeroed(self, layout).map_err(|_| $err)
+                (**self).allocate_zeroed(layout).map_err(|_| $err)
             }
 
             #[inline]
             unsafe fn deallocate(&self, ptr: core::ptr::NonNull<u8>, layout: core::alloc::Layout) {
                 // SAFETY: the trait's contract is the inherent method's.
-                unsafe { Heap::deallocate(self, ptr, layout) }
+                unsafe { (**self).deallocate(ptr, layout) }
             }
 
             #[inline]
@@ -55,7 +55,7 @@ macro_rules! forward_allocator {
                 new_layout: core::alloc::Layout,
             ) -> Result<core::ptr::NonNull<[u8]>, $err> {
                 // SAFETY: the trait's contract is the inherent method's.
-                unsafe { Heap::grow(self, ptr, old_layout, new_layout) }.map_err(|_| $err)
+                unsafe { (**self).grow(ptr, old_layout, new_layout) }.map_err(|_| $err)
             }
 
             #[inline]
@@ -66,7 +66,7 @@ macro_rules! forward_allocator {
                 new_layout: core::alloc::Layout,
             ) -> Result<core::ptr::NonNull<[u8]>, $err> {
                 // SAFETY: the trait's contract is the inherent method's.
-                unsafe { Heap::grow_zeroed(self, ptr, old_layout, new_layout) }.map_err(|_| $err)
+                unsafe { (**self).grow_zeroed(ptr, old_layout, new_layout) }.map_err(|_| $err)
             }
 
             #[inline]
@@ -77,17 +77,43 @@ macro_rules! forward_allocator {
                 new_layout: core::alloc::Layout,
             ) -> Result<core::ptr::NonNull<[u8]>, $err> {
                 // SAFETY: the trait's contract is the inherent method's.
-                unsafe { Heap::shrink(self, ptr, old_layout, new_layout) }.map_err(|_| $err)
+                unsafe { (**self).shrink(ptr, old_layout, new_layout) }.map_err(|_| $err)
             }
         }
     };
 }
 
 #[cfg(feature = "nightly")]
-forward_allocator!(core::alloc::Allocator, core::alloc::AllocError);
-
+forward_allocator!(&Heap, core::alloc::Allocator, core::alloc::AllocError);
 #[cfg(feature = "allocator-api2")]
 forward_allocator!(
+    &Heap,
+    allocator_api2::alloc::Allocator,
+    allocator_api2::alloc::AllocError
+);
+
+#[cfg(all(feature = "nightly", feature = "mmap"))]
+forward_allocator!(
+    &crate::SyncHeap,
+    core::alloc::Allocator,
+    core::alloc::AllocError
+);
+#[cfg(all(feature = "allocator-api2", feature = "mmap"))]
+forward_allocator!(
+    &crate::SyncHeap,
+    allocator_api2::alloc::Allocator,
+    allocator_api2::alloc::AllocError
+);
+
+#[cfg(all(feature = "nightly", feature = "mmap", feature = "std"))]
+forward_allocator!(
+    crate::SharedHeap,
+    core::alloc::Allocator,
+    core::alloc::AllocError
+);
+#[cfg(all(feature = "allocator-api2", feature = "mmap", feature = "std"))]
+forward_allocator!(
+    crate::SharedHeap,
     allocator_api2::alloc::Allocator,
     allocator_api2::alloc::AllocError
 );

@@ -57,6 +57,37 @@ pub(crate) fn map(len: usize) -> Result<NonNull<u8>, i32> {
     NonNull::new(p.cast::<u8>()).ok_or(libc::ENOMEM)
 }
 
+/// Maps `len` bytes (whole pages) whose start is a multiple of `align` (a power of two above
+/// the page size). Returns the aligned start, the bytes of the mapping before it, and the
+/// mapping's length, for [`unmap`] of the whole later (`unmap(start - off, map_len)`).
+///
+/// Outside Miri the excess head and tail are unmapped at once, so the mapping is exactly
+/// `start..start + len`; Miri cannot unmap part of a mapping, so there the excess stays.
+pub(crate) fn map_aligned(len: usize, align: usize) -> Result<(NonNull<u8>, usize, usize), i32> {
+    let total = len.checked_add(align).ok_or(libc::ENOMEM)?;
+    let p = map(total)?;
+    let off = p.addr().get().next_multiple_of(align) - p.addr().get();
+    // SAFETY: off < align, so the aligned start and its len bytes lie inside the mapping.
+    let start = unsafe { p.add(off) };
+    #[cfg(not(miri))]
+    {
+        let tail = total - off - len;
+        // SAFETY: head and tail are whole pages of our fresh mapping that nothing uses.
+        unsafe {
+            if off > 0 {
+                libc::munmap(p.as_ptr().cast(), off);
+            }
+            if tail > 0 {
+                libc::munmap(start.add(len).as_ptr().cast(), tail);
+            }
+        }
+        MAPPED_NOW.fetch_sub(off + tail, Relaxed);
+        Ok((start, 0, len))
+    }
+    #[cfg(miri)]
+    Ok((start, off, total))
+}
+
 /// Returns a whole mapping to the OS.
 ///
 /// # Safety

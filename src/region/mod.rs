@@ -1,10 +1,13 @@
 //! Getting memory and giving it back: the only place that talks to the OS. Everything the heap
 //! reads or writes is reached from a pointer returned here (the provenance root).
 
+pub(crate) mod buffer;
 #[cfg(feature = "mmap")]
 pub(crate) mod cache;
 #[cfg(feature = "mmap")]
 pub(crate) mod mmap;
+#[cfg(feature = "mmap")]
+pub(crate) mod pagemap;
 
 /// Gives the pages of `ptr..ptr + len` back to the OS; they stay mapped and read as zero
 /// afterwards. Returns whether that happened (not under Miri, not without `mmap`, not where

@@ -1,0 +1,95 @@
+//! A process-wide map from an address to the chunk that holds it, for arena chunks (aligned to
+//! [`ALIGN`]): O(1), lock-free to read. It answers "which arena owns this pointer" for the
+//! thread-safe heap, and "is this pointer ours at all" for its ownership check.
+//!
+//! Two levels over the 48-bit user address space in units of `ALIGN`: a static first level of
+//! pointers to second-level tables, each mapped from the OS the first time a chunk lands in its
+//! range and never freed (32 KiB each; a process with a few GiB of chunks has a handful). The
+//! entries hold the chunk base pointers themselves (with their provenance), so metadata is never
+//! reached through a caller's pointer.
+
+use core::ptr::{NonNull, null_mut};
+use core::sync::atomic::{AtomicPtr, Ordering::*};
+
+/// log2 of the arena chunk alignment.
+#[cfg(not(miri))]
+pub(crate) const ALIGN_SHIFT: u32 = 22;
+#[cfg(miri)]
+pub(crate) const ALIGN_SHIFT: u32 = 20;
+/// Alignment (and size) of arena chunks: 4 MiB (1 MiB under Miri).
+pub(crate) const ALIGN: usize = 1 << ALIGN_SHIFT;
+
+const ADDR_BITS: u32 = 48;
+const L2_BITS: u32 = 12;
+const L1_BITS: u32 = ADDR_BITS - ALIGN_SHIFT - L2_BITS;
+const L2_LEN: usize = 1 << L2_BITS;
+const L2_BYTES: usize = L2_LEN * core::mem::size_of::<AtomicPtr<u8>>();
+
+type Leaf = [AtomicPtr<u8>; L2_LEN];
+
+static L1: [AtomicPtr<Leaf>; 1 << L1_BITS] = [const { AtomicPtr::new(null_mut()) }; 1 << L1_BITS];
+
+fn split(addr: usize) -> Option<(usize, usize)> {
+    if addr >> ADDR_BITS != 0 {
+        return None;
+    }
+    let unit = addr >> ALIGN_SHIFT;
+    Some((unit >> L2_BITS, unit & (L2_LEN - 1)))
+}
+
+/// The second-level table for `i1`, mapping it if `create`.
+fn leaf(i1: usize, create: bool) -> Option<&'static Leaf> {
+    let p = L1[i1].load(Acquire);
+    if let Some(p) = NonNull::new(p) {
+        // SAFETY: published leaves are zero-initialised mappings of L2_BYTES that are never
+        // unmapped; AtomicPtr is valid for any bit pattern of zeroes.
+        return Some(unsafe { p.as_ref() });
+    }
+    if !create {
+        return None;
+    }
+    let len = L2_BYTES.next_multiple_of(super::mmap::page_size());
+    let fresh = super::mmap::map(len).ok()?.cast::<Leaf>();
+    match L1[i1].compare_exchange(null_mut(), fresh.as_ptr(), AcqRel, Acquire) {
+        // SAFETY: we just published our zeroed mapping; it lives for the rest of the process.
+        Ok(_) => Some(unsafe { fresh.as_ref() }),
+        Err(theirs) => {
+            // SAFETY: our mapping was never published; another thread's won.
+            unsafe { super::mmap::unmap(fresh.cast(), len) };
+            // SAFETY: as above for a published leaf.
+            NonNull::new(theirs).map(|p| unsafe { p.as_ref() })
+        }
+    }
+}
+
+/// Records `base` (an `ALIGN`-aligned chunk base) as the chunk for its `ALIGN` window.
+/// Returns false if the table could not be extended (the OS refused 32 KiB).
+pub(crate) fn insert(base: NonNull<u8>) -> bool {
+    let Some((i1, i2)) = split(base.addr().get()) else {
+        return false;
+    };
+    match leaf(i1, true) {
+        Some(l) => {
+            // Release: the chunk header written before is visible to whoever finds it.
+            l[i2].store(base.as_ptr(), Release);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Forgets the chunk at `base`.
+pub(crate) fn remove(base: NonNull<u8>) {
+    if let Some((i1, i2)) = split(base.addr().get())
+        && let Some(l) = leaf(i1, false)
+    {
+        l[i2].store(null_mut(), Release);
+    }
+}
+
+/// The chunk base recorded for the `ALIGN` window holding `addr`, if any.
+#[inline]
+pub(crate) fn get(addr: usize) -> Option<NonNull<u8>> {
+    let (i1, i2) = split(addr)?;
+    NonNull::new(leaf(i1, false)?[i2].load(Acquire))
+}

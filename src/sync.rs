@@ -1,0 +1,664 @@
+//! The thread-safe heap: [`SyncHeap`] (`Send + Sync`, `&SyncHeap` is an allocator),
+//! [`SharedHeap`] (an owned, cloneable handle, feature `std`) and [`GlobalHeap`] (for
+//! `#[global_allocator]`).
+//!
+//! Design, for threads that mostly do not contend:
+//! - [`ARENAS`] arenas, each a single-threaded heap (`HeapCore`) behind its own spin lock. A
+//!   thread gets a home arena at its first allocation (round-robin, kept in a thread-local) and
+//!   takes the first arena from there whose lock is free, so two threads rarely wait for each
+//!   other.
+//! - Arena chunks are aligned to 4 MiB and recorded in a process-wide page map, so the arena that
+//!   owns a block is found from the block's address in O(1), without any lock.
+//! - A block freed by a thread that cannot take its arena's lock at once (another thread is in
+//!   it) is pushed onto that arena's lock-free *remote free* list; the arena merges the list the
+//!   next time anyone holds its lock. So a cross-thread free never waits.
+//!
+//! The lock is a test-and-test-and-set spin lock on one `AtomicBool`: it cannot allocate, cannot
+//! panic and needs no OS support (so the global allocator cannot re-enter itself through it, and
+//! it works in `no_std`). Critical sections are short (one allocator operation, O(log n)); after
+//! a few hundred spins a waiter yields the CPU (with `std`).
+
+use crate::api::AllocError;
+use crate::error::{CheckError, Fail};
+use crate::heap::{Block, Config, DEFAULT_GIVE_BACK, DEFAULT_GROWTH, DEFAULT_WARM, HeapCore};
+use crate::region::pagemap;
+use crate::stats::Stats;
+use core::alloc::Layout;
+use core::cell::UnsafeCell;
+use core::fmt;
+use core::ptr::{NonNull, null_mut};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::*};
+
+/// Number of arenas in a [`SyncHeap`].
+pub const ARENAS: usize = 8;
+
+/// Fresh arena identities (0 means "not yet used").
+static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
+
+struct SpinLock(AtomicBool);
+
+impl SpinLock {
+    const fn new() -> Self {
+        SpinLock(AtomicBool::new(false))
+    }
+
+    #[inline]
+    fn try_lock(&self) -> bool {
+        !self.0.load(Relaxed)
+            && self
+                .0
+                .compare_exchange(false, true, Acquire, Relaxed)
+                .is_ok()
+    }
+
+    fn lock(&self) {
+        let mut spins = 0u32;
+        while !self.try_lock() {
+            spins += 1;
+            if spins < 256 {
+                core::hint::spin_loop();
+            } else {
+                #[cfg(feature = "std")]
+                std::thread::yield_now();
+                #[cfg(not(feature = "std"))]
+                core::hint::spin_loop();
+            }
+        }
+    }
+
+    #[inline]
+    fn unlock(&self) {
+        self.0.store(false, Release);
+    }
+}
+
+#[cfg(feature = "std")]
+extern crate std;
+
+/// One arena: a heap of its own behind a lock, plus the blocks other threads freed into it.
+struct Arena {
+    lock: SpinLock,
+    /// This arena's identity (written into its chunks); 0 until its first use.
+    id: AtomicUsize,
+    core: UnsafeCell<HeapCore>,
+    /// Blocks freed by threads that could not take the lock: a lock-free stack linked through
+    /// the blocks (first word: next block, second word: size in bytes).
+    remote: AtomicPtr<u8>,
+}
+
+impl Arena {
+    const fn new() -> Arena {
+        Arena {
+            lock: SpinLock::new(),
+            id: AtomicUsize::new(0),
+            core: UnsafeCell::new(HeapCore::new(Config {
+                growth: DEFAULT_GROWTH,
+                limit: usize::MAX,
+                can_grow: true,
+                quick: true,
+                warm: DEFAULT_WARM,
+                budget: usize::MAX,
+                give_back: DEFAULT_GIVE_BACK,
+                owner: 0,
+            })),
+            remote: AtomicPtr::new(null_mut()),
+        }
+    }
+
+    /// Runs `f` on the arena's heap. The caller holds `lock`.
+    ///
+    /// # Safety
+    /// The caller holds this arena's lock for the whole call.
+    unsafe fn locked<R>(&self, f: impl FnOnce(&mut HeapCore) -> R) -> R {
+        // SAFETY: the lock makes this the only reference to the core.
+        let core = unsafe { &mut *self.core.get() };
+        if core.cfg.owner == 0 {
+            let id = NEXT_ID.fetch_add(1, Relaxed);
+            core.cfg.owner = id;
+            self.id.store(id, Release);
+        }
+        // Merge what other threads freed meanwhile (a plain load first: the swap is an atomic
+        // read-modify-write, too dear for every operation).
+        let mut p = if self.remote.load(Relaxed).is_null() {
+            null_mut()
+        } else {
+            self.remote.swap(null_mut(), Acquire)
+        };
+        while let Some(b) = NonNull::new(p) {
+            // SAFETY: a remote block's first two words were written by `push_remote`, through a
+            // pointer derived from its chunk's base; the block is ours to free now.
+            unsafe {
+                p = b.cast::<*mut u8>().read();
+                let size = b.cast::<usize>().add(1).read();
+                let _ = core.dealloc(b, size);
+            }
+        }
+        f(core)
+    }
+
+    /// Pushes block `b` of `size` bytes onto the remote-free stack. Lock-free.
+    ///
+    /// # Safety
+    /// `b` is a live block of this arena (pointer with its chunk's provenance), at least 16
+    /// bytes, that nobody uses any more.
+    unsafe fn push_remote(&self, b: NonNull<u8>, size: usize) {
+        // SAFETY: the block is ours and at least one 16-byte granule long.
+        unsafe { b.cast::<usize>().add(1).write(size) };
+        let mut head = self.remote.load(Relaxed);
+        loop {
+            // SAFETY: as above; the link is rewritten before each publication attempt.
+            unsafe { b.cast::<*mut u8>().write(head) };
+            match self
+                .remote
+                .compare_exchange_weak(head, b.as_ptr(), Release, Relaxed)
+            {
+                Ok(_) => return,
+                Err(h) => head = h,
+            }
+        }
+    }
+}
+
+/// A heap that any number of threads can use at once: `Send + Sync`, `&SyncHeap` implements
+/// `Allocator`. See the module docs for how threads avoid contending.
+///
+/// ```
+/// use isoheap::SyncHeap;
+/// use allocator_api2::vec::Vec;
+///
+/// let heap = SyncHeap::new();
+/// std::thread::scope(|s| {
+///     for t in 0..4u64 {
+///         let heap = &heap;
+///         s.spawn(move || {
+///             let mut v: Vec<u64, &SyncHeap> = Vec::new_in(heap);
+///             v.extend(0..10_000 * t);
+///             assert_eq!(v.len() as u64, 10_000 * t);
+///         });
+///     }
+/// });
+/// heap.check().unwrap();
+/// assert_eq!(heap.stats().in_use, 0);
+/// ```
+pub struct SyncHeap {
+    arenas: [Arena; ARENAS],
+}
+
+// SAFETY: every arena's core is reached only under its lock (or, for `remote` and `id`,
+// through atomics); chunks are owned by the SyncHeap and can be used from any thread.
+unsafe impl Sync for SyncHeap {}
+// SAFETY: as above; moving the SyncHeap moves ownership of all its chunks.
+unsafe impl Send for SyncHeap {}
+
+impl Default for SyncHeap {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SyncHeap {
+    /// An empty heap. `const`: it maps nothing until first used.
+    pub const fn new() -> SyncHeap {
+        SyncHeap {
+            arenas: [const { Arena::new() }; ARENAS],
+        }
+    }
+
+    /// The arena a thread starts at. With `std`: handed out round-robin at the thread's first
+    /// allocation and kept in a thread-local (const-initialised, no destructor: reading it never
+    /// allocates), so the first `ARENAS` threads get an arena each. Without `std`, or while the
+    /// thread-local is gone (thread exit): a hash of where the thread's stack is.
+    #[inline]
+    fn home() -> usize {
+        #[cfg(feature = "std")]
+        {
+            use core::cell::Cell;
+            std::thread_local! {
+                static HOME: Cell<usize> = const { Cell::new(usize::MAX) };
+            }
+            static NEXT_HOME: AtomicUsize = AtomicUsize::new(0);
+            if let Ok(h) = HOME.try_with(|h| {
+                let v = h.get();
+                if v != usize::MAX {
+                    return v;
+                }
+                let v = NEXT_HOME.fetch_add(1, Relaxed) % ARENAS;
+                h.set(v);
+                v
+            }) {
+                return h;
+            }
+        }
+        let probe = 0u8;
+        let a = (&raw const probe).addr() >> 16;
+        (a.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % ARENAS
+    }
+
+    /// Runs `f` in the first arena (from this thread's home) whose lock is free, or waits for
+    /// the home arena.
+    fn with_any<R>(&self, f: impl FnOnce(&mut HeapCore) -> R) -> R {
+        let home = Self::home();
+        for k in 0..ARENAS {
+            let a = &self.arenas[(home + k) % ARENAS];
+            if a.lock.try_lock() {
+                // SAFETY: we hold a's lock until after the call.
+                let r = unsafe { a.locked(f) };
+                a.lock.unlock();
+                return r;
+            }
+        }
+        let a = &self.arenas[home];
+        a.lock.lock();
+        // SAFETY: we hold a's lock until after the call.
+        let r = unsafe { a.locked(f) };
+        a.lock.unlock();
+        r
+    }
+
+    /// The arena that owns the block at `addr` and the block's pointer rebuilt from its
+    /// chunk's base (for provenance), or a misuse if no arena of this heap owns it. O(1).
+    fn owner(&self, addr: usize) -> Result<(&Arena, NonNull<u8>), Fail> {
+        let misuse = Err(Fail::Misuse {
+            addr,
+            what: "does not belong to this heap",
+        });
+        let Some(base) = pagemap::get(addr) else {
+            return misuse;
+        };
+        // SAFETY: the page map holds only live arena chunks, whose `owner` field is written
+        // before publication and never changes.
+        let owner = unsafe { (*crate::block::Chunk::from_base(base).h()).owner };
+        match self.arenas.iter().find(|a| a.id.load(Acquire) == owner) {
+            Some(a) => Ok((
+                a,
+                base.with_addr(core::num::NonZeroUsize::new(addr).unwrap_or(base.addr())),
+            )),
+            None => misuse,
+        }
+    }
+
+    pub(crate) fn alloc_raw(&self, layout: Layout, zero: bool) -> Result<Block, Fail> {
+        self.with_any(|c| c.alloc(layout.size(), layout.align(), zero))
+    }
+
+    /// # Safety
+    /// As for `Heap::deallocate`, on this heap.
+    pub(crate) unsafe fn dealloc_raw(&self, ptr: NonNull<u8>, size: usize) -> Result<(), Fail> {
+        if size == 0 {
+            return Ok(());
+        }
+        let (a, p) = self.owner(ptr.addr().get())?;
+        // A block of this thread's home arena is freed at once if the lock is free; a block of
+        // another arena (allocated by another thread, typically) goes onto that arena's remote
+        // list, so this thread never touches the other arena's lock or state.
+        if core::ptr::eq(a, &self.arenas[Self::home()]) && a.lock.try_lock() {
+            // SAFETY: we hold a's lock until after the call; the caller's contract.
+            let r = unsafe { a.locked(|c| c.dealloc(p, size)) };
+            a.lock.unlock();
+            return r;
+        }
+        // SAFETY: p is the caller's live block, rebuilt with its chunk's provenance.
+        unsafe { a.push_remote(p, size) };
+        Ok(())
+    }
+
+    /// # Safety
+    /// As for `Heap::grow`/`Heap::shrink`, on this heap.
+    pub(crate) unsafe fn resize_raw(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+        zero: bool,
+    ) -> Result<Block, Fail> {
+        if old.size() == 0 {
+            return self.alloc_raw(new, zero);
+        }
+        let (a, p) = self.owner(ptr.addr().get())?;
+        a.lock.lock();
+        // SAFETY: we hold a's lock until after the call; the caller's contract.
+        let r = unsafe {
+            a.locked(|c| {
+                if new.size() >= old.size() {
+                    c.grow(p, old.size(), new.size(), new.align(), zero)
+                } else {
+                    c.shrink(p, old.size(), new.size(), new.align())
+                }
+            })
+        };
+        a.lock.unlock();
+        r
+    }
+
+    /// Runs `f` on every arena in turn, under its lock.
+    fn each<R>(&self, mut f: impl FnMut(&mut HeapCore) -> R) -> impl Iterator<Item = R> {
+        let mut out = [const { None }; ARENAS];
+        for (a, slot) in self.arenas.iter().zip(out.iter_mut()) {
+            a.lock.lock();
+            // SAFETY: we hold a's lock until after the call.
+            *slot = Some(unsafe { a.locked(&mut f) });
+            a.lock.unlock();
+        }
+        out.into_iter().flatten()
+    }
+
+    /// Allocates a block (see [`Heap::allocate`](crate::Heap::allocate)). Takes the first free
+    /// arena from this thread's home: O(ARENAS) tries, then as for `Heap`.
+    pub fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        edge(self.alloc_raw(layout, false))
+    }
+
+    /// Like [`allocate`](Self::allocate), reading as zero.
+    pub fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        edge(self.alloc_raw(layout, true))
+    }
+
+    /// Frees a block. The owning arena is found in O(1); if another thread is in it, the block
+    /// goes onto its remote-free list without waiting.
+    ///
+    /// # Safety
+    /// As for [`Heap::deallocate`](crate::Heap::deallocate), on this heap.
+    pub unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: forwarded contract.
+        let r = unsafe { self.dealloc_raw(ptr, layout.size()) };
+        let _ = edge(r);
+    }
+
+    /// Grows a block (in place when possible), in its owning arena.
+    ///
+    /// # Safety
+    /// As for [`Heap::grow`](crate::Heap::grow), on this heap.
+    pub unsafe fn grow(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        // SAFETY: forwarded contract.
+        edge(unsafe { self.resize_raw(ptr, old, new, false) })
+    }
+
+    /// Like [`grow`](Self::grow), the new bytes reading as zero.
+    ///
+    /// # Safety
+    /// As for [`Heap::grow`](crate::Heap::grow), on this heap.
+    pub unsafe fn grow_zeroed(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        // SAFETY: forwarded contract.
+        edge(unsafe { self.resize_raw(ptr, old, new, true) })
+    }
+
+    /// Shrinks a block in place, in its owning arena.
+    ///
+    /// # Safety
+    /// As for [`Heap::shrink`](crate::Heap::shrink), on this heap.
+    pub unsafe fn shrink(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        // SAFETY: forwarded contract.
+        edge(unsafe { self.resize_raw(ptr, old, new, false) })
+    }
+
+    /// Counters summed over the arenas (each merged first: remote frees, quick lists).
+    pub fn stats(&self) -> Stats {
+        let mut t = Stats::default();
+        for s in self.each(|c| {
+            let cached = c.quick.bytes;
+            c.flush();
+            Stats {
+                cached_before: cached,
+                ..c.stats()
+            }
+        }) {
+            t.in_use += s.in_use;
+            t.free += s.free;
+            t.free_blocks += s.free_blocks;
+            t.largest_free = t.largest_free.max(s.largest_free);
+            t.mapped += s.mapped;
+            t.metadata += s.metadata;
+            t.peak_in_use += s.peak_in_use;
+            t.chunks += s.chunks;
+            t.budget_refusals += s.budget_refusals;
+            t.cached_before += s.cached_before;
+        }
+        t
+    }
+
+    /// Checks every arena (see [`Heap::check`](crate::Heap::check)).
+    pub fn check(&self) -> Result<(), CheckError> {
+        self.each(|c| c.check()).collect()
+    }
+}
+
+impl Drop for SyncHeap {
+    fn drop(&mut self) {
+        for a in &mut self.arenas {
+            a.core.get_mut().release_all();
+        }
+    }
+}
+
+impl fmt::Debug for SyncHeap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.stats();
+        f.debug_struct("SyncHeap")
+            .field("arenas", &ARENAS)
+            .field("stats", &s)
+            .finish()
+    }
+}
+
+/// Misuse stops the program (a panic naming the address); other failures are `AllocError`.
+fn edge<T>(r: Result<T, Fail>) -> Result<T, AllocError> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(Fail::Misuse { addr, what }) => panic!("isoheap: pointer {addr:#x} {what}"),
+        Err(_) => Err(AllocError),
+    }
+}
+
+/// An owned, cloneable handle to a [`SyncHeap`] (an `Arc`), so a `Vec<T, SharedHeap>` can be
+/// `'static` and `Send`. Implements the allocator traits like `&SyncHeap`.
+#[cfg(feature = "std")]
+#[derive(Clone, Debug, Default)]
+pub struct SharedHeap(pub std::sync::Arc<SyncHeap>);
+
+#[cfg(feature = "std")]
+impl SharedHeap {
+    /// A new shared heap.
+    pub fn new() -> SharedHeap {
+        SharedHeap(std::sync::Arc::new(SyncHeap::new()))
+    }
+}
+
+#[cfg(feature = "std")]
+impl core::ops::Deref for SharedHeap {
+    type Target = SyncHeap;
+    fn deref(&self) -> &SyncHeap {
+        &self.0
+    }
+}
+
+/// The crate as the program's global allocator:
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: isoheap::GlobalHeap = isoheap::GlobalHeap::new();
+///
+/// fn main() {
+///     let v: Vec<String> = (0..100).map(|i| i.to_string()).collect();
+///     assert_eq!(v[42], "42");
+/// }
+/// ```
+///
+/// `alloc` returns null when memory runs out, never panics and never allocates inside itself;
+/// `alloc_zeroed` does not clear fresh pages; `realloc` grows or shrinks in place where it can.
+/// A misuse the heap detects (a pointer it does not own) aborts the process with a message on
+/// stderr, since a global allocator must not unwind. For programs that fork while other
+/// threads allocate, see [`fork_safe`](Self::fork_safe).
+pub struct GlobalHeap {
+    heap: SyncHeap,
+    forks: AtomicBool,
+}
+
+impl GlobalHeap {
+    /// The global heap; maps nothing until the first allocation.
+    pub const fn new() -> GlobalHeap {
+        GlobalHeap {
+            heap: SyncHeap::new(),
+            forks: AtomicBool::new(false),
+        }
+    }
+
+    /// The underlying [`SyncHeap`] (for `stats()` and `check()`).
+    pub fn heap(&self) -> &SyncHeap {
+        &self.heap
+    }
+
+    #[cold]
+    fn register_fork(&'static self) {
+        if self.forks.swap(true, AcqRel) {
+            return;
+        }
+        fork::register(&self.heap);
+    }
+}
+
+impl Default for GlobalHeap {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for GlobalHeap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GlobalHeap")
+            .field("heap", &self.heap)
+            .finish()
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn abort_misuse(addr: usize, what: &str) -> ! {
+    // No allocation here: the message is written piecewise with `write(2)`.
+    let mut buf = [0u8; 160];
+    let head = b"isoheap: pointer 0x";
+    buf[..head.len()].copy_from_slice(head);
+    let mut n = head.len();
+    for shift in (0..usize::BITS).step_by(4).rev() {
+        buf[n] = b"0123456789abcdef"[(addr >> shift) & 15];
+        n += 1;
+    }
+    buf[n] = b' ';
+    n += 1;
+    let w = what.as_bytes();
+    let take = w.len().min(buf.len() - n - 1);
+    buf[n..n + take].copy_from_slice(&w[..take]);
+    n += take;
+    buf[n] = b'\n';
+    n += 1;
+    // SAFETY: writing our own stack buffer to stderr, then aborting; neither allocates.
+    unsafe {
+        libc::write(2, buf.as_ptr().cast(), n);
+        libc::abort();
+    }
+}
+
+fn global<T>(r: Result<T, Fail>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(Fail::Misuse { addr, what }) => abort_misuse(addr, what),
+        Err(_) => None,
+    }
+}
+
+// SAFETY: blocks are valid until freed; `alloc` returns null on failure and never unwinds
+// (misuse aborts); the heap is Sync and never calls the global allocator itself.
+unsafe impl core::alloc::GlobalAlloc for GlobalHeap {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        global(self.heap.alloc_raw(layout, false)).map_or(null_mut(), |b| b.cast::<u8>().as_ptr())
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        global(self.heap.alloc_raw(layout, true)).map_or(null_mut(), |b| b.cast::<u8>().as_ptr())
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if let Some(p) = NonNull::new(ptr) {
+            // SAFETY: the GlobalAlloc contract is Heap::deallocate's.
+            global(unsafe { self.heap.dealloc_raw(p, layout.size()) });
+        }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let Ok(new) = Layout::from_size_align(new_size, layout.align()) else {
+            return null_mut();
+        };
+        let Some(p) = NonNull::new(ptr) else {
+            return null_mut();
+        };
+        // SAFETY: the GlobalAlloc contract for realloc is Heap::grow's / shrink's.
+        global(unsafe { self.heap.resize_raw(p, layout, new, false) })
+            .map_or(null_mut(), |b| b.cast::<u8>().as_ptr())
+    }
+}
+
+impl GlobalHeap {
+    /// Makes `fork` safe for this heap: registers `pthread_atfork` handlers (once) that hold
+    /// every arena lock across `fork`, so the child never inherits a lock held by a thread
+    /// that does not exist there. A program that forks while other threads allocate calls
+    /// this once, early in `main`: `GLOBAL.fork_safe()`. It needs `&'static self`, which a
+    /// `#[global_allocator]` static gives, so the handlers can never see a dropped heap.
+    pub fn fork_safe(&'static self) {
+        self.register_fork();
+    }
+}
+
+/// `pthread_atfork` handlers: lock every arena of the registered heap before `fork`, unlock in
+/// parent and child after.
+mod fork {
+    use super::SyncHeap;
+    use core::sync::atomic::{AtomicPtr, Ordering::*};
+
+    static HEAP: AtomicPtr<SyncHeap> = AtomicPtr::new(core::ptr::null_mut());
+
+    pub(super) fn register(heap: &'static SyncHeap) {
+        HEAP.store((heap as *const SyncHeap).cast_mut(), Release);
+        // SAFETY: the handlers are plain functions that only take and release spin locks of a
+        // 'static heap.
+        unsafe { libc::pthread_atfork(Some(prepare), Some(release), Some(release)) };
+    }
+
+    fn heap() -> Option<&'static SyncHeap> {
+        // SAFETY: only a &'static SyncHeap is ever stored.
+        unsafe { HEAP.load(Acquire).as_ref() }
+    }
+
+    extern "C" fn prepare() {
+        if let Some(h) = heap() {
+            for a in &h.arenas {
+                a.lock.lock();
+            }
+        }
+    }
+
+    extern "C" fn release() {
+        if let Some(h) = heap() {
+            for a in &h.arenas {
+                a.lock.unlock();
+            }
+        }
+    }
+}
