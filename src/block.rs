@@ -137,6 +137,7 @@ impl Chunk {
     /// # Safety
     /// `base` is the base pointer of a live, initialised chunk (with its provenance).
     #[inline]
+    #[cfg(feature = "mmap")]
     pub unsafe fn from_base(base: NonNull<u8>) -> Chunk {
         Chunk(base.cast())
     }

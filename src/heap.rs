@@ -53,6 +53,7 @@ pub(crate) struct Config {
     /// Identity of the arena this heap is (0: a plain heap). An arena maps only chunks aligned
     /// to `pagemap::ALIGN`, records them in the process page map, and finds the chunk of a
     /// pointer there in O(1).
+    #[cfg_attr(not(feature = "mmap"), allow(dead_code))]
     pub owner: usize,
 }
 

@@ -402,6 +402,7 @@ impl HeapBuilder {
     }
 
     /// The budget this builder sets (`usize::MAX` for none).
+    #[cfg(feature = "std")]
     pub(crate) fn budget_bytes(&self) -> usize {
         self.budget.unwrap_or(usize::MAX)
     }
