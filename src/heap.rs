@@ -730,6 +730,18 @@ impl HeapCore {
         }
     }
 
+    /// Is there a real surplus of free memory, worth a system call to give back? Only in a heap
+    /// that has held at least 16 times the threshold (1 MiB by default: smaller heaps return
+    /// their memory when dropped or reset, and their pages are better kept warm), and only when
+    /// the free memory (indexed, plus `extra` bytes about to go) is at least what is in use: in
+    /// a steady state that reuses its memory (a vector growing and moving, a churn) the heap
+    /// keeps its pages, and only after use falls (a spike freed) do they go back.
+    #[inline]
+    fn surplus(&self, extra: usize) -> bool {
+        self.peak >= self.cfg.give_back.saturating_mul(16)
+            && (self.free_granules << GRANULE_SHIFT) + extra >= self.in_use
+    }
+
     /// After the frontier moved down: once the memory between it and the clean mark (handed
     /// out before, so resident) reaches the give-back threshold, returns those pages to the OS
     /// and lowers the clean mark (on Linux they read as zero again). Amortised: one system
@@ -744,7 +756,7 @@ impl HeapCore {
         unsafe {
             let h = c.h();
             let gap = bytes((*h).clean - (*h).frontier);
-            if gap >= self.cfg.give_back && (*h).mapped {
+            if gap >= self.cfg.give_back && (*h).mapped && self.surplus(gap) {
                 let from = align_up(bytes((*h).frontier), page()).unwrap_or(usize::MAX);
                 let to = bytes((*h).clean);
                 if from < to && crate::region::decommit(c.base().add(from), to - from) {
@@ -770,7 +782,8 @@ impl HeapCore {
         // free block, at most one system call per quarter threshold of growth.
         let step = (self.cfg.give_back / 4).max(1);
         let size = bytes(end - start);
-        if size < self.cfg.give_back || size / step <= bytes(largest) / step {
+        if size < self.cfg.give_back || size / step <= bytes(largest) / step || !self.surplus(size)
+        {
             return;
         }
         // SAFETY: the pages are inside a free block, past its node and before its footer.

@@ -51,11 +51,13 @@ impl Quick {
             && self.bytes + (n << GRANULE_SHIFT) <= Self::budget(in_use, peak)
     }
 
-    /// An eighth of what is in use, at least 64 KiB, except after a spike (use below a quarter
-    /// of the peak): then no floor, so that freed memory merges and can go back to the OS.
+    /// An eighth of what is in use, at least 64 KiB, except after a large spike (a peak of at
+    /// least 1 MiB, use now below a quarter of it): then no floor, so that freed memory merges
+    /// and can go back to the OS. (Small heaps that fill and empty, like a request's, keep the
+    /// floor: it is negligible next to their memory.)
     #[inline]
     fn budget(in_use: usize, peak: usize) -> usize {
-        if in_use < peak / 4 {
+        if in_use < peak / 4 && peak >= 16 * MIN_BUDGET {
             in_use >> 3
         } else {
             MIN_BUDGET.max(in_use >> 3)
