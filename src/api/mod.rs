@@ -134,10 +134,9 @@ impl Heap {
     #[inline]
     #[allow(clippy::mut_from_ref)]
     pub(crate) fn core(&self) -> &mut HeapCore {
-        // SAFETY: Heap is !Sync, so only this thread reaches the cell. Every caller uses the
-        // reference within one statement of its own and runs no user code (no callbacks, no
-        // formatting, no panics: misuse is reported after the reference is gone) while it is
-        // live, so two `&mut HeapCore` never coexist.
+        // Heap is !Sync, so only this thread reaches the cell. Every caller uses the reference
+        // within one statement and runs no user code (no callbacks, no formatting, no panics:
+        // SAFETY: misuse is reported after the reference is gone), so no two coexist.
         unsafe { &mut *self.core.get() }
     }
 

@@ -185,11 +185,10 @@ fn from_buffer_in_pieces(
     // A tail shorter than the smallest chunk (only possible past `max_piece`) stays unused.
     while usable - off >= BufferHeap::MIN_LEN {
         let piece = (usable - off).min(max_piece);
-        // SAFETY: `off + piece <= usable`, so the piece lies inside the buffer, which the
-        // returned BufferHeap borrows exclusively for the heap's whole life; it starts on a
-        // granule (`base` does and every earlier piece is a multiple of 16 long), its length
-        // is a multiple of 16, at most MAX_CHUNK_GRANULES granules and above the metadata.
-        // `dirty` is the whole piece: the contents are uninitialised, so nothing reads as zero.
+        // `off + piece <= usable`: the piece lies inside the buffer, which the BufferHeap borrows
+        // exclusively for its whole life; it starts on a granule, its length is a multiple of
+        // 16, at most MAX_CHUNK_GRANULES granules and above the metadata.
+        // SAFETY: as just said; `dirty` is the whole piece (uninitialised contents).
         let c = unsafe { Chunk::init(base.add(off), piece, false, piece) };
         // SAFETY: c was just initialised, belongs to this heap alone and is not linked yet.
         unsafe { core.link(c) };
