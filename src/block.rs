@@ -216,6 +216,22 @@ impl Chunk {
         unsafe { self.word(g).read() >> (g % 64) & 1 != 0 }
     }
 
+    /// The first granule in `at..limit` whose boundary bit is set, else `limit`. O(words).
+    ///
+    /// # Safety
+    /// The chunk is live and `limit <= granules`.
+    pub unsafe fn next_bit(self, mut at: Gran, limit: Gran) -> Gran {
+        while at < limit {
+            // SAFETY: at < limit <= granules.
+            let w = unsafe { self.bitmap_word(at) } >> (at % 64);
+            if w != 0 {
+                return (at + w.trailing_zeros()).min(limit);
+            }
+            at = (at | 63).saturating_add(1);
+        }
+        limit
+    }
+
     /// Reads the bitmap word holding granule `g`'s bit.
     ///
     /// # Safety

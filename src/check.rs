@@ -26,17 +26,13 @@ impl BitCursor {
     /// # Safety
     /// The chunk is live.
     unsafe fn next_bit(&mut self) -> Option<Gran> {
-        while self.at < self.granules {
-            // SAFETY: at < granules.
-            let w = unsafe { self.c.bitmap_word(self.at) } >> (self.at % 64);
-            if w != 0 {
-                let g = self.at + w.trailing_zeros();
-                self.at = g + 1;
-                return (g < self.granules).then_some(g);
-            }
-            self.at = (self.at | 63) + 1;
+        if self.at >= self.granules {
+            return None;
         }
-        None
+        // SAFETY: the chunk is live (contract); granules is its size.
+        let g = unsafe { self.c.next_bit(self.at, self.granules) };
+        self.at = g.saturating_add(1);
+        (g < self.granules).then_some(g)
     }
 
     /// The next free block `(start, size)`, or the first inconsistency found.

@@ -60,6 +60,20 @@ pub(crate) struct Config {
 /// Default for `Config::give_back`.
 pub(crate) const DEFAULT_GIVE_BACK: usize = 64 << 10;
 
+impl Config {
+    /// What `Heap::new()` uses: grows on demand, no limit or budget, quick lists on.
+    pub(crate) const DEFAULT: Config = Config {
+        growth: DEFAULT_GROWTH,
+        limit: usize::MAX,
+        can_grow: true,
+        quick: true,
+        warm: DEFAULT_WARM,
+        budget: usize::MAX,
+        give_back: DEFAULT_GIVE_BACK,
+        owner: 0,
+    };
+}
+
 /// Default for `Config::warm`.
 pub(crate) const DEFAULT_WARM: usize = 1 << 20;
 
@@ -550,14 +564,7 @@ impl HeapCore {
                 if (*c.h()).owner != self.cfg.owner {
                     return misuse(addr, "belongs to another arena or heap");
                 }
-                return match c.granule_of(addr) {
-                    Some(g) if g as usize + n as usize <= (*c.h()).frontier as usize => {
-                        #[cfg(debug_assertions)]
-                        self.check_not_free(c, g, n, addr)?;
-                        Ok((c, g))
-                    }
-                    _ => misuse(addr, "is not the start of a block of this heap"),
-                };
+                return self.block_in(c, addr, n);
             }
         }
         let mut cur = self.head;
@@ -565,19 +572,33 @@ impl HeapCore {
             // SAFETY: chunks in the list are live.
             unsafe {
                 if c.contains(addr) {
-                    match c.granule_of(addr) {
-                        Some(g) if g as usize + n as usize <= (*c.h()).frontier as usize => {
-                            #[cfg(debug_assertions)]
-                            self.check_not_free(c, g, n, addr)?;
-                            return Ok((c, g));
-                        }
-                        _ => return misuse(addr, "is not the start of a block of this heap"),
-                    }
+                    return self.block_in(c, addr, n);
                 }
                 cur = (*c.h()).next;
             }
         }
         misuse(addr, "does not belong to this heap")
+    }
+
+    /// The granule of a block of `n` granules at `addr` in chunk `c`, if it can be one (on a
+    /// granule of the block area, ending at or below the frontier; in checked builds also not
+    /// overlapping a free block).
+    ///
+    /// # Safety
+    /// `c` is a live chunk of this heap that contains `addr`.
+    #[inline]
+    unsafe fn block_in(&self, c: Chunk, addr: usize, n: Gran) -> Result<(Chunk, Gran), Fail> {
+        // SAFETY: c is live (contract).
+        unsafe {
+            match c.granule_of(addr) {
+                Some(g) if g as usize + n as usize <= (*c.h()).frontier as usize => {
+                    #[cfg(debug_assertions)]
+                    self.check_not_free(c, g, n, addr)?;
+                    Ok((c, g))
+                }
+                _ => misuse(addr, "is not the start of a block of this heap"),
+            }
+        }
     }
 
     /// Checked builds: the block `g..g+n` must not overlap any free block, nor be on its quick
@@ -1103,12 +1124,8 @@ pub(crate) fn build(
     let mut core = HeapCore::new(Config {
         growth,
         limit: limit_v,
-        can_grow: true,
         quick,
-        warm: DEFAULT_WARM,
-        budget: usize::MAX,
-        give_back: DEFAULT_GIVE_BACK,
-        owner: 0,
+        ..Config::DEFAULT
     });
     if initial > 0 {
         if initial > limit_v {
@@ -1159,14 +1176,8 @@ mod tests {
     impl Core {
         fn new() -> Core {
             Core(HeapCore::new(Config {
-                growth: DEFAULT_GROWTH,
-                limit: usize::MAX,
-                can_grow: true,
                 quick: false,
-                warm: DEFAULT_WARM,
-                budget: usize::MAX,
-                give_back: DEFAULT_GIVE_BACK,
-                owner: 0,
+                ..Config::DEFAULT
             }))
         }
 

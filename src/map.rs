@@ -591,24 +591,8 @@ unsafe fn span_at(c: Chunk, at: Gran) -> Option<(Gran, Gran, SpanKind)> {
         }
         // Not inside a free block: used up to the next boundary bit, which can only be the
         // first granule of the next free block, or up to the frontier.
-        Some((at, next_bit(c, at, frontier), SpanKind::Used))
+        Some((at, c.next_bit(at, frontier), SpanKind::Used))
     }
-}
-
-/// The first granule in `at..limit` whose boundary bit is set, else `limit`.
-///
-/// # Safety
-/// `c` is live and `limit <= granules`.
-unsafe fn next_bit(c: Chunk, mut at: Gran, limit: Gran) -> Gran {
-    while at < limit {
-        // SAFETY: at < limit <= granules.
-        let w = unsafe { c.bitmap_word(at) } >> (at % 64);
-        if w != 0 {
-            return (at + w.trailing_zeros()).min(limit);
-        }
-        at = (at | 63).saturating_add(1);
-    }
-    limit
 }
 
 // ---- rendering ----

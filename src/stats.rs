@@ -39,6 +39,16 @@ pub struct Stats {
 }
 
 impl HeapCore {
+    /// Merges the quick lists, then counts: what `Heap::stats` and `SyncHeap::stats` report.
+    pub(crate) fn flushed_stats(&mut self) -> Stats {
+        let cached = self.quick.bytes;
+        self.flush();
+        Stats {
+            cached_before: cached,
+            ..self.stats()
+        }
+    }
+
     /// O(c) in the number of chunks.
     pub(crate) fn stats(&self) -> Stats {
         let mut frontier_bytes = 0;

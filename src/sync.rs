@@ -18,9 +18,9 @@
 //! it works in `no_std`). Critical sections are short (one allocator operation, O(log n)); after
 //! a few hundred spins a waiter yields the CPU (with `std`).
 
-use crate::api::AllocError;
+use crate::api::{AllocError, edge};
 use crate::error::{CheckError, Fail};
-use crate::heap::{Block, Config, DEFAULT_GIVE_BACK, DEFAULT_GROWTH, DEFAULT_WARM, HeapCore};
+use crate::heap::{Block, Config, HeapCore};
 use crate::region::pagemap;
 use crate::stats::Stats;
 use core::alloc::Layout;
@@ -91,16 +91,7 @@ impl Arena {
         Arena {
             lock: SpinLock::new(),
             id: AtomicUsize::new(0),
-            core: UnsafeCell::new(HeapCore::new(Config {
-                growth: DEFAULT_GROWTH,
-                limit: usize::MAX,
-                can_grow: true,
-                quick: true,
-                warm: DEFAULT_WARM,
-                budget: usize::MAX,
-                give_back: DEFAULT_GIVE_BACK,
-                owner: 0,
-            })),
+            core: UnsafeCell::new(HeapCore::new(Config::DEFAULT)),
             remote: AtomicPtr::new(null_mut()),
         }
     }
@@ -409,14 +400,7 @@ impl SyncHeap {
     /// Counters summed over the arenas (each merged first: remote frees, quick lists).
     pub fn stats(&self) -> Stats {
         let mut t = Stats::default();
-        for s in self.each(|c| {
-            let cached = c.quick.bytes;
-            c.flush();
-            Stats {
-                cached_before: cached,
-                ..c.stats()
-            }
-        }) {
+        for s in self.each(|c| c.flushed_stats()) {
             t.in_use += s.in_use;
             t.free += s.free;
             t.free_blocks += s.free_blocks;
@@ -452,15 +436,6 @@ impl fmt::Debug for SyncHeap {
             .field("arenas", &ARENAS)
             .field("stats", &s)
             .finish()
-    }
-}
-
-/// Misuse stops the program (a panic naming the address); other failures are `AllocError`.
-fn edge<T>(r: Result<T, Fail>) -> Result<T, AllocError> {
-    match r {
-        Ok(v) => Ok(v),
-        Err(Fail::Misuse { addr, what }) => panic!("isoheap: pointer {addr:#x} {what}"),
-        Err(_) => Err(AllocError),
     }
 }
 

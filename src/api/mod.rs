@@ -29,7 +29,7 @@ impl core::error::Error for AllocError {}
 /// address, raised here, after the heap's `&mut` state is no longer borrowed); every other
 /// failure is `AllocError`.
 #[inline]
-fn edge<T>(r: Result<T, Fail>) -> Result<T, AllocError> {
+pub(crate) fn edge<T>(r: Result<T, Fail>) -> Result<T, AllocError> {
     match r {
         Ok(v) => Ok(v),
         Err(Fail::Misuse { addr, what }) => misuse(addr, what),
@@ -95,16 +95,7 @@ impl Heap {
     /// its own size (`size_of::<Heap>()` bytes) and no system call. O(1).
     pub const fn new() -> Heap {
         Heap {
-            core: UnsafeCell::new(HeapCore::new(heap::Config {
-                growth: heap::DEFAULT_GROWTH,
-                limit: usize::MAX,
-                can_grow: true,
-                quick: true,
-                warm: heap::DEFAULT_WARM,
-                budget: usize::MAX,
-                give_back: heap::DEFAULT_GIVE_BACK,
-                owner: 0,
-            })),
+            core: UnsafeCell::new(HeapCore::new(heap::Config::DEFAULT)),
         }
     }
 
@@ -280,13 +271,7 @@ impl Heap {
     /// quick reuse are merged into the free set first, so the free spans reported are those of
     /// a fully merged heap (no two adjacent). O(c) in chunks plus O(cached blocks).
     pub fn stats(&self) -> Stats {
-        let c = self.core();
-        let cached = c.quick.bytes;
-        c.flush();
-        Stats {
-            cached_before: cached,
-            ..c.stats()
-        }
+        self.core().flushed_stats()
     }
 
     /// Walks the whole heap and verifies every invariant: tags agree with the bitmap, the index
