@@ -61,6 +61,21 @@ pub(crate) struct ChunkHeader {
     pub map_off: usize,
     /// Bytes of the underlying mapping.
     pub map_len: usize,
+    /// Checked mode: two more bitmaps follow the boundary bitmap, marking the first
+    /// (`Used::Start`) and the last (`Used::End`) granule of every used block.
+    pub checked: bool,
+    /// The chunk's address windows are recorded in the process page map (see
+    /// `region::pagemap`): arena chunks and the chunks of checked heaps.
+    pub paged: bool,
+}
+
+/// Which of the checked-mode bitmaps of used blocks.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Used {
+    /// Bit set at the first granule of every used block.
+    Start = 1,
+    /// Bit set at the last granule of every used block.
+    End = 2,
 }
 
 /// A handle to a chunk: the chunk's base pointer, which is the provenance root for every block
@@ -68,9 +83,10 @@ pub(crate) struct ChunkHeader {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) struct Chunk(NonNull<ChunkHeader>);
 
-/// Bytes of header plus bitmap for a chunk of `granules` granules, rounded to a granule.
-pub(crate) const fn meta_granules(granules: usize) -> usize {
-    let words = granules.div_ceil(64);
+/// Bytes of header plus bitmaps for a chunk of `granules` granules, rounded to a granule: one
+/// bitmap, three in checked mode.
+pub(crate) const fn meta_granules(granules: usize, checked: bool) -> usize {
+    let words = granules.div_ceil(64) * if checked { 3 } else { 1 };
     (size_of::<ChunkHeader>() + words * 8).div_ceil(GRANULE)
 }
 
@@ -83,9 +99,15 @@ impl Chunk {
     /// readable and writable, aligned to [`GRANULE`]; `len` is a multiple of `GRANULE` and at
     /// most `MAX_CHUNK_GRANULES` granules, and larger than the metadata. Every byte at or after
     /// `base + dirty` reads as zero.
-    pub unsafe fn init(base: NonNull<u8>, len: usize, mapped: bool, dirty: usize) -> Chunk {
+    pub unsafe fn init(
+        base: NonNull<u8>,
+        len: usize,
+        mapped: bool,
+        dirty: usize,
+        checked: bool,
+    ) -> Chunk {
         let granules = len / GRANULE;
-        let first = meta_granules(granules);
+        let first = meta_granules(granules, checked);
         debug_assert!(
             len.is_multiple_of(GRANULE) && granules <= MAX_CHUNK_GRANULES && first < granules
         );
@@ -105,12 +127,15 @@ impl Chunk {
                 single: false,
                 map_off: 0,
                 map_len: len,
+                checked,
+                paged: false,
             });
             // Only the bitmap words inside the dirty prefix need clearing: the rest is still
             // zero from the OS (and stays untouched, so it costs no memory until used).
             let words = base.add(size_of::<ChunkHeader>()).cast::<u64>();
             let dirty_words = dirty.saturating_sub(size_of::<ChunkHeader>()).div_ceil(8);
-            core::ptr::write_bytes(words.as_ptr(), 0, granules.div_ceil(64).min(dirty_words));
+            let all = granules.div_ceil(64) * if checked { 3 } else { 1 };
+            core::ptr::write_bytes(words.as_ptr(), 0, all.min(dirty_words));
         }
         Chunk(hdr)
     }
@@ -127,6 +152,11 @@ impl Chunk {
             let words = ((*h).frontier as usize).div_ceil(64);
             let w = self.base().add(size_of::<ChunkHeader>()).cast::<u64>();
             core::ptr::write_bytes(w.as_ptr(), 0, words);
+            if (*h).checked {
+                let stride = ((*h).granules as usize).div_ceil(64);
+                core::ptr::write_bytes(w.add(stride).as_ptr(), 0, words);
+                core::ptr::write_bytes(w.add(2 * stride).as_ptr(), 0, words);
+            }
             (*h).frontier = (*h).first;
             (*h).root = 0;
         }
@@ -258,6 +288,67 @@ impl Chunk {
         }
     }
 
+    /// The word of checked-mode bitmap `which` that holds granule `g`'s bit.
+    ///
+    /// # Safety
+    /// The chunk is live, checked, and `g < granules`.
+    #[inline]
+    unsafe fn used_word(self, which: Used, g: Gran) -> NonNull<u64> {
+        // SAFETY: a checked chunk has three bitmaps of `granules.div_ceil(64)` words each after
+        // its header (see `meta_granules`); word g/64 of bitmap `which` lies inside them.
+        unsafe {
+            let stride = ((*self.h()).granules as usize).div_ceil(64);
+            self.base()
+                .add(size_of::<ChunkHeader>())
+                .cast::<u64>()
+                .add(which as usize * stride + g as usize / 64)
+        }
+    }
+
+    /// Is granule `g`'s bit set in checked-mode bitmap `which`?
+    ///
+    /// # Safety
+    /// The chunk is live, checked, and `g < granules`.
+    #[inline]
+    pub unsafe fn used_bit(self, which: Used, g: Gran) -> bool {
+        // SAFETY: forwarded contract.
+        unsafe { self.used_word(which, g).read() >> (g % 64) & 1 != 0 }
+    }
+
+    /// The first granule in `at..limit` whose bit is set in checked-mode bitmap `which`, else
+    /// `limit`. O(words scanned).
+    ///
+    /// # Safety
+    /// The chunk is live, checked, and `limit <= granules`.
+    pub unsafe fn next_used_bit(self, which: Used, mut at: Gran, limit: Gran) -> Gran {
+        while at < limit {
+            // SAFETY: at < limit <= granules.
+            let w = unsafe { self.used_word(which, at).read() } >> (at % 64);
+            if w != 0 {
+                return (at + w.trailing_zeros()).min(limit);
+            }
+            at = (at | 63).saturating_add(1);
+        }
+        limit
+    }
+
+    /// Checked mode: marks `g..g + n` as a used block (`on`) or as no longer one.
+    ///
+    /// # Safety
+    /// The chunk is live and checked; `g + n <= granules`, `n >= 1`.
+    #[inline]
+    pub unsafe fn mark_used(self, g: Gran, n: Gran, on: bool) {
+        for (which, at) in [(Used::Start, g), (Used::End, g + n - 1)] {
+            // SAFETY: both granules are inside the chunk (contract); the heap is behind `&mut`.
+            unsafe {
+                let w = self.used_word(which, at);
+                let m = 1u64 << (at % 64);
+                let v = w.read();
+                w.write(if on { v | m } else { v & !m });
+            }
+        }
+    }
+
     /// Makes `g..g + size` a free block: writes its size into the node and the footer and sets
     /// its boundary bits. Does not touch the index (links are left for it to write).
     ///
@@ -376,9 +467,9 @@ mod tests {
         let base = NonNull::new(buf.0.as_mut_ptr()).unwrap();
         // SAFETY: the buffer is ours, aligned and 4096 bytes long.
         unsafe {
-            let c = Chunk::init(base, 4096, false, 4096);
+            let c = Chunk::init(base, 4096, false, 4096, false);
             assert_eq!((*c.h()).granules, 256);
-            assert_eq!((*c.h()).first as usize, meta_granules(256));
+            assert_eq!((*c.h()).first as usize, meta_granules(256, false));
             (*c.h()).frontier = 200;
             let g = (*c.h()).first;
             // a one-granule block: one bit, footer == size field

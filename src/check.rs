@@ -101,7 +101,7 @@ impl HeapCore {
                 }
                 let (granules, first, frontier) = ((*h).granules, (*h).first, (*h).frontier);
                 if (granules as usize) << GRANULE_SHIFT != (*h).len
-                    || first as usize != meta_granules(granules as usize)
+                    || first as usize != meta_granules(granules as usize, (*h).checked)
                     || frontier < first
                     || frontier > granules
                 {

@@ -109,12 +109,30 @@ pub(crate) enum Fail {
     Os,
     /// The heap's budget on bytes in use would be passed.
     Budget,
-    /// The caller passed a pointer or layout that cannot be a live block of this heap. The
-    /// trait edge stops the program with this message, after the heap's state is released.
-    Misuse {
-        /// The address the caller passed.
-        addr: usize,
-        /// What is wrong with it.
-        what: &'static str,
-    },
+    /// The caller passed a pointer or layout that cannot be a live block of this heap, or the
+    /// heap found its own tags corrupted. The trait edge stops the program with this message,
+    /// after the heap's state is released.
+    Misuse(Misuse),
+}
+
+/// A detected misuse: the address, what was wrong, and for a size or alignment that does not
+/// match its block, the value given and the one the block was allocated with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Misuse {
+    /// The address the caller passed (or of the block found corrupted).
+    pub addr: usize,
+    /// What is wrong with it.
+    pub what: &'static str,
+    /// `(given, allocated)` for a size or alignment mismatch.
+    pub values: Option<(usize, usize)>,
+}
+
+impl fmt::Display for Misuse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "isoheap: pointer {:#x} {}", self.addr, self.what)?;
+        if let Some((given, allocated)) = self.values {
+            write!(f, " (given {given}, allocated with {allocated})")?;
+        }
+        Ok(())
+    }
 }

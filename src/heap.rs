@@ -11,8 +11,10 @@
 //! `HeapCore` takes `&mut self`: the interior mutability and the trait edges are in `api`.
 
 use crate::addr::{align_down, align_up, is_aligned};
-use crate::block::{Chunk, GRANULE, GRANULE_SHIFT, Gran, MAX_CHUNK_GRANULES, NodeField::Size};
-use crate::error::{Fail, HeapError};
+use crate::block::{
+    Chunk, GRANULE, GRANULE_SHIFT, Gran, MAX_CHUNK_GRANULES, NodeField::Size, Used,
+};
+use crate::error::{Fail, HeapError, Misuse};
 use crate::index;
 use crate::quick::{QUICK_MAX, Quick};
 use core::ptr::NonNull;
@@ -55,7 +57,46 @@ pub(crate) struct Config {
     /// pointer there in O(1).
     #[cfg_attr(not(feature = "mmap"), allow(dead_code))]
     pub owner: usize,
+    /// Is this heap an arena of a `SyncHeap` (chunks of one alignment unit each)?
+    #[cfg_attr(not(feature = "mmap"), allow(dead_code))]
+    pub arena: bool,
+    /// Checked mode: every block carries a tag, used blocks are marked in side bitmaps, every
+    /// pointer and layout given back is verified, freed memory is poisoned (see `checked`).
+    pub checked: bool,
+    /// Zero blocks when they are freed and all memory on `reset` (for secrets).
+    pub wipe: bool,
 }
+
+/// Is checked mode on by default? In builds with debug assertions, or with the `checked`
+/// feature.
+pub(crate) const CHECKED_DEFAULT: bool = cfg!(any(debug_assertions, feature = "checked"));
+
+/// Misuse messages (after "isoheap: pointer 0x...").
+pub(crate) const FOREIGN: &str = "does not belong to this heap (a foreign pointer)";
+const NOT_A_BLOCK: &str = "is not the start of a live block of this heap (freed already, an interior pointer, or never allocated here)";
+const DOUBLE_FREE: &str = "is free already (double free)";
+const INTERIOR: &str = "points inside a live block, not at its start (an interior pointer)";
+const BAD_SIZE: &str = "was given with a size that does not match its block";
+const BAD_ALIGN: &str = "was given with an alignment that does not match its block";
+const BAD_TAG: &str = "has a corrupted tag at the end of its block (a write out of bounds)";
+const BAD_CANARY: &str =
+    "has its canary after the end overwritten (a write past the end of the block)";
+const BAD_NEIGHBOUR: &str =
+    "lies next to a free block whose tag is corrupted (a write after free or out of bounds)";
+const WRITE_AFTER_FREE: &str = "was written after it was freed (a use after free)";
+
+/// Checked mode: bytes every block carries after the caller's, at its very end: a `u16` tag
+/// holding the distance from the caller's end to the block's end and the alignment.
+const TAG: usize = 2;
+/// Checked mode: the bytes between the caller's end and the tag.
+const CANARY: u8 = 0xC5;
+/// Checked mode: what freed memory is filled with (up to `POISON_MAX` bytes of each block).
+pub(crate) const POISON: u8 = 0xDF;
+/// Freed blocks are poisoned up to this many bytes (whole large blocks would commit memory the
+/// program may never have touched).
+const POISON_MAX: usize = 64 << 10;
+/// A block reused from the quick lists has this many of its bytes checked for poison.
+const POISON_CHECK: usize = 256;
 
 /// Default for `Config::give_back`.
 pub(crate) const DEFAULT_GIVE_BACK: usize = 64 << 10;
@@ -71,6 +112,9 @@ impl Config {
         budget: usize::MAX,
         give_back: DEFAULT_GIVE_BACK,
         owner: 0,
+        arena: false,
+        checked: CHECKED_DEFAULT,
+        wipe: false,
     };
 }
 
@@ -232,6 +276,31 @@ impl HeapCore {
         if align > MAX_ALIGN {
             return Err(Fail::Unsupported);
         }
+        if self.cfg.checked {
+            return self.alloc_checked(size, align, zero);
+        }
+        self.alloc_block(size, align, zero)
+    }
+
+    /// Checked mode: a block with room for the tag, marked used and sealed; its length is
+    /// exactly `size` (so the only size `deallocate` may pass is `size`).
+    #[inline(never)]
+    fn alloc_checked(&mut self, size: usize, align: usize, zero: bool) -> Result<Block, Fail> {
+        let b = self.alloc_block(size.checked_add(TAG).ok_or(Fail::Unsupported)?, align, zero)?;
+        let p = b.cast::<u8>();
+        let n = (b.len() >> GRANULE_SHIFT) as Gran;
+        let (c, g) = self.locate(p, n)?;
+        // SAFETY: g..g+n is the block just handed out in live chunk c.
+        unsafe {
+            c.mark_used(g, n, true);
+            seal(c, g, n, size, align);
+        }
+        Ok(NonNull::slice_from_raw_parts(p, size))
+    }
+
+    /// A block of at least `size` bytes (the whole granules), no checked-mode bookkeeping.
+    #[inline]
+    fn alloc_block(&mut self, size: usize, align: usize, zero: bool) -> Result<Block, Fail> {
         let n = granules(size)?;
         if self.in_use + bytes(n) > self.cfg.budget {
             return self.over_budget();
@@ -240,6 +309,10 @@ impl HeapCore {
             // SAFETY: the lists hold only blocks of this live heap.
             if let Some(p) = unsafe { self.quick.pop(n as usize, align) } {
                 self.used(n);
+                if self.cfg.checked {
+                    // SAFETY: the block was on a quick list: poisoned past its link word.
+                    unsafe { self.verify_poison(p, n)? };
+                }
                 if zero {
                     // SAFETY: the block is n granules long and now the caller's.
                     unsafe { core::ptr::write_bytes(p.as_ptr(), 0, bytes(n)) };
@@ -248,6 +321,25 @@ impl HeapCore {
             }
         }
         self.alloc_fit(n, align, zero)
+    }
+
+    /// Checked mode: a block taken from a quick list must still hold its poison (or zeroes,
+    /// when wiping) after the link word; else the program wrote to it after freeing it.
+    ///
+    /// # Safety
+    /// `p` is a block of `n` granules of this heap that was on a quick list.
+    #[inline]
+    unsafe fn verify_poison(&self, p: NonNull<u8>, n: Gran) -> Result<(), Fail> {
+        let want = if self.cfg.wipe { 0 } else { POISON };
+        let len = bytes(n).min(POISON_CHECK);
+        let link = core::mem::size_of::<usize>();
+        // SAFETY: the block is len >= 16 bytes long and ours (contract).
+        let tail = unsafe { core::slice::from_raw_parts(p.as_ptr().add(link), len - link) };
+        if tail.iter().all(|&b| b == want) {
+            Ok(())
+        } else {
+            misuse(p.addr().get(), WRITE_AFTER_FREE)
+        }
     }
 
     /// Counts a refusal by the budget.
@@ -439,7 +531,7 @@ impl HeapCore {
         if !self.cfg.can_grow {
             return Err(Fail::Limit);
         }
-        let min = chunk_len_for(need).ok_or(Fail::Unsupported)?;
+        let min = chunk_len_for(need, self.cfg.checked).ok_or(Fail::Unsupported)?;
         let step = self.cfg.growth.max(self.mapped.min(MAX_STEP));
         let room = self.cfg.limit.saturating_sub(self.mapped);
         if min > room {
@@ -451,7 +543,7 @@ impl HeapCore {
             .max(min);
         let len = if len > room { min } else { len };
         #[cfg(feature = "mmap")]
-        if self.cfg.owner != 0 {
+        if self.cfg.arena {
             // Arena chunks: one alignment unit, or exactly one large block's worth.
             let unit = crate::region::pagemap::ALIGN;
             return self.map_chunk(if min <= unit { unit } else { min });
@@ -470,19 +562,25 @@ impl HeapCore {
     #[cfg(feature = "mmap")]
     pub(crate) fn map_chunk(&mut self, len: usize) -> Result<Chunk, Fail> {
         use crate::region::{cache, mmap, pagemap};
-        if self.cfg.owner != 0 {
+        if self.cfg.arena || self.cfg.checked {
+            // Paged chunks (arenas, checked heaps): aligned to the page map's unit and recorded
+            // there, so the chunk of any pointer is found in O(1).
+            if self.cfg.owner == 0 {
+                self.cfg.owner = pagemap::next_owner();
+            }
             let (base, off, map_len) =
                 mmap::map_aligned(len, pagemap::ALIGN).map_err(|_| Fail::Os)?;
-            // SAFETY: a fresh zeroed mapping, aligned, owned by this arena.
-            let c = unsafe { Chunk::init(base, len, true, 0) };
+            // SAFETY: a fresh zeroed mapping, aligned, owned by this heap.
+            let c = unsafe { Chunk::init(base, len, true, 0, self.cfg.checked) };
             // SAFETY: c is live and not yet published; these fields are written once here.
             unsafe {
                 let h = c.h();
                 (*h).owner = self.cfg.owner;
-                (*h).single = len > pagemap::ALIGN;
+                (*h).single = self.cfg.arena && len > pagemap::ALIGN;
+                (*h).paged = true;
                 (*h).map_off = off;
                 (*h).map_len = map_len;
-                if !pagemap::insert(base) {
+                if !pagemap::insert(base, len) {
                     mmap::unmap(base.sub(off), map_len);
                     return Err(Fail::Os);
                 }
@@ -499,7 +597,7 @@ impl HeapCore {
         };
         // SAFETY: a whole mapping of len bytes, page-aligned, owned by this heap from now on;
         // everything past `dirty` is still zero from the OS.
-        let c = unsafe { Chunk::init(base, len, true, dirty) };
+        let c = unsafe { Chunk::init(base, len, true, dirty, self.cfg.checked) };
         // SAFETY: c is live and not yet linked.
         unsafe { self.link(c) };
         Ok(c)
@@ -543,26 +641,29 @@ impl HeapCore {
 
     // ---- finding a caller's block ----
 
-    /// The chunk and first granule of a block the caller says is `size` bytes at `ptr`.
-    /// Misuse that can be seen (a pointer into no chunk of this heap, off a granule, past the
-    /// frontier; in checked builds also overlapping a free block) is `Fail::Misuse`, which the
-    /// trait edge turns into a panic naming the address. Detection is best effort: an
-    /// interior pointer of a live block that happens to sit on a granule is not caught.
+    /// The chunk and first granule of a block the caller says is `n` granules at `ptr`.
+    /// Misuse that can be seen here (a pointer into no chunk of this heap, off a granule, past
+    /// the frontier) is `Fail::Misuse`, which the trait edge turns into a panic naming the
+    /// address. Without checked mode, detection stops there: an interior pointer of a live
+    /// block that happens to sit on a granule is not caught (`verify` catches it).
+    ///
+    /// O(1) for arenas and checked heaps (the process page map); else a walk of the chunk list
+    /// (O(log) of the heap size; one chunk for a buffer heap).
     #[inline]
     fn locate(&self, ptr: NonNull<u8>, n: Gran) -> Result<(Chunk, Gran), Fail> {
         let addr = ptr.addr().get();
         #[cfg(feature = "mmap")]
         if self.cfg.owner != 0 {
-            // Arena: the page map gives the chunk (with its provenance) in O(1).
+            // Paged chunks: the page map gives the chunk (with its provenance) in O(1).
             let Some(base) = crate::region::pagemap::get(addr) else {
-                return misuse(addr, "does not belong to this heap");
+                return misuse(addr, FOREIGN);
             };
-            // SAFETY: the page map holds only live arena chunks' base pointers; `owner` and
-            // the block-area fields are read as places.
+            // SAFETY: the page map holds only live paged chunks' base pointers; `owner` and the
+            // block-area fields are read as places.
             unsafe {
                 let c = Chunk::from_base(base);
-                if (*c.h()).owner != self.cfg.owner {
-                    return misuse(addr, "belongs to another arena or heap");
+                if (*c.h()).owner != self.cfg.owner || !c.contains(addr) {
+                    return misuse(addr, FOREIGN);
                 }
                 return self.block_in(c, addr, n);
             }
@@ -577,12 +678,11 @@ impl HeapCore {
                 cur = (*c.h()).next;
             }
         }
-        misuse(addr, "does not belong to this heap")
+        misuse(addr, FOREIGN)
     }
 
     /// The granule of a block of `n` granules at `addr` in chunk `c`, if it can be one (on a
-    /// granule of the block area, ending at or below the frontier; in checked builds also not
-    /// overlapping a free block).
+    /// granule of the block area, ending at or below the frontier).
     ///
     /// # Safety
     /// `c` is a live chunk of this heap that contains `addr`.
@@ -591,33 +691,133 @@ impl HeapCore {
         // SAFETY: c is live (contract).
         unsafe {
             match c.granule_of(addr) {
-                Some(g) if g as usize + n as usize <= (*c.h()).frontier as usize => {
-                    #[cfg(debug_assertions)]
-                    self.check_not_free(c, g, n, addr)?;
-                    Ok((c, g))
-                }
-                _ => misuse(addr, "is not the start of a block of this heap"),
+                Some(g) if g as usize + n as usize <= (*c.h()).frontier as usize => Ok((c, g)),
+                _ => misuse(addr, NOT_A_BLOCK),
             }
         }
     }
 
-    /// Checked builds: the block `g..g+n` must not overlap any free block, nor be on its quick
-    /// list (double free).
-    #[cfg(debug_assertions)]
-    fn check_not_free(&self, c: Chunk, g: Gran, n: Gran, addr: usize) -> Result<(), Fail> {
-        // SAFETY: c is live; floor returns index nodes, whose sizes are readable; the quick
-        // lists hold blocks of this heap.
+    /// Finds the caller's block of `size` bytes aligned to `align` at `ptr`: its chunk, first
+    /// granule and granules. In checked mode the pointer and layout are verified against the
+    /// block's marks and tag (see `verify`).
+    #[inline]
+    fn find(
+        &self,
+        ptr: NonNull<u8>,
+        size: usize,
+        align: usize,
+    ) -> Result<(Chunk, Gran, Gran), Fail> {
+        if self.cfg.checked {
+            let (c, g) = self.locate(ptr, 1)?;
+            // SAFETY: c is a live chunk of this heap and g a granule of its block area.
+            let n = unsafe { self.verify(c, g, ptr.addr().get(), size, align)? };
+            return Ok((c, g, n));
+        }
+        let Ok(n) = granules(size) else {
+            return misuse(ptr.addr().get(), BAD_SIZE);
+        };
+        let (c, g) = self.locate(ptr, n)?;
+        Ok((c, g, n))
+    }
+
+    /// Checked mode: is there a live block starting at granule `g` that was allocated with
+    /// exactly `size` bytes at `align`, with its tag and canary intact and well-formed free
+    /// neighbours? Returns its granules. O(1) plus O(n / 64) to find its end in the bitmap.
+    ///
+    /// # Safety
+    /// `c` is a live checked chunk of this heap, `g` a granule of its block area.
+    #[inline(never)]
+    unsafe fn verify(
+        &self,
+        c: Chunk,
+        g: Gran,
+        addr: usize,
+        size: usize,
+        align: usize,
+    ) -> Result<Gran, Fail> {
+        // SAFETY: c is live and checked; every granule read lies below its frontier.
         unsafe {
-            if self.quick.contains(c.ptr(g), n as usize) {
-                return misuse(addr, "is free already (double free of a cached block)");
+            if !c.used_bit(Used::Start, g) {
+                return Err(self.not_used(c, g, addr));
             }
-            if let Some(f) = index::floor(c, g + n - 1)
-                && f + c.get(f, Size) > g
+            let frontier = (*c.h()).frontier;
+            let e = c.next_used_bit(Used::End, g, frontier);
+            if e >= frontier {
+                return misuse(addr, BAD_TAG);
+            }
+            let n = e + 1 - g;
+            let (true_size, true_align) = unseal(c, g, n).ok_or_else(|| corrupt(addr, BAD_TAG))?;
+            let block = c.ptr(g).as_ptr();
+            let canary =
+                core::slice::from_raw_parts(block.add(true_size), bytes(n) - TAG - true_size);
+            if canary
+                .iter()
+                .enumerate()
+                .any(|(i, &b)| b != CANARY ^ i as u8)
             {
-                return misuse(
-                    addr,
-                    "is free already (double free) or overlaps a free block",
-                );
+                return misuse(addr, BAD_CANARY);
+            }
+            if size != true_size {
+                return mismatch(addr, BAD_SIZE, size, true_size);
+            }
+            if align != true_align {
+                return mismatch(addr, BAD_ALIGN, align, true_align);
+            }
+            self.check_neighbours(c, g, n, addr)?;
+            Ok(n)
+        }
+    }
+
+    /// Checked mode: why granule `g` does not start a used block.
+    ///
+    /// # Safety
+    /// As for `verify`.
+    #[cold]
+    unsafe fn not_used(&self, c: Chunk, g: Gran, addr: usize) -> Fail {
+        // SAFETY: c is live; floor returns index nodes, whose sizes are readable; the quick
+        // lists hold blocks of this heap; bitmaps are read below the frontier.
+        unsafe {
+            let mut cached = false;
+            self.quick.for_each(|p, _| cached |= p.addr().get() == addr);
+            let in_free = index::floor(c, g).is_some_and(|f| f + c.get(f, Size) > g);
+            if cached || in_free {
+                return corrupt(addr, DOUBLE_FREE);
+            }
+            let first = (*c.h()).first;
+            let mut s = g;
+            while s > first && !c.used_bit(Used::Start, s) {
+                s -= 1;
+            }
+            if c.used_bit(Used::Start, s) && c.next_used_bit(Used::End, s, (*c.h()).frontier) >= g {
+                return corrupt(addr, INTERIOR);
+            }
+            corrupt(addr, NOT_A_BLOCK)
+        }
+    }
+
+    /// Checked mode: the free blocks on either side of `g..g+n`, if any, have consistent tags
+    /// (node size, footer and boundary bits agree), so merging with them cannot spread a
+    /// corruption. O(1).
+    ///
+    /// # Safety
+    /// `g..g+n` is a used block of live checked chunk `c`.
+    unsafe fn check_neighbours(&self, c: Chunk, g: Gran, n: Gran, addr: usize) -> Result<(), Fail> {
+        // SAFETY: every granule read lies in first..frontier, checked before it is read.
+        unsafe {
+            let (first, frontier) = ((*c.h()).first, (*c.h()).frontier);
+            if g > first && c.bit(g - 1) {
+                let s = c.footer(g - 1);
+                if s == 0 || s > g - first || c.get(g - s, Size) != s || !c.bit(g - s) {
+                    return misuse(addr, BAD_NEIGHBOUR);
+                }
+            }
+            let end = g + n;
+            if end < frontier && c.bit(end) {
+                let s = c.get(end, Size);
+                if s == 0 || s > frontier - end || c.footer(end + s - 1) != s || !c.bit(end + s - 1)
+                {
+                    return misuse(addr, BAD_NEIGHBOUR);
+                }
             }
         }
         Ok(())
@@ -630,19 +830,51 @@ impl HeapCore {
     ///
     /// # Safety
     /// `ptr` was returned by this heap for a block of `size` bytes (any size between the one
-    /// requested and the length returned) and is not used afterwards.
+    /// requested and the length returned) aligned to `align`, and is not used afterwards.
     #[inline]
-    pub(crate) unsafe fn dealloc(&mut self, ptr: NonNull<u8>, size: usize) -> Result<(), Fail> {
+    pub(crate) unsafe fn dealloc(
+        &mut self,
+        ptr: NonNull<u8>,
+        size: usize,
+        align: usize,
+    ) -> Result<(), Fail> {
         if size == 0 {
             return Ok(());
         }
-        let Ok(n) = granules(size) else {
-            return misuse(ptr.addr().get(), "was freed with an impossible size");
-        };
-        let (c, g) = self.locate(ptr, n)?;
-        // SAFETY: locate checked that g..g+n is a block inside c's block area.
-        unsafe { self.free_block(c, g, n) };
+        let (c, g, n) = self.find(ptr, size, align)?;
+        // SAFETY: find checked that g..g+n is a block inside c's block area.
+        unsafe { self.retire(c, g, n) };
         Ok(())
+    }
+
+    /// A used block is given up: unmarked (checked mode), then freed.
+    ///
+    /// # Safety
+    /// As for `free_block`.
+    #[inline]
+    unsafe fn retire(&mut self, c: Chunk, g: Gran, n: Gran) {
+        if self.cfg.checked {
+            // SAFETY: g..g+n is a used block of c, a checked chunk.
+            unsafe { c.mark_used(g, n, false) };
+        }
+        // SAFETY: forwarded contract.
+        unsafe { self.free_block(c, g, n) };
+    }
+
+    /// Checked mode poisons, wiping mode zeroes the bytes of a block being freed.
+    ///
+    /// # Safety
+    /// `g..g+n` is a block of live chunk `c` that nobody uses any more.
+    #[inline]
+    unsafe fn scrub(&self, c: Chunk, g: Gran, n: Gran) {
+        // SAFETY: the span is inside c and the heap's again.
+        unsafe {
+            if self.cfg.wipe {
+                core::ptr::write_bytes(c.ptr(g).as_ptr(), 0, bytes(n));
+            } else if self.cfg.checked {
+                core::ptr::write_bytes(c.ptr(g).as_ptr(), POISON, bytes(n).min(POISON_MAX));
+            }
+        }
     }
 
     /// Frees used block `g..g+n`: onto its quick list if that takes it, else merged into the
@@ -653,6 +885,8 @@ impl HeapCore {
     #[inline]
     unsafe fn free_block(&mut self, c: Chunk, g: Gran, n: Gran) {
         self.in_use -= bytes(n);
+        // SAFETY: forwarded contract.
+        unsafe { self.scrub(c, g, n) };
         if self.cfg.quick && self.quick.admits(n as usize, self.in_use, self.peak) {
             // SAFETY: the pointer is rebuilt from the chunk base; the block is ours again.
             unsafe { self.quick.push(c.ptr(g), n as usize) };
@@ -820,27 +1054,30 @@ impl HeapCore {
     // ---- resizing ----
 
     /// Grows a block, in place when the space behind it is free or frontier, else by moving.
-    /// O(1) plus expected O(log n) index work in place; O(size) when it moves.
+    /// O(1) plus expected O(log n) index work in place; O(size) when it moves. A `new` below
+    /// `old` is refused (`Unsupported`) without touching the block.
     ///
     /// # Safety
-    /// `ptr` is a live block of this heap of `old` bytes aligned to `old_align`; `new >= old`.
+    /// `ptr` is a live block of this heap of `old` bytes aligned to `old_align`.
     pub(crate) unsafe fn grow(
         &mut self,
         ptr: NonNull<u8>,
-        old: usize,
-        new: usize,
-        align: usize,
+        (old, old_align): (usize, usize),
+        (new, align): (usize, usize),
         zero: bool,
     ) -> Result<Block, Fail> {
-        debug_assert!(new >= old, "grow from {old} to {new} bytes");
+        if new < old {
+            // Outside the trait's contract; refused without touching the block.
+            return Err(Fail::Unsupported);
+        }
         if old == 0 {
             return self.alloc(new, align, zero);
         }
-        let Ok(n_old) = granules(old) else {
-            return misuse(ptr.addr().get(), "has an impossible size");
-        };
-        let n_new = granules(new)?;
-        let (c, g) = self.locate(ptr, n_old)?;
+        if align > MAX_ALIGN {
+            return Err(Fail::Unsupported);
+        }
+        let (c, g, n_old) = self.find(ptr, old, old_align)?;
+        let n_new = granules(self.inner(new)?)?;
         // In place the block grows by the difference; a move needs even more at its peak.
         if self.in_use + bytes(n_new) - bytes(n_old.min(n_new)) > self.cfg.budget {
             return self.over_budget();
@@ -850,20 +1087,54 @@ impl HeapCore {
             if unsafe { self.extend_in_place(c, g, n_old, n_new) } {
                 // SAFETY: bytes old..n_new granules are inside the caller's (grown) block.
                 unsafe { settle_tail(c, g, old, n_new, zero) };
-                // SAFETY: g..g+n_new is inside c.
-                return Ok(NonNull::slice_from_raw_parts(
-                    unsafe { c.ptr(g) },
-                    bytes(n_new),
-                ));
+                // SAFETY: g..g+n_new is the caller's block in c.
+                return Ok(unsafe { self.resized(c, g, n_old, n_new, new, align) });
             }
         }
         let b = self.alloc(new, align, zero)?;
         // SAFETY: the two blocks are distinct live blocks; old bytes are readable.
         unsafe {
             core::ptr::copy_nonoverlapping(ptr.as_ptr(), b.cast::<u8>().as_ptr(), old);
-            self.free_block(c, g, n_old);
+            self.retire(c, g, n_old);
         }
         Ok(b)
+    }
+
+    /// Bytes a block of `size` caller bytes needs: `size`, plus the tag in checked mode.
+    #[inline]
+    fn inner(&self, size: usize) -> Result<usize, Fail> {
+        if self.cfg.checked {
+            size.checked_add(TAG).ok_or(Fail::Unsupported)
+        } else {
+            Ok(size)
+        }
+    }
+
+    /// After block `g` was resized in place from `n_old` to `n_new` granules: moves its
+    /// checked-mode marks and reseals it; returns what the caller gets.
+    ///
+    /// # Safety
+    /// `g..g+n_new` is now the caller's block in live chunk `c` (and was `g..g+n_old`).
+    #[inline]
+    unsafe fn resized(
+        &mut self,
+        c: Chunk,
+        g: Gran,
+        n_old: Gran,
+        n_new: Gran,
+        size: usize,
+        align: usize,
+    ) -> Block {
+        // SAFETY: g..g+n_new is inside c (contract).
+        unsafe {
+            if self.cfg.checked {
+                c.mark_used(g, n_old, false);
+                c.mark_used(g, n_new, true);
+                seal(c, g, n_new, size, align);
+                return NonNull::slice_from_raw_parts(c.ptr(g), size);
+            }
+            NonNull::slice_from_raw_parts(c.ptr(g), bytes(n_new))
+        }
     }
 
     /// Tries to make block `g..g+n_old` span `n_new >= n_old` granules without moving it.
@@ -906,48 +1177,51 @@ impl HeapCore {
     }
 
     /// Shrinks a block in place, giving the tail back (merged with what follows); moves only
-    /// when the block is not aligned to `align`. Expected O(log n).
+    /// when the block is not aligned to `align`. Expected O(log n). A `new` above `old` is
+    /// refused (`Unsupported`) without touching the block.
     ///
     /// # Safety
-    /// `ptr` is a live block of this heap of `old` bytes; `new <= old`.
+    /// `ptr` is a live block of this heap of `old` bytes aligned to `old_align`.
     pub(crate) unsafe fn shrink(
         &mut self,
         ptr: NonNull<u8>,
-        old: usize,
-        new: usize,
-        align: usize,
+        (old, old_align): (usize, usize),
+        (new, align): (usize, usize),
     ) -> Result<Block, Fail> {
-        debug_assert!(new <= old, "shrink from {old} to {new} bytes");
+        if new > old {
+            // Outside the trait's contract; refused without touching the block.
+            return Err(Fail::Unsupported);
+        }
+        if align > MAX_ALIGN {
+            return Err(Fail::Unsupported);
+        }
         if new == 0 {
             // SAFETY: forwarded contract.
-            unsafe { self.dealloc(ptr, old)? };
+            unsafe { self.dealloc(ptr, old, old_align)? };
             return Ok(dangling(align));
         }
-        let Ok(n_old) = granules(old) else {
-            return misuse(ptr.addr().get(), "has an impossible size");
-        };
-        let n_new = granules(new)?;
-        let (c, g) = self.locate(ptr, n_old)?;
+        let (c, g, n_old) = self.find(ptr, old, old_align)?;
+        let n_new = granules(self.inner(new)?)?;
         if !is_aligned(ptr.addr().get(), align) {
             let b = self.alloc(new, align, false)?;
-            // SAFETY: distinct live blocks (the old one was located above); `new` bytes of the
+            // SAFETY: distinct live blocks (the old one was found above); `new` bytes of the
             // old one are readable.
             unsafe {
                 core::ptr::copy_nonoverlapping(ptr.as_ptr(), b.cast::<u8>().as_ptr(), new);
-                self.free_block(c, g, n_old);
+                self.retire(c, g, n_old);
             }
             return Ok(b);
         }
         if n_new < n_old {
             self.in_use -= bytes(n_old - n_new);
             // SAFETY: the tail is part of the caller's block, which it gives up.
-            unsafe { self.release(c, g + n_new, n_old - n_new) };
+            unsafe {
+                self.scrub(c, g + n_new, n_old - n_new);
+                self.release(c, g + n_new, n_old - n_new);
+            }
         }
-        // SAFETY: g..g+n_new is inside c.
-        Ok(NonNull::slice_from_raw_parts(
-            unsafe { c.ptr(g) },
-            bytes(n_new),
-        ))
+        // SAFETY: g..g+n_new is the caller's block in c.
+        Ok(unsafe { self.resized(c, g, n_old, n_new, new, align) })
     }
 
     /// Frees every block at once: each kept chunk becomes one untouched span again (its
@@ -966,6 +1240,10 @@ impl HeapCore {
                 let h = c.h();
                 cur = (*h).next;
                 let len = (*h).len;
+                if self.cfg.wipe {
+                    let from = (*h).first;
+                    core::ptr::write_bytes(c.ptr(from).as_ptr(), 0, bytes((*h).frontier - from));
+                }
                 if kept + len <= warm || !(*h).mapped {
                     c.clear_blocks();
                     (*h).next = None;
@@ -1018,10 +1296,10 @@ unsafe fn release_chunk(c: Chunk) {
         let (len, mapped) = ((*c.h()).len, (*c.h()).mapped);
         let dirty = ((*c.h()).clean as usize) << GRANULE_SHIFT;
         #[cfg(feature = "mmap")]
-        if (*c.h()).owner != 0 {
-            // Arena chunk: out of the page map, then the whole (over-aligned) mapping goes.
+        if (*c.h()).paged {
+            // Paged chunk: out of the page map, then the whole (over-aligned) mapping goes.
             let (off, map_len) = ((*c.h()).map_off, (*c.h()).map_len);
-            crate::region::pagemap::remove(c.base());
+            crate::region::pagemap::remove(c.base(), len);
             crate::region::mmap::unmap(c.base().sub(off), map_len);
             return;
         }
@@ -1031,6 +1309,56 @@ unsafe fn release_chunk(c: Chunk) {
         }
         let _ = (len, mapped, dirty);
     }
+}
+
+/// The key mixed into a block's tag: differs from block to block, so a tag copied elsewhere
+/// (or random bytes) rarely reads as valid.
+#[inline]
+fn tag_key(c: Chunk, g: Gran) -> u16 {
+    let x = (c.base().addr().get() >> 12) as u32 ^ g.wrapping_mul(0x9E37_79B9);
+    (x ^ x >> 16) as u16 ^ 0xA5C3
+}
+
+/// Checked mode: writes the canary after the caller's `size` bytes and the tag (the distance
+/// from the caller's end to the block's end, and log2 of the alignment) in the last two bytes.
+///
+/// # Safety
+/// `g..g+n` is a used block of live chunk `c`, `size + TAG <= bytes(n) < size + TAG + GRANULE`.
+#[inline]
+unsafe fn seal(c: Chunk, g: Gran, n: Gran, size: usize, align: usize) {
+    let end = bytes(n);
+    let dist = end - size;
+    debug_assert!(
+        (TAG..TAG + GRANULE).contains(&dist),
+        "seal: {size} bytes in {n} granules"
+    );
+    // SAFETY: the canary and tag lie in the block's last granule (contract); the tag is 2-byte
+    // aligned because blocks end on a granule.
+    unsafe {
+        let p = c.ptr(g).as_ptr();
+        for i in 0..dist - TAG {
+            p.add(size + i).write(CANARY ^ i as u8);
+        }
+        let v = dist as u16 | (align.trailing_zeros() as u16) << 8;
+        p.add(end - TAG).cast::<u16>().write(v ^ tag_key(c, g));
+    }
+}
+
+/// Checked mode: the caller's size and alignment recorded in the tag of block `g..g+n`, if the
+/// tag is well formed.
+///
+/// # Safety
+/// `g..g+n` is a block of live chunk `c`.
+#[inline]
+unsafe fn unseal(c: Chunk, g: Gran, n: Gran) -> Option<(usize, usize)> {
+    let end = bytes(n);
+    // SAFETY: the tag is the block's last two bytes.
+    let v = unsafe { c.ptr(g).as_ptr().add(end - TAG).cast::<u16>().read() } ^ tag_key(c, g);
+    let (dist, log) = ((v & 0xff) as usize, (v >> 8) as u32);
+    if !(TAG..TAG + GRANULE).contains(&dist) || dist > end || 1usize << log.min(63) > MAX_ALIGN {
+        return None;
+    }
+    Some((end - dist, 1 << log))
 }
 
 /// After a block at `g` grew in place to `n` granules: if `zero`, zeroes bytes
@@ -1056,14 +1384,14 @@ unsafe fn settle_tail(c: Chunk, g: Gran, old: usize, n: Gran, zero: bool) {
 }
 
 /// Smallest chunk length (whole pages) whose block area holds `need` bytes.
-fn chunk_len_for(need: usize) -> Option<usize> {
+fn chunk_len_for(need: usize, checked: bool) -> Option<usize> {
     // Metadata is a header plus one bit per granule: 1/128 of the chunk, rounded up. The bitmap
     // also covers the metadata and the page rounding, which that estimate leaves out (about
     // need / 16384 bytes): add any shortfall until the block area holds `need`.
-    let meta = 64 + need / 128 + 2 * GRANULE;
+    let meta = 64 + need / if checked { 42 } else { 128 } + 2 * GRANULE;
     let mut len = round_len(need.checked_add(meta)?)?;
     loop {
-        let room = len - crate::block::meta_granules(len / GRANULE) * GRANULE;
+        let room = len - crate::block::meta_granules(len / GRANULE, checked) * GRANULE;
         if room >= need {
             break;
         }
@@ -1097,10 +1425,35 @@ pub(crate) fn page() -> usize {
 
 /// A detected misuse, as an error for the trait edge to report (it panics once the heap's
 /// `&mut` state is released, so a panic hook may use the heap).
+/// A misuse with the value given and the one the block has.
+#[cold]
+#[inline(never)]
+fn mismatch<T>(addr: usize, what: &'static str, given: usize, allocated: usize) -> Result<T, Fail> {
+    Err(Fail::Misuse(Misuse {
+        addr,
+        what,
+        values: Some((given, allocated)),
+    }))
+}
+
+/// The misuse itself (for `ok_or_else` and friends).
+#[cold]
+fn corrupt(addr: usize, what: &'static str) -> Fail {
+    Fail::Misuse(Misuse {
+        addr,
+        what,
+        values: None,
+    })
+}
+
 #[cold]
 #[inline(never)]
 fn misuse<T>(addr: usize, what: &'static str) -> Result<T, Fail> {
-    Err(Fail::Misuse { addr, what })
+    Err(Fail::Misuse(Misuse {
+        addr,
+        what,
+        values: None,
+    }))
 }
 
 /// Validates a builder's sizes and maps the initial chunk.
@@ -1109,12 +1462,13 @@ pub(crate) fn build(
     growth: usize,
     limit: Option<usize>,
     quick: bool,
+    (checked, wipe): (bool, bool),
 ) -> Result<HeapCore, HeapError> {
     let limit_v = limit.unwrap_or(usize::MAX);
     if limit == Some(0) || growth == 0 {
         return Err(HeapError::ZeroSize);
     }
-    let minimum = chunk_len_for(GRANULE).unwrap_or(usize::MAX);
+    let minimum = chunk_len_for(GRANULE, checked).unwrap_or(usize::MAX);
     if limit_v < minimum {
         return Err(HeapError::TooSmall {
             requested: limit_v,
@@ -1125,6 +1479,8 @@ pub(crate) fn build(
         growth,
         limit: limit_v,
         quick,
+        checked,
+        wipe,
         ..Config::DEFAULT
     });
     if initial > 0 {
@@ -1134,7 +1490,8 @@ pub(crate) fn build(
                 limit: limit_v,
             });
         }
-        let len = chunk_len_for(initial).ok_or(HeapError::TooLarge { requested: initial })?;
+        let len = chunk_len_for(initial, core.cfg.checked)
+            .ok_or(HeapError::TooLarge { requested: initial })?;
         // A limit between `initial` and `initial` plus metadata caps the first mapping: a heap
         // built with `initial(n).limit(n)` maps exactly its limit, once.
         let len = if len > limit_v {
@@ -1177,6 +1534,7 @@ mod tests {
         fn new() -> Core {
             Core(HeapCore::new(Config {
                 quick: false,
+                checked: false,
                 ..Config::DEFAULT
             }))
         }
@@ -1194,7 +1552,7 @@ mod tests {
 
         fn free(&mut self, p: NonNull<u8>, size: usize) {
             // SAFETY: every pointer the tests free came from `alloc` with this size.
-            unsafe { self.0.dealloc(p, size) }.unwrap();
+            unsafe { self.0.dealloc(p, size, 1) }.unwrap();
         }
 
         fn check(&self) {
@@ -1380,7 +1738,7 @@ mod tests {
         // SAFETY: a is a live 32-byte block.
         unsafe {
             a.as_ptr().write_bytes(0xA5, 32);
-            let r = h.0.grow(a, 32, 96, 16, true).unwrap();
+            let r = h.0.grow(a, (32, 16), (96, 16), true).unwrap();
             assert_eq!(r.cast::<u8>(), a, "grew in place");
             assert_eq!(r.len(), 96);
             let s = core::slice::from_raw_parts(a.as_ptr(), 96);
@@ -1394,7 +1752,7 @@ mod tests {
         assert_eq!(h.free_list(), [(ga + 6, 6)]);
         // Shrinking gives the tail back, merged with the free block behind it.
         // SAFETY: a is a live 96-byte block.
-        let r = unsafe { h.0.shrink(a, 96, 20, 16) }.unwrap();
+        let r = unsafe { h.0.shrink(a, (96, 16), (20, 16)) }.unwrap();
         assert_eq!((r.cast::<u8>(), r.len()), (a, 32));
         h.check();
         assert_eq!(h.free_list(), [(ga + 2, 10)]);
@@ -1431,9 +1789,9 @@ mod tests {
         while need <= max {
             for k in 0..64 {
                 let n = need + k * GRANULE;
-                let len = chunk_len_for(n).unwrap();
+                let len = chunk_len_for(n, false).unwrap();
                 assert_eq!(len % page(), 0);
-                let room = len - bytes(meta_granules(len / GRANULE) as Gran);
+                let room = len - bytes(meta_granules(len / GRANULE, false) as Gran);
                 assert!(room >= n, "chunk of {len} bytes holds {room} < {n}");
             }
             need += step;
@@ -1455,25 +1813,37 @@ mod tests {
 
     #[test]
     fn build_validates_sizes() {
-        assert!(matches!(build(0, 0, None, true), Err(HeapError::ZeroSize)));
         assert!(matches!(
-            build(0, 4096, Some(0), true),
+            build(0, 0, None, true, (false, false)),
             Err(HeapError::ZeroSize)
         ));
         assert!(matches!(
-            build(0, 4096, Some(1), true),
+            build(0, 4096, Some(0), true, (false, false)),
+            Err(HeapError::ZeroSize)
+        ));
+        assert!(matches!(
+            build(0, 4096, Some(1), true, (false, false)),
             Err(HeapError::TooSmall { requested: 1, .. })
         ));
         assert!(matches!(
-            build(usize::MAX, 4096, None, true),
+            build(usize::MAX, 4096, None, true, (false, false)),
             Err(HeapError::TooLarge { .. })
         ));
         assert!(matches!(
-            build(2 << 20, 4096, Some(1 << 20), true),
+            build(2 << 20, 4096, Some(1 << 20), true, (false, false)),
             Err(HeapError::LimitBelowInitial { .. })
         ));
         // The limit counts metadata: an initial size equal to the limit maps exactly the limit.
-        let mut c = Core(build(256 << 10, DEFAULT_GROWTH, Some(256 << 10), true).unwrap());
+        let mut c = Core(
+            build(
+                256 << 10,
+                DEFAULT_GROWTH,
+                Some(256 << 10),
+                true,
+                (false, false),
+            )
+            .unwrap(),
+        );
         assert_eq!(c.0.mapped, 256 << 10);
         c.check();
         assert!(c.0.alloc(200 << 10, 16, false).is_ok());

@@ -419,7 +419,7 @@ mod tests {
             let buf = Box::into_raw(Box::new(Buf([0x5A; LEN])));
             let base = NonNull::new(buf.cast::<u8>()).unwrap();
             // SAFETY: the buffer is ours for the TestChunk's life, 16-aligned, LEN bytes.
-            let c = unsafe { Chunk::init(base, LEN, false, LEN) };
+            let c = unsafe { Chunk::init(base, LEN, false, LEN, false) };
             // SAFETY: c is live; the whole block area becomes "blocks" for the test.
             unsafe { (*c.h()).frontier = (*c.h()).granules };
             TestChunk { c, buf }
@@ -667,6 +667,6 @@ mod tests {
         // SAFETY: live chunk.
         let r = unsafe { walk(t.c, &mut |_, _| Ok(())) };
         assert_eq!(r.map_err(|e| e.1), Err("index subtree maximum is wrong"));
-        assert_eq!(meta_granules(4096) as Gran, t.first());
+        assert_eq!(meta_granules(4096, false) as Gran, t.first());
     }
 }

@@ -854,8 +854,10 @@ mod tests {
     use std::vec::Vec;
 
     fn heap() -> Heap {
+        // Unchecked: the expected spans below are exact block sizes (checked mode adds a tag).
         Heap::builder()
             .quick_reuse(false)
+            .checked(false)
             .initial(64 << 10)
             .build()
             .expect("64 KiB heap")
@@ -1079,7 +1081,11 @@ mod tests {
 
     #[test]
     fn cached_blocks_are_merged_first() {
-        let heap = Heap::builder().initial(64 << 10).build().unwrap();
+        let heap = Heap::builder()
+            .initial(64 << 10)
+            .checked(false)
+            .build()
+            .unwrap();
         let blocks: Vec<_> = (0..6).map(|_| alloc(&heap, 48)).collect();
         for &b in &blocks[1..5] {
             free(&heap, b); // onto the quick lists

@@ -139,23 +139,6 @@ impl Quick {
         }
     }
 
-    /// Is `p` on list `n`? O(list length), for checked builds.
-    ///
-    /// # Safety
-    /// As for [`pop`](Self::pop).
-    #[cfg(debug_assertions)]
-    pub(crate) unsafe fn contains(&self, p: NonNull<u8>, n: usize) -> bool {
-        let mut cur = self.heads.get(n).copied().flatten();
-        while let Some(q) = cur {
-            if q == p {
-                return true;
-            }
-            // SAFETY: q is on a list: its first word is the next link.
-            cur = unsafe { q.cast::<Option<NonNull<u8>>>().read() };
-        }
-        false
-    }
-
     /// Forgets every list (after the heap's memory is gone).
     pub(crate) fn clear(&mut self) {
         *self = Quick::new();

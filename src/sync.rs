@@ -19,8 +19,9 @@
 //! a few hundred spins a waiter yields the CPU (with `std`).
 
 use crate::api::{AllocError, edge};
-use crate::error::{CheckError, Fail};
-use crate::heap::{Block, Config, HeapCore};
+use crate::error::{CheckError, Fail, Misuse};
+use crate::heap::FOREIGN;
+use crate::heap::{Block, CHECKED_DEFAULT, Config, HeapCore};
 use crate::region::pagemap;
 use crate::stats::Stats;
 use core::alloc::Layout;
@@ -29,11 +30,17 @@ use core::fmt;
 use core::ptr::{NonNull, null_mut};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::*};
 
+/// Which way a resize was asked to go: `grow`/`shrink` refuse the other direction (outside
+/// their contract), `realloc` takes either.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resize {
+    Grow,
+    Shrink,
+    Either,
+}
+
 /// Number of arenas in a [`SyncHeap`].
 pub const ARENAS: usize = 8;
-
-/// Fresh arena identities (0 means "not yet used").
-static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
 
 struct SpinLock(AtomicBool);
 
@@ -91,7 +98,10 @@ impl Arena {
         Arena {
             lock: SpinLock::new(),
             id: AtomicUsize::new(0),
-            core: UnsafeCell::new(HeapCore::new(Config::DEFAULT)),
+            core: UnsafeCell::new(HeapCore::new(Config {
+                arena: true,
+                ..Config::DEFAULT
+            })),
             remote: AtomicPtr::new(null_mut()),
         }
     }
@@ -104,7 +114,7 @@ impl Arena {
         // SAFETY: the lock makes this the only reference to the core.
         let core = unsafe { &mut *self.core.get() };
         if core.cfg.owner == 0 {
-            let id = NEXT_ID.fetch_add(1, Relaxed);
+            let id = pagemap::next_owner();
             core.cfg.owner = id;
             self.id.store(id, Release);
         }
@@ -121,7 +131,8 @@ impl Arena {
             unsafe {
                 p = b.cast::<*mut u8>().read();
                 let size = b.cast::<usize>().add(1).read();
-                let _ = core.dealloc(b, size);
+                // (Only unchecked arenas push remote frees, and they do not read the alignment.)
+                let _ = core.dealloc(b, size, 1);
             }
         }
         f(core)
@@ -249,10 +260,11 @@ impl SyncHeap {
     /// The arena that owns the block at `addr` and the block's pointer rebuilt from its
     /// chunk's base (for provenance), or a misuse if no arena of this heap owns it. O(1).
     fn owner(&self, addr: usize) -> Result<(&Arena, NonNull<u8>), Fail> {
-        let misuse = Err(Fail::Misuse {
+        let misuse = Err(Fail::Misuse(Misuse {
             addr,
-            what: "does not belong to this heap",
-        });
+            what: FOREIGN,
+            values: None,
+        }));
         let Some(base) = pagemap::get(addr) else {
             return misuse;
         };
@@ -274,17 +286,26 @@ impl SyncHeap {
 
     /// # Safety
     /// As for `Heap::deallocate`, on this heap.
-    pub(crate) unsafe fn dealloc_raw(&self, ptr: NonNull<u8>, size: usize) -> Result<(), Fail> {
+    pub(crate) unsafe fn dealloc_raw(&self, ptr: NonNull<u8>, layout: Layout) -> Result<(), Fail> {
+        let (size, align) = (layout.size(), layout.align());
         if size == 0 {
             return Ok(());
         }
         let (a, p) = self.owner(ptr.addr().get())?;
+        if CHECKED_DEFAULT {
+            // Checked mode verifies every free against the arena's marks, under its lock.
+            a.lock.lock();
+            // SAFETY: we hold a's lock until after the call; the caller's contract.
+            let r = unsafe { a.locked(|c| c.dealloc(p, size, align)) };
+            a.lock.unlock();
+            return r;
+        }
         // A block of this thread's home arena is freed at once if the lock is free; a block of
         // another arena (allocated by another thread, typically) goes onto that arena's remote
         // list, so this thread never touches the other arena's lock or state.
         if core::ptr::eq(a, &self.arenas[Self::home()]) && a.lock.try_lock() {
             // SAFETY: we hold a's lock until after the call; the caller's contract.
-            let r = unsafe { a.locked(|c| c.dealloc(p, size)) };
+            let r = unsafe { a.locked(|c| c.dealloc(p, size, align)) };
             a.lock.unlock();
             return r;
         }
@@ -301,7 +322,13 @@ impl SyncHeap {
         old: Layout,
         new: Layout,
         zero: bool,
+        dir: Resize,
     ) -> Result<Block, Fail> {
+        match dir {
+            Resize::Grow if new.size() < old.size() => return Err(Fail::Unsupported),
+            Resize::Shrink if new.size() > old.size() => return Err(Fail::Unsupported),
+            _ => {}
+        }
         if old.size() == 0 {
             return self.alloc_raw(new, zero);
         }
@@ -311,9 +338,14 @@ impl SyncHeap {
         let r = unsafe {
             a.locked(|c| {
                 if new.size() >= old.size() {
-                    c.grow(p, old.size(), new.size(), new.align(), zero)
+                    c.grow(
+                        p,
+                        (old.size(), old.align()),
+                        (new.size(), new.align()),
+                        zero,
+                    )
                 } else {
-                    c.shrink(p, old.size(), new.size(), new.align())
+                    c.shrink(p, (old.size(), old.align()), (new.size(), new.align()))
                 }
             })
         };
@@ -351,7 +383,7 @@ impl SyncHeap {
     /// As for [`Heap::deallocate`](crate::Heap::deallocate), on this heap.
     pub unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
         // SAFETY: forwarded contract.
-        let r = unsafe { self.dealloc_raw(ptr, layout.size()) };
+        let r = unsafe { self.dealloc_raw(ptr, layout) };
         let _ = edge(r);
     }
 
@@ -366,7 +398,7 @@ impl SyncHeap {
         new: Layout,
     ) -> Result<NonNull<[u8]>, AllocError> {
         // SAFETY: forwarded contract.
-        edge(unsafe { self.resize_raw(ptr, old, new, false) })
+        edge(unsafe { self.resize_raw(ptr, old, new, false, Resize::Grow) })
     }
 
     /// Like [`grow`](Self::grow), the new bytes reading as zero.
@@ -380,7 +412,7 @@ impl SyncHeap {
         new: Layout,
     ) -> Result<NonNull<[u8]>, AllocError> {
         // SAFETY: forwarded contract.
-        edge(unsafe { self.resize_raw(ptr, old, new, true) })
+        edge(unsafe { self.resize_raw(ptr, old, new, true, Resize::Grow) })
     }
 
     /// Shrinks a block in place, in its owning arena.
@@ -394,7 +426,7 @@ impl SyncHeap {
         new: Layout,
     ) -> Result<NonNull<[u8]>, AllocError> {
         // SAFETY: forwarded contract.
-        edge(unsafe { self.resize_raw(ptr, old, new, false) })
+        edge(unsafe { self.resize_raw(ptr, old, new, false, Resize::Shrink) })
     }
 
     /// Counters summed over the arenas (each merged first: remote frees, quick lists).
@@ -522,27 +554,30 @@ impl fmt::Debug for GlobalHeap {
 
 #[cold]
 #[inline(never)]
-fn abort_misuse(addr: usize, what: &str) -> ! {
-    // No allocation here: the message is written piecewise with `write(2)`.
-    let mut buf = [0u8; 160];
-    let head = b"isoheap: pointer 0x";
-    buf[..head.len()].copy_from_slice(head);
-    let mut n = head.len();
-    for shift in (0..usize::BITS).step_by(4).rev() {
-        buf[n] = b"0123456789abcdef"[(addr >> shift) & 15];
-        n += 1;
+fn abort_misuse(m: Misuse) -> ! {
+    // No allocation here: the message is formatted into a stack buffer (core's formatting
+    // does not allocate) and written with `write(2)`.
+    struct Buf {
+        bytes: [u8; 256],
+        len: usize,
     }
-    buf[n] = b' ';
-    n += 1;
-    let w = what.as_bytes();
-    let take = w.len().min(buf.len() - n - 1);
-    buf[n..n + take].copy_from_slice(&w[..take]);
-    n += take;
-    buf[n] = b'\n';
-    n += 1;
+    impl fmt::Write for Buf {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            let take = s.len().min(self.bytes.len() - 1 - self.len);
+            self.bytes[self.len..self.len + take].copy_from_slice(&s.as_bytes()[..take]);
+            self.len += take;
+            Ok(())
+        }
+    }
+    let mut buf = Buf {
+        bytes: [0; 256],
+        len: 0,
+    };
+    let _ = fmt::Write::write_fmt(&mut buf, format_args!("{m}"));
+    buf.bytes[buf.len] = b'\n';
     // SAFETY: writing our own stack buffer to stderr, then aborting; neither allocates.
     unsafe {
-        libc::write(2, buf.as_ptr().cast(), n);
+        libc::write(2, buf.bytes.as_ptr().cast(), buf.len + 1);
         libc::abort();
     }
 }
@@ -550,7 +585,7 @@ fn abort_misuse(addr: usize, what: &str) -> ! {
 fn global<T>(r: Result<T, Fail>) -> Option<T> {
     match r {
         Ok(v) => Some(v),
-        Err(Fail::Misuse { addr, what }) => abort_misuse(addr, what),
+        Err(Fail::Misuse(m)) => abort_misuse(m),
         Err(_) => None,
     }
 }
@@ -572,7 +607,7 @@ unsafe impl core::alloc::GlobalAlloc for GlobalHeap {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if let Some(p) = NonNull::new(ptr) {
             // SAFETY: the GlobalAlloc contract is Heap::deallocate's.
-            global(unsafe { self.heap.dealloc_raw(p, layout.size()) });
+            global(unsafe { self.heap.dealloc_raw(p, layout) });
         }
     }
 
@@ -585,7 +620,7 @@ unsafe impl core::alloc::GlobalAlloc for GlobalHeap {
             return null_mut();
         };
         // SAFETY: the GlobalAlloc contract for realloc is Heap::grow's / shrink's.
-        global(unsafe { self.heap.resize_raw(p, layout, new, false) })
+        global(unsafe { self.heap.resize_raw(p, layout, new, false, Resize::Either) })
             .map_or(null_mut(), |b| b.cast::<u8>().as_ptr())
     }
 }

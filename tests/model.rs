@@ -163,6 +163,13 @@ impl<'h> Model<'h> {
         }
     }
 
+    /// Bytes a block of `size` takes in the heap: rounded to granules, with the checked-mode
+    /// tag.
+    fn extent(&self, size: usize) -> usize {
+        let tag = if self.heap.is_checked() { 2 } else { 0 };
+        (size + tag).next_multiple_of(GRANULE)
+    }
+
     fn check_heap(&self, what: &str) -> R {
         if let Err(e) = self.heap.check() {
             return Err(TestCaseError::fail(format!("after {what}: {e}")));
@@ -189,15 +196,14 @@ impl<'h> Model<'h> {
             addr,
             align
         );
+        // The block's real extent: the size rounded to granules, after the tag in checked mode
+        // (where the length returned is exactly the size).
+        let extent = self.extent(size);
         if size == 0 {
             prop_assert_eq!(len, 0);
         } else {
-            prop_assert_eq!(
-                len,
-                size.next_multiple_of(GRANULE),
-                "length of a {}-byte block",
-                size
-            );
+            let want = if self.heap.is_checked() { size } else { extent };
+            prop_assert_eq!(len, want, "length of a {}-byte block", size);
             if let Some((&p, &(plen, _))) = self.by_addr.range(..addr).next_back() {
                 prop_assert!(
                     p + plen <= addr,
@@ -210,7 +216,7 @@ impl<'h> Model<'h> {
             }
             if let Some((&n, _)) = self.by_addr.range(addr..).next() {
                 prop_assert!(
-                    addr + len <= n,
+                    addr + extent <= n,
                     "block {:#x}+{} overlaps {:#x}",
                     addr,
                     len,
@@ -240,7 +246,7 @@ impl<'h> Model<'h> {
         }
         bytes.copy_from_slice(pattern(seed, len));
         if size > 0 {
-            self.by_addr.insert(addr, (len, seed));
+            self.by_addr.insert(addr, (extent, seed));
         }
         self.live.push(l);
         Ok(())
@@ -420,7 +426,8 @@ impl<'h> Model<'h> {
         prop_assert_eq!(s.free_blocks, s.chunks, "not fully merged: {:?}", s);
         prop_assert_eq!(s.free + s.metadata, s.mapped);
         if s.largest_free > 0 {
-            let layout = Layout::from_size_align(s.largest_free, GRANULE).unwrap();
+            let tag = if self.heap.is_checked() { 2 } else { 0 };
+            let layout = Layout::from_size_align(s.largest_free - tag, GRANULE).unwrap();
             let b = self.heap.allocate(layout);
             prop_assert!(
                 b.is_ok(),

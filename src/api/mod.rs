@@ -4,7 +4,7 @@
 
 mod traits;
 
-use crate::error::{CheckError, Fail, HeapError};
+use crate::error::{CheckError, Fail, HeapError, Misuse};
 use crate::heap::{self, HeapCore};
 use crate::stats::Stats;
 use core::alloc::Layout;
@@ -32,7 +32,7 @@ impl core::error::Error for AllocError {}
 pub(crate) fn edge<T>(r: Result<T, Fail>) -> Result<T, AllocError> {
     match r {
         Ok(v) => Ok(v),
-        Err(Fail::Misuse { addr, what }) => misuse(addr, what),
+        Err(Fail::Misuse(m)) => misuse(m),
         Err(_) => Err(AllocError),
     }
 }
@@ -40,8 +40,8 @@ pub(crate) fn edge<T>(r: Result<T, Fail>) -> Result<T, AllocError> {
 #[cold]
 #[inline(never)]
 #[track_caller]
-fn misuse(addr: usize, what: &str) -> ! {
-    panic!("isoheap: pointer {addr:#x} {what}")
+fn misuse(m: Misuse) -> ! {
+    panic!("{m}")
 }
 
 /// An isolated heap: memory of its own, mapped from the OS, handed out to collections through
@@ -119,6 +119,8 @@ impl Heap {
             warm: heap::DEFAULT_WARM,
             budget: None,
             give_back: heap::DEFAULT_GIVE_BACK,
+            checked: heap::CHECKED_DEFAULT,
+            wipe: false,
         }
     }
 
@@ -161,9 +163,9 @@ impl Heap {
     #[inline]
     pub unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
         // SAFETY: forwarded contract.
-        let r = unsafe { self.core().dealloc(ptr, layout.size()) };
-        if let Err(Fail::Misuse { addr, what }) = r {
-            misuse(addr, what)
+        let r = unsafe { self.core().dealloc(ptr, layout.size(), layout.align()) };
+        if let Err(Fail::Misuse(m)) = r {
+            misuse(m)
         }
     }
 
@@ -184,9 +186,8 @@ impl Heap {
         edge(unsafe {
             self.core().grow(
                 ptr,
-                old_layout.size(),
-                new_layout.size(),
-                new_layout.align(),
+                (old_layout.size(), old_layout.align()),
+                (new_layout.size(), new_layout.align()),
                 false,
             )
         })
@@ -207,9 +208,8 @@ impl Heap {
         edge(unsafe {
             self.core().grow(
                 ptr,
-                old_layout.size(),
-                new_layout.size(),
-                new_layout.align(),
+                (old_layout.size(), old_layout.align()),
+                (new_layout.size(), new_layout.align()),
                 true,
             )
         })
@@ -232,11 +232,15 @@ impl Heap {
         edge(unsafe {
             self.core().shrink(
                 ptr,
-                old_layout.size(),
-                new_layout.size(),
-                new_layout.align(),
+                (old_layout.size(), old_layout.align()),
+                (new_layout.size(), new_layout.align()),
             )
         })
+    }
+
+    /// Is this heap in checked mode (see [`HeapBuilder::checked`])?
+    pub fn is_checked(&self) -> bool {
+        self.core().cfg.checked
     }
 
     /// Sets or clears the budget on bytes in use (see [`HeapBuilder::budget`]). Lowering it
@@ -325,6 +329,8 @@ pub struct HeapBuilder {
     warm: usize,
     budget: Option<usize>,
     give_back: usize,
+    checked: bool,
+    wipe: bool,
 }
 
 impl HeapBuilder {
@@ -385,6 +391,40 @@ impl HeapBuilder {
         self
     }
 
+    /// Checked mode (default: on in builds with debug assertions or with the `checked`
+    /// feature). Every pointer and layout given back is verified in O(1) before anything
+    /// changes (a pointer of another heap, an interior pointer, a double free, a size or
+    /// alignment other than the block's, a block whose canary or tag was overwritten, a free
+    /// neighbour with a corrupted tag), and a misuse stops the program with a panic naming the
+    /// address. Freed memory is poisoned (`0xDF`, the first 64 KiB of each block) and checked
+    /// for writes when a small block is reused. Each block carries 2 more bytes (a tag after
+    /// the caller's bytes, so blocks whose size is a multiple of 16 take one more granule),
+    /// chunks carry 2 more bits per 16 bytes, and `allocate` returns exactly the size asked.
+    ///
+    /// ```should_panic
+    /// use isoheap::Heap;
+    /// use core::alloc::Layout;
+    /// let heap = Heap::builder().checked(true).build().unwrap();
+    /// let layout = Layout::from_size_align(24, 8).unwrap();
+    /// let p = heap.allocate(layout).unwrap().cast::<u8>();
+    /// unsafe {
+    ///     heap.deallocate(p, layout);
+    ///     heap.deallocate(p, layout); // panics: "isoheap: pointer 0x... is free already (double free)"
+    /// }
+    /// ```
+    pub const fn checked(mut self, on: bool) -> Self {
+        self.checked = on;
+        self
+    }
+
+    /// Zero every block when it is freed (and all used memory on [`Heap::reset`]), so secrets
+    /// do not outlive their owners in the heap (default off). Costs a write of every freed
+    /// byte.
+    pub const fn zero_on_free(mut self, on: bool) -> Self {
+        self.wipe = on;
+        self
+    }
+
     /// The budget this builder sets (`usize::MAX` for none).
     #[cfg(feature = "std")]
     pub(crate) fn budget_bytes(&self) -> usize {
@@ -398,7 +438,13 @@ impl HeapBuilder {
     /// ([`HeapError::TooLarge`]) or above the limit ([`HeapError::LimitBelowInitial`]), or the
     /// OS refusing the mapping ([`HeapError::OsRefused`]).
     pub fn build(self) -> Result<Heap, HeapError> {
-        let mut core = heap::build(self.initial, self.growth, self.limit, self.quick)?;
+        let mut core = heap::build(
+            self.initial,
+            self.growth,
+            self.limit,
+            self.quick,
+            (self.checked, self.wipe),
+        )?;
         core.cfg.warm = self.warm;
         core.cfg.budget = self.budget.unwrap_or(usize::MAX);
         core.cfg.give_back = self.give_back;

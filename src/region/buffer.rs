@@ -20,7 +20,7 @@ use core::ptr::NonNull;
 /// Granules in the smallest chunk: its metadata (header and bitmap) plus one block granule.
 const MIN_GRANULES: usize = {
     let mut g = 1;
-    while meta_granules(g) >= g {
+    while meta_granules(g, true) >= g {
         g += 1;
     }
     g
@@ -33,7 +33,7 @@ const MAX_PIECE: usize = MAX_CHUNK_GRANULES.saturating_mul(GRANULE) & !4095;
 // The smallest chunk has exactly one block granule; the largest is whole bitmap words and fits
 // the granule numbering.
 const _: () = {
-    assert!(meta_granules(MIN_GRANULES) + 1 == MIN_GRANULES);
+    assert!(meta_granules(MIN_GRANULES, true) + 1 == MIN_GRANULES);
     assert!(MAX_PIECE.is_multiple_of(4096) && MAX_PIECE / GRANULE <= MAX_CHUNK_GRANULES);
     assert!(MAX_PIECE >= MIN_GRANULES * GRANULE);
 };
@@ -189,7 +189,7 @@ fn from_buffer_in_pieces(
         // exclusively for its whole life; it starts on a granule, its length is a multiple of
         // 16, at most MAX_CHUNK_GRANULES granules and above the metadata.
         // SAFETY: as just said; `dirty` is the whole piece (uninitialised contents).
-        let c = unsafe { Chunk::init(base.add(off), piece, false, piece) };
+        let c = unsafe { Chunk::init(base.add(off), piece, false, piece, core.cfg.checked) };
         // SAFETY: c was just initialised, belongs to this heap alone and is not linked yet.
         unsafe { core.link(c) };
         off += piece;
@@ -222,7 +222,8 @@ mod tests {
             (s.mapped, s.free, s.chunks),
             (BufferHeap::MIN_LEN, GRANULE, 1)
         );
-        let l = Layout::from_size_align(GRANULE, 1).unwrap();
+        // One granule holds 16 bytes, or 14 and the tag in checked mode.
+        let l = Layout::from_size_align(GRANULE - 2, 1).unwrap();
         let b = heap.allocate_zeroed(l).unwrap();
         // SAFETY: a live block of GRANULE bytes.
         assert!(unsafe { b.as_ref() }.iter().all(|&x| x == 0));

@@ -9,7 +9,7 @@
 //! reached through a caller's pointer.
 
 use core::ptr::{NonNull, null_mut};
-use core::sync::atomic::{AtomicPtr, Ordering::*};
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::*};
 
 /// log2 of the arena chunk alignment.
 #[cfg(not(miri))]
@@ -62,28 +62,42 @@ fn leaf(i1: usize, create: bool) -> Option<&'static Leaf> {
     }
 }
 
-/// Records `base` (an `ALIGN`-aligned chunk base) as the chunk for its `ALIGN` window.
-/// Returns false if the table could not be extended (the OS refused 32 KiB).
-pub(crate) fn insert(base: NonNull<u8>) -> bool {
-    let Some((i1, i2)) = split(base.addr().get()) else {
-        return false;
-    };
-    match leaf(i1, true) {
-        Some(l) => {
-            // Release: the chunk header written before is visible to whoever finds it.
-            l[i2].store(base.as_ptr(), Release);
-            true
-        }
-        None => false,
-    }
+/// A fresh identity for a heap whose chunks are paged (never 0).
+pub(crate) fn next_owner() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(1);
+    NEXT.fetch_add(1, Relaxed)
 }
 
-/// Forgets the chunk at `base`.
-pub(crate) fn remove(base: NonNull<u8>) {
-    if let Some((i1, i2)) = split(base.addr().get())
-        && let Some(l) = leaf(i1, false)
-    {
-        l[i2].store(null_mut(), Release);
+/// Records `base` (an `ALIGN`-aligned chunk base) as the chunk for every `ALIGN` window of
+/// its `len` bytes. Returns false (recording nothing) if the table could not be extended (the
+/// OS refused 32 KiB).
+pub(crate) fn insert(base: NonNull<u8>, len: usize) -> bool {
+    let windows = len.div_ceil(ALIGN).max(1);
+    for k in 0..windows {
+        let Some((i1, i2)) = split(base.addr().get().wrapping_add(k << ALIGN_SHIFT)) else {
+            remove(base, k << ALIGN_SHIFT);
+            return false;
+        };
+        match leaf(i1, true) {
+            // Release: the chunk header written before is visible to whoever finds it.
+            Some(l) => l[i2].store(base.as_ptr(), Release),
+            None => {
+                remove(base, k << ALIGN_SHIFT);
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Forgets the chunk of `len` bytes at `base`.
+pub(crate) fn remove(base: NonNull<u8>, len: usize) {
+    for k in 0..len.div_ceil(ALIGN).max(1) {
+        if let Some((i1, i2)) = split(base.addr().get().wrapping_add(k << ALIGN_SHIFT))
+            && let Some(l) = leaf(i1, false)
+        {
+            l[i2].store(null_mut(), Release);
+        }
     }
 }
 
