@@ -6,7 +6,7 @@
 //! holds exactly those blocks, with correct subtree maxima and heap order. Across chunks it
 //! checks address order and that the counters agree with what it found.
 
-use crate::block::{Chunk, GRANULE_SHIFT, Gran, NodeField::Size, meta_granules};
+use crate::block::{Chunk, GRANULE_SHIFT, Gran, NodeField::Size, Used, meta_granules};
 use crate::error::CheckError;
 use crate::heap::HeapCore;
 use crate::index;
@@ -79,11 +79,73 @@ impl BitCursor {
     }
 }
 
+/// Checked mode: every used block's marks pair up (a start bit, then its end bit, no other
+/// start inside), no used block overlaps a free block, and every tag and canary is intact.
+/// Returns the granules in used blocks.
+///
+/// # Safety
+/// `c` is a live checked chunk with blocks in `first..frontier`.
+unsafe fn check_marks(
+    c: Chunk,
+    first: Gran,
+    frontier: Gran,
+) -> Result<usize, (Gran, &'static str)> {
+    let mut total = 0usize;
+    // SAFETY: every granule looked at lies in first..frontier of the live chunk.
+    unsafe {
+        if c.next_used_bit(Used::Start, 0, first) < first
+            || c.next_used_bit(Used::End, 0, first) < first
+        {
+            return Err((0, "used-block mark inside the chunk metadata"));
+        }
+        let mut at = first;
+        loop {
+            let s = c.next_used_bit(Used::Start, at, frontier);
+            let stray_end = c.next_used_bit(Used::End, at, s.min(frontier));
+            if stray_end < s {
+                return Err((stray_end, "used-block end mark without a start"));
+            }
+            if s >= frontier {
+                break;
+            }
+            let e = c.next_used_bit(Used::End, s, frontier);
+            if e >= frontier {
+                return Err((s, "used block without an end mark"));
+            }
+            if c.next_used_bit(Used::Start, s + 1, e + 1) <= e {
+                return Err((
+                    s,
+                    "used block's end mark is missing or another block starts inside it",
+                ));
+            }
+            if c.next_bit(s, e + 1) <= e {
+                return Err((s, "used block overlaps a free block"));
+            }
+            if !crate::heap::seal_intact(c, s, e + 1 - s) {
+                return Err((
+                    s,
+                    "used block's tag or canary is corrupted (a write out of bounds)",
+                ));
+            }
+            total += (e + 1 - s) as usize;
+            at = e + 1;
+        }
+        if c.next_used_bit(Used::Start, frontier, (*c.h()).granules) < (*c.h()).granules
+            || c.next_used_bit(Used::End, frontier, (*c.h()).granules) < (*c.h()).granules
+        {
+            return Err((frontier, "used-block mark at or above the frontier"));
+        }
+    }
+    Ok(total)
+}
+
 impl HeapCore {
     pub(crate) fn check(&self) -> Result<(), CheckError> {
         let mut free_granules = 0usize;
         let mut free_blocks = 0usize;
         let mut used = 0usize;
+        // Checked mode: granules in blocks marked used.
+        let mut marked = 0usize;
         let (mut mapped, mut meta, mut chunks) = (0usize, 0usize, 0usize);
         let mut prev_end = 0usize;
         let mut cur = self.head;
@@ -136,6 +198,9 @@ impl HeapCore {
                 if let Some((b, _)) = cursor.next_block().map_err(|(g, what)| err(g, what))? {
                     return Err(err(b, "free block missing from the index"));
                 }
+                if (*h).checked {
+                    marked += check_marks(c, first, frontier).map_err(|(g, what)| err(g, what))?;
+                }
                 free_granules += chunk_free;
                 free_blocks += walked;
                 used += (frontier - first) as usize - chunk_free;
@@ -176,6 +241,9 @@ impl HeapCore {
         }
         if used << GRANULE_SHIFT != self.in_use + cached_bytes {
             return whole("bytes in use disagree with the blocks found");
+        }
+        if self.cfg.checked && (marked << GRANULE_SHIFT) != self.in_use {
+            return whole("blocks marked used disagree with bytes in use");
         }
         if mapped != self.mapped || meta != self.meta || chunks != self.chunks {
             return whole("mapped, metadata or chunk counters disagree with the chunks");

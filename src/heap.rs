@@ -1361,6 +1361,21 @@ unsafe fn unseal(c: Chunk, g: Gran, n: Gran) -> Option<(usize, usize)> {
     Some((end - dist, 1 << log))
 }
 
+/// Checked mode: is block `g..g+n`'s tag well formed and its canary intact?
+///
+/// # Safety
+/// `g..g+n` is a block of live chunk `c`.
+pub(crate) unsafe fn seal_intact(c: Chunk, g: Gran, n: Gran) -> bool {
+    // SAFETY: the tag and canary lie in the block's last granule.
+    unsafe {
+        let Some((size, _)) = unseal(c, g, n) else {
+            return false;
+        };
+        let p = c.ptr(g).as_ptr();
+        (0..bytes(n) - TAG - size).all(|i| p.add(size + i).read() == CANARY ^ i as u8)
+    }
+}
+
 /// After a block at `g` grew in place to `n` granules: if `zero`, zeroes bytes
 /// `old..bytes(n)` (skipping granules above the clean mark, which read as zero already); in any
 /// case raises the clean mark over the block.
@@ -1939,7 +1954,10 @@ mod checked_tests {
         unsafe {
             // Same granules, bigger and smaller: caught by the tag; other granules too.
             for wrong in [21, 30, 17, 1, 14, 64, 4096] {
-                assert_eq!(what(h.0.dealloc(a, wrong, 8)), (BAD_SIZE, Some((wrong, 20))));
+                assert_eq!(
+                    what(h.0.dealloc(a, wrong, 8)),
+                    (BAD_SIZE, Some((wrong, 20)))
+                );
             }
             assert_eq!(what(h.0.dealloc(a, 20, 4)), (BAD_ALIGN, Some((4, 8))));
             assert_eq!(what(h.0.dealloc(a, 20, 16)), (BAD_ALIGN, Some((16, 8))));
@@ -1969,6 +1987,8 @@ mod checked_tests {
         // the blocks' last granules (the heap's canary and tag), which are heap memory.
         unsafe {
             a.as_ptr().add(20).write(0);
+            let e = h.0.check().unwrap_err();
+            assert!(e.what.contains("canary"), "check() sees the overflow: {e}");
             assert_eq!(what(h.0.dealloc(a, 20, 8)).0, BAD_CANARY);
             a.as_ptr().add(20).write(CANARY);
             h.0.dealloc(a, 20, 8).unwrap();
