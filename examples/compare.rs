@@ -137,6 +137,13 @@ impl Iso {
         }
     }
 
+    /// Checked mode (`HeapBuilder::checked(true)`), for its cost.
+    fn checked() -> Self {
+        Iso {
+            heap: isoheap::Heap::builder().checked(true).build().unwrap(),
+        }
+    }
+
     fn fixed(bytes: usize) -> Self {
         let heap = isoheap::Heap::builder()
             .initial(bytes)
@@ -151,7 +158,11 @@ impl Iso {
 
 impl Subject for Iso {
     fn name(&self) -> &'static str {
-        "isoheap"
+        if self.heap.is_checked() {
+            "isoheap_checked"
+        } else {
+            "isoheap"
+        }
     }
     #[inline]
     unsafe fn alloc(&mut self, layout: Layout) -> *mut u8 {
@@ -187,7 +198,11 @@ impl Subject for Iso {
         true
     }
     fn spawn(&self) -> Option<Self> {
-        Some(Iso::new())
+        Some(if self.heap.is_checked() {
+            Iso::checked()
+        } else {
+            Iso::new()
+        })
     }
     fn verify(&mut self, all_freed: bool) -> Result<(), String> {
         self.heap.check().map_err(|e| format!("Heap::check: {e}"))?;
@@ -510,6 +525,7 @@ impl Subject for Lla {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
     Isoheap,
+    IsoChecked,
     System,
     Mimalloc,
     Bumpalo,
@@ -518,8 +534,9 @@ enum Kind {
     Lla,
 }
 
-const KINDS: [Kind; 7] = [
+const KINDS: [Kind; 8] = [
     Kind::Isoheap,
+    Kind::IsoChecked,
     Kind::System,
     Kind::Mimalloc,
     Kind::Bumpalo,
@@ -532,6 +549,7 @@ impl Kind {
     fn name(self) -> &'static str {
         match self {
             Kind::Isoheap => "isoheap",
+            Kind::IsoChecked => "isoheap_checked",
             Kind::System => "system",
             Kind::Mimalloc => "mimalloc",
             Kind::Bumpalo => "bumpalo",
@@ -543,6 +561,7 @@ impl Kind {
     fn color(self) -> &'static str {
         match self {
             Kind::Isoheap => "#d62728",
+            Kind::IsoChecked => "#e377c2",
             Kind::System => "#1f77b4",
             Kind::Mimalloc => "#2ca02c",
             Kind::Bumpalo => "#9467bd",
@@ -1105,7 +1124,12 @@ fn plan(kind: Kind, wl: Wl) -> Plan {
     match (kind, wl) {
         (Kind::Lla, Wl::Churn(k)) if k >= 1_000_000 => Plan::Skip("skipped (O(n))"),
         (Kind::System | Kind::Mimalloc, Wl::Efficiency) => Plan::Skip("no fixed heap"),
-        (k, Wl::Request { reset: true }) if !matches!(k, Kind::Isoheap | Kind::Bumpalo) => {
+        // Checked mode's cost is measured on churn and requests (the issue's workloads).
+        (Kind::IsoChecked, Wl::Churn(_) | Wl::Request { .. }) => Plan::Run,
+        (Kind::IsoChecked, _) => Plan::Skip("not measured"),
+        (k, Wl::Request { reset: true })
+            if !matches!(k, Kind::Isoheap | Kind::IsoChecked | Kind::Bumpalo) =>
+        {
             Plan::Skip("no bulk free")
         }
         _ => Plan::Run,
@@ -1161,6 +1185,7 @@ fn run_one(kind: Kind, wl: Wl, cfg: &Cfg, d: &Dists) -> Result<Outcome, String> 
             };
             run_on(&mut s, kind, wl, cfg, d)
         }
+        Kind::IsoChecked => run_on(&mut Iso::checked(), kind, wl, cfg, d),
         Kind::System => run_on(&mut Sys, kind, wl, cfg, d),
         Kind::Mimalloc => run_on(&mut Mi, kind, wl, cfg, d),
         Kind::Bumpalo => {
@@ -1284,7 +1309,7 @@ fn main() {
             "-h" | "--help" => {
                 println!(
                     "usage: compare [--quick] [--reps N] [--out DIR] [--only SUBJECT[,SUBJECT..]] [--filter WORKLOAD-SUBSTRING]\n\
-                     subjects: isoheap system mimalloc bumpalo talc rlsf linked_list_allocator"
+                     subjects: isoheap isoheap_checked system mimalloc bumpalo talc rlsf linked_list_allocator"
                 );
                 return;
             }

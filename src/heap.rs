@@ -330,12 +330,13 @@ impl HeapCore {
     /// `p` is a block of `n` granules of this heap that was on a quick list.
     #[inline]
     unsafe fn verify_poison(&self, p: NonNull<u8>, n: Gran) -> Result<(), Fail> {
-        let want = if self.cfg.wipe { 0 } else { POISON };
-        let len = bytes(n).min(POISON_CHECK);
-        let link = core::mem::size_of::<usize>();
-        // SAFETY: the block is len >= 16 bytes long and ours (contract).
-        let tail = unsafe { core::slice::from_raw_parts(p.as_ptr().add(link), len - link) };
-        if tail.iter().all(|&b| b == want) {
+        let want = u64::from_ne_bytes([if self.cfg.wipe { 0 } else { POISON }; 8]);
+        // Whole words after the link word (blocks are granules, so 8-byte aligned).
+        let words = bytes(n).min(POISON_CHECK) / 8;
+        // SAFETY: the block is at least `words` words long, aligned, and ours (contract).
+        let tail =
+            unsafe { core::slice::from_raw_parts(p.as_ptr().cast::<u64>().add(1), words - 1) };
+        if tail.iter().fold(0, |acc, &w| acc | (w ^ want)) == 0 {
             Ok(())
         } else {
             misuse(p.addr().get(), WRITE_AFTER_FREE)
@@ -568,10 +569,25 @@ impl HeapCore {
             if self.cfg.owner == 0 {
                 self.cfg.owner = pagemap::next_owner();
             }
-            let (base, off, map_len) =
-                mmap::map_aligned(len, pagemap::ALIGN).map_err(|_| Fail::Os)?;
-            // SAFETY: a fresh zeroed mapping, aligned, owned by this heap.
-            let c = unsafe { Chunk::init(base, len, true, 0, self.cfg.checked) };
+            // A cached mapping that happens to be aligned (one a paged chunk left), else a
+            // fresh one. Arena chunks have exact sizes; a checked heap takes up to 4x.
+            let room = self.cfg.limit.saturating_sub(self.mapped);
+            let max = if self.cfg.arena {
+                len
+            } else {
+                len.saturating_mul(4).min(room)
+            };
+            let (base, len, dirty, off, map_len) = match cache::take(len, max, pagemap::ALIGN) {
+                Some(m) => (m.base, m.len, m.dirty, 0, m.len),
+                None => {
+                    let (base, off, map_len) =
+                        mmap::map_aligned(len, pagemap::ALIGN).map_err(|_| Fail::Os)?;
+                    (base, len, 0, off, map_len)
+                }
+            };
+            // SAFETY: a whole mapping of len bytes (or the aligned part of an over-aligned
+            // one), aligned, owned by this heap; everything past `dirty` is still zero.
+            let c = unsafe { Chunk::init(base, len, true, dirty, self.cfg.checked) };
             // SAFETY: c is live and not yet published; these fields are written once here.
             unsafe {
                 let h = c.h();
@@ -591,7 +607,7 @@ impl HeapCore {
         // A mapping a dropped heap left in the process cache, if one fits (up to 4x the size
         // asked for, within the limit); else a fresh one.
         let room = self.cfg.limit.saturating_sub(self.mapped);
-        let (base, len, dirty) = match cache::take(len, len.saturating_mul(4).min(room)) {
+        let (base, len, dirty) = match cache::take(len, len.saturating_mul(4).min(room), 1) {
             Some(m) => (m.base, m.len, m.dirty),
             None => (mmap::map(len).map_err(|_| Fail::Os)?, len, 0),
         };
@@ -1297,10 +1313,14 @@ unsafe fn release_chunk(c: Chunk) {
         let dirty = ((*c.h()).clean as usize) << GRANULE_SHIFT;
         #[cfg(feature = "mmap")]
         if (*c.h()).paged {
-            // Paged chunk: out of the page map, then the whole (over-aligned) mapping goes.
+            // Paged chunk: out of the page map first (so nobody finds it there once another heap
+            // reuses the mapping), then to the cache if it is a whole mapping, else to the OS.
             let (off, map_len) = ((*c.h()).map_off, (*c.h()).map_len);
             crate::region::pagemap::remove(c.base(), len);
-            crate::region::mmap::unmap(c.base().sub(off), map_len);
+            let whole = off == 0 && map_len == len;
+            if !(whole && crate::region::cache::put(c.base(), len, dirty)) {
+                crate::region::mmap::unmap(c.base().sub(off), map_len);
+            }
             return;
         }
         #[cfg(feature = "mmap")]

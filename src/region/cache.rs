@@ -55,8 +55,9 @@ pub(crate) unsafe fn put(base: NonNull<u8>, len: usize, dirty: usize) -> bool {
     false
 }
 
-/// Takes a cached mapping of at least `min` and at most `max` bytes, if one is there.
-pub(crate) fn take(min: usize, max: usize) -> Option<Cached> {
+/// Takes a cached mapping of at least `min` and at most `max` bytes whose base is a multiple
+/// of `align`, if one is there.
+pub(crate) fn take(min: usize, max: usize, align: usize) -> Option<Cached> {
     for slot in &CACHE {
         if slot.load(Relaxed).is_null() {
             continue;
@@ -74,7 +75,7 @@ pub(crate) fn take(min: usize, max: usize) -> Option<Cached> {
                 base.cast::<usize>().add(1).read(),
             )
         };
-        if len >= min && len <= max {
+        if len >= min && len <= max && base.addr().get().is_multiple_of(align) {
             HITS.fetch_add(1, Relaxed);
             return Some(Cached { base, len, dirty });
         }
