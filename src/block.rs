@@ -112,6 +112,9 @@ impl Chunk {
             len.is_multiple_of(GRANULE) && granules <= MAX_CHUNK_GRANULES && first < granules
         );
         let hdr = base.cast::<ChunkHeader>();
+        // A mapping from the process cache may hold a freed heap's blocks where this chunk's
+        // metadata goes.
+        crate::vg::defined(base.as_ptr(), first * GRANULE);
         // SAFETY: the caller gives exclusive, aligned, writable memory at least this large.
         unsafe {
             hdr.write(ChunkHeader {
@@ -393,8 +396,12 @@ impl Chunk {
         // SAFETY: node and footer are inside the span the caller owns; u32 at 4-byte aligned
         // offsets of 16-byte granules.
         unsafe {
-            self.field(g, NodeField::Size).write(size);
-            self.ptr(g + size).cast::<u32>().sub(1).write(size);
+            let node = self.field(g, NodeField::Size);
+            let footer = self.ptr(g + size).cast::<u32>().sub(1);
+            crate::vg::defined(node.as_ptr().cast(), 4);
+            crate::vg::defined(footer.as_ptr().cast(), 4);
+            node.write(size);
+            footer.write(size);
         }
     }
 
@@ -436,7 +443,11 @@ impl Chunk {
     #[inline]
     pub unsafe fn put(self, g: Gran, f: NodeField, v: u32) {
         // SAFETY: see the contract.
-        unsafe { self.field(g, f).write(v) }
+        unsafe {
+            let p = self.field(g, f);
+            crate::vg::defined(p.as_ptr().cast(), 4);
+            p.write(v)
+        }
     }
 }
 

@@ -17,6 +17,7 @@ use crate::block::{
 use crate::error::{Fail, HeapError, Misuse};
 use crate::index;
 use crate::quick::{QUICK_MAX, Quick};
+use crate::vg;
 use core::ptr::NonNull;
 
 /// The largest alignment served. Bigger alignments get `AllocError`.
@@ -144,6 +145,8 @@ pub(crate) struct HeapCore {
     pub quick: Quick,
     /// Allocations refused because they would pass the budget.
     pub refused: usize,
+    /// The heap's memcheck pool key (feature `valgrind`; 0 until first used).
+    pub vg_pool: usize,
 }
 
 /// A block handed out: where it starts and how many bytes it spans.
@@ -186,6 +189,7 @@ impl HeapCore {
             free_blocks: 0,
             quick: Quick::new(),
             refused: 0,
+            vg_pool: 0,
         }
     }
 
@@ -276,10 +280,15 @@ impl HeapCore {
         if align > MAX_ALIGN {
             return Err(Fail::Unsupported);
         }
-        if self.cfg.checked {
-            return self.alloc_checked(size, align, zero);
+        let r = if self.cfg.checked {
+            self.alloc_checked(size, align, zero)
+        } else {
+            self.alloc_block(size, align, zero)
+        };
+        if let Ok(b) = &r {
+            vg::give(&mut self.vg_pool, b.cast::<u8>().as_ptr(), b.len(), zero);
         }
-        self.alloc_block(size, align, zero)
+        r
     }
 
     /// Checked mode: a block with room for the tag, marked used and sealed; its length is
@@ -308,6 +317,7 @@ impl HeapCore {
         if n as usize <= QUICK_MAX {
             // SAFETY: the lists hold only blocks of this live heap.
             if let Some(p) = unsafe { self.quick.pop(n as usize, align) } {
+                vg::defined(p.as_ptr(), bytes(n));
                 self.used(n);
                 if self.cfg.checked {
                     // SAFETY: the block was on a quick list: poisoned past its link word.
@@ -488,6 +498,8 @@ impl HeapCore {
     #[inline]
     unsafe fn hand_out(&mut self, c: Chunk, g: Gran, n: Gran, zero: bool) -> Block {
         self.used(n);
+        // SAFETY: the span is inside c.
+        vg::defined(unsafe { c.ptr(g) }.as_ptr(), bytes(n));
         // SAFETY: the span is inside c and now belongs to the caller being served.
         unsafe {
             let h = c.h();
@@ -885,10 +897,16 @@ impl HeapCore {
     unsafe fn scrub(&self, c: Chunk, g: Gran, n: Gran) {
         // SAFETY: the span is inside c and the heap's again.
         unsafe {
+            let (p, len) = (c.ptr(g).as_ptr(), bytes(n));
             if self.cfg.wipe {
-                core::ptr::write_bytes(c.ptr(g).as_ptr(), 0, bytes(n));
+                vg::defined(p, len);
+                core::ptr::write_bytes(p, 0, len);
+                vg::noaccess(p, len);
             } else if self.cfg.checked {
-                core::ptr::write_bytes(c.ptr(g).as_ptr(), POISON, bytes(n).min(POISON_MAX));
+                let len = len.min(POISON_MAX);
+                vg::defined(p, len);
+                core::ptr::write_bytes(p, POISON, len);
+                vg::noaccess(p, len);
             }
         }
     }
@@ -902,7 +920,10 @@ impl HeapCore {
     unsafe fn free_block(&mut self, c: Chunk, g: Gran, n: Gran) {
         self.in_use -= bytes(n);
         // SAFETY: forwarded contract.
-        unsafe { self.scrub(c, g, n) };
+        unsafe {
+            self.scrub(c, g, n);
+            vg::take(self.vg_pool, c.ptr(g).as_ptr());
+        }
         if self.cfg.quick && self.quick.admits(n as usize, self.in_use, self.peak) {
             // SAFETY: the pointer is rebuilt from the chunk base; the block is ours again.
             unsafe { self.quick.push(c.ptr(g), n as usize) };
@@ -1102,7 +1123,11 @@ impl HeapCore {
             // SAFETY: g..g+n_old is the caller's block in c.
             if unsafe { self.extend_in_place(c, g, n_old, n_new) } {
                 // SAFETY: bytes old..n_new granules are inside the caller's (grown) block.
-                unsafe { settle_tail(c, g, old, n_new, zero) };
+                unsafe {
+                    vg::defined(c.ptr(g + n_old).as_ptr(), bytes(n_new - n_old));
+                    settle_tail(c, g, old, n_new, zero);
+                    vg::resize(self.vg_pool, ptr.as_ptr(), old, new, zero);
+                }
                 // SAFETY: g..g+n_new is the caller's block in c.
                 return Ok(unsafe { self.resized(c, g, n_old, n_new, new, align) });
             }
@@ -1228,6 +1253,7 @@ impl HeapCore {
             }
             return Ok(b);
         }
+        vg::resize(self.vg_pool, ptr.as_ptr(), old, new, false);
         if n_new < n_old {
             self.in_use -= bytes(n_old - n_new);
             // SAFETY: the tail is part of the caller's block, which it gives up.
@@ -1246,6 +1272,7 @@ impl HeapCore {
     /// The peak restarts from zero.
     pub(crate) fn reset(&mut self, warm: usize) {
         self.quick.clear();
+        vg::forget_all(&mut self.vg_pool);
         let mut cur = self.head.take();
         let mut tail: Option<Chunk> = None;
         let (mut kept, mut meta, mut chunks) = (0usize, 0usize, 0usize);
@@ -1258,7 +1285,10 @@ impl HeapCore {
                 let len = (*h).len;
                 if self.cfg.wipe {
                     let from = (*h).first;
-                    core::ptr::write_bytes(c.ptr(from).as_ptr(), 0, bytes((*h).frontier - from));
+                    let (p, len) = (c.ptr(from).as_ptr(), bytes((*h).frontier - from));
+                    vg::defined(p, len);
+                    core::ptr::write_bytes(p, 0, len);
+                    vg::noaccess(p, len);
                 }
                 if kept + len <= warm || !(*h).mapped {
                     c.clear_blocks();
@@ -1289,6 +1319,7 @@ impl HeapCore {
     /// Unmaps every chunk this heap mapped.
     pub(crate) fn release_all(&mut self) {
         self.quick.clear();
+        vg::forget_all(&mut self.vg_pool);
         let mut cur = self.head.take();
         while let Some(c) = cur {
             // SAFETY: c is live until unmapped here; its fields are read first.
@@ -1322,6 +1353,10 @@ unsafe fn release_chunk(c: Chunk) {
                 crate::region::mmap::unmap(c.base().sub(off), map_len);
             }
             return;
+        }
+        if !mapped {
+            // A caller's buffer goes back to its owner: every byte addressable again (memcheck).
+            crate::vg::undefined(c.base().as_ptr(), len);
         }
         #[cfg(feature = "mmap")]
         if mapped && !crate::region::cache::put(c.base(), len, dirty) {

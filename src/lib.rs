@@ -55,6 +55,7 @@ mod region;
 mod stats;
 #[cfg(feature = "mmap")]
 mod sync;
+mod vg;
 
 pub use api::{AllocError, Heap, HeapBuilder};
 pub use error::{CheckError, HeapError};

@@ -93,6 +93,7 @@ impl Quick {
     /// long, that nobody uses and that is on no list and not free; `n <= QUICK_MAX`.
     #[inline]
     pub(crate) unsafe fn push(&mut self, p: NonNull<u8>, n: usize) {
+        crate::vg::defined(p.as_ptr(), core::mem::size_of::<usize>());
         // SAFETY: the block is ours and 16-byte aligned, room for the link.
         unsafe { p.cast::<Option<NonNull<u8>>>().write(self.heads[n]) };
         self.heads[n] = Some(p);

@@ -151,16 +151,20 @@ const FAULTS: &[(&str, &str, Plant)] = &[
             h.free(a, 24, 8);
         }
     }),
-    ("double_free_merged", "is not the start of a live block", |h, _| {
-        // Larger than the quick lists take: the first free merges it into the frontier.
-        let a = h.alloc(8000, 16);
-        // SAFETY: the second free is the fault.
-        unsafe {
-            h.free(a, 8000, 16);
-            planted(a);
-            h.free(a, 8000, 16);
-        }
-    }),
+    (
+        "double_free_merged",
+        "is not the start of a live block",
+        |h, _| {
+            // Larger than the quick lists take: the first free merges it into the frontier.
+            let a = h.alloc(8000, 16);
+            // SAFETY: the second free is the fault.
+            unsafe {
+                h.free(a, 8000, 16);
+                planted(a);
+                h.free(a, 8000, 16);
+            }
+        },
+    ),
     ("double_free_indexed", "double free", |h, _| {
         // Larger than the quick lists take, with a live block after it: it goes to the index.
         let a = h.alloc(8000, 16);
@@ -205,12 +209,16 @@ const FAULTS: &[(&str, &str, Plant)] = &[
         // SAFETY: none: a size above the one allocated (the fault).
         unsafe { h.free(a, 28, 8) }
     }),
-    ("size_smaller_same_granule", "size that does not match", |h, _| {
-        let a = h.alloc(20, 8);
-        planted(a);
-        // SAFETY: none: a size below the one allocated (the fault).
-        unsafe { h.free(a, 17, 8) }
-    }),
+    (
+        "size_smaller_same_granule",
+        "size that does not match",
+        |h, _| {
+            let a = h.alloc(20, 8);
+            planted(a);
+            // SAFETY: none: a size below the one allocated (the fault).
+            unsafe { h.free(a, 17, 8) }
+        },
+    ),
     ("size_other_granules", "size that does not match", |h, _| {
         let a = h.alloc(100, 8);
         let _b = h.alloc(100, 8);
@@ -248,18 +256,22 @@ const FAULTS: &[(&str, &str, Plant)] = &[
             h.free(a, 30, 8);
         }
     }),
-    ("corrupted_free_neighbour", "free block whose tag is corrupted", |h, _| {
-        let a = h.alloc(200, 16);
-        let b = h.alloc(8000, 16);
-        let _guard = h.alloc(16, 16);
-        // SAFETY: b is freed, then written (the fault); still heap memory.
-        unsafe {
-            h.free(b, 8000, 16);
-            b.as_ptr().add(12).cast::<u32>().write(3);
-            planted(a);
-            h.free(a, 200, 16);
-        }
-    }),
+    (
+        "corrupted_free_neighbour",
+        "free block whose tag is corrupted",
+        |h, _| {
+            let a = h.alloc(200, 16);
+            let b = h.alloc(8000, 16);
+            let _guard = h.alloc(16, 16);
+            // SAFETY: b is freed, then written (the fault); still heap memory.
+            unsafe {
+                h.free(b, 8000, 16);
+                b.as_ptr().add(12).cast::<u32>().write(3);
+                planted(a);
+                h.free(a, 200, 16);
+            }
+        },
+    ),
     ("write_after_free", "use after free", |h, _| {
         let a = h.alloc(64, 16);
         // SAFETY: a is freed, then written (the fault); still heap memory.
@@ -397,7 +409,11 @@ fn every_planted_fault_is_detected() {
         FAULTS.len() * FRONTS.len() - missed.len(),
         FAULTS.len() * FRONTS.len()
     );
-    assert!(missed.is_empty(), "undetected faults:\n{}", missed.join("\n"));
+    assert!(
+        missed.is_empty(),
+        "undetected faults:\n{}",
+        missed.join("\n")
+    );
 }
 
 /// The harness itself: correct use is not reported as a detection.

@@ -550,7 +550,9 @@ fn huge_request_on_a_limited_heap_fails_cleanly() {
 #[test]
 fn grow_that_moves_copies_exactly_the_old_bytes() {
     let _os = shared();
-    let heap = Heap::new();
+    // One chunk holds every block, so the guard is always right behind `a` (with chunks of
+    // their own, e.g. a larger mapping from the process cache, `a` could grow in place).
+    let heap = Heap::with_capacity(1 << 20).unwrap();
     for old in (1..=64).chain([100, 255, 1000, 4095, 4096, 65_537]) {
         let tag = old as u8;
         let a = alloc(&heap, old, 1);
