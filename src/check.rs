@@ -81,7 +81,8 @@ impl BitCursor {
 
 /// Checked mode: every used block's marks pair up (a start bit, then its end bit, no other
 /// start inside), no used block overlaps a free block, and every tag and canary is intact.
-/// Returns the granules in used blocks.
+/// Returns the granules in used blocks. `arena`: another thread may be deferring the free of
+/// any used block, writing its first 16 bytes, so those are not read (see `verify`).
 ///
 /// # Safety
 /// `c` is a live checked chunk with blocks in `first..frontier`.
@@ -89,6 +90,7 @@ unsafe fn check_marks(
     c: Chunk,
     first: Gran,
     frontier: Gran,
+    arena: bool,
 ) -> Result<usize, (Gran, &'static str)> {
     let mut total = 0usize;
     // SAFETY: every granule looked at lies in first..frontier of the live chunk.
@@ -121,7 +123,7 @@ unsafe fn check_marks(
             if c.next_bit(s, e + 1) <= e {
                 return Err((s, "used block overlaps a free block"));
             }
-            if !crate::heap::seal_intact(c, s, e + 1 - s) {
+            if !crate::heap::seal_intact(c, s, e + 1 - s, arena) {
                 return Err((
                     s,
                     "used block's tag or canary is corrupted (a write out of bounds)",
@@ -199,7 +201,8 @@ impl HeapCore {
                     return Err(err(b, "free block missing from the index"));
                 }
                 if (*h).checked {
-                    marked += check_marks(c, first, frontier).map_err(|(g, what)| err(g, what))?;
+                    marked += check_marks(c, first, frontier, self.cfg.arena)
+                        .map_err(|(g, what)| err(g, what))?;
                 }
                 free_granules += chunk_free;
                 free_blocks += walked;

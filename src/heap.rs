@@ -413,8 +413,20 @@ impl HeapCore {
             // padding in front back to the free set.
             let pad_max = ((align >> GRANULE_SHIFT) - 1) as Gran;
             let g = index::first_fit(c, n.checked_add(pad_max)?)?;
-            let s = c.get(g, Size);
             let a = self.aligned_granule(c, g, align);
+            Some(self.carve(c, g, a, n, zero))
+        }
+    }
+
+    /// Hands out `a..a+n` from free block `g` (`g <= a`, `a + n <=` its end), giving the
+    /// padding before and the tail after back to the free set.
+    ///
+    /// # Safety
+    /// `g` is a free block of live chunk `c` that holds `a..a+n`.
+    unsafe fn carve(&mut self, c: Chunk, g: Gran, a: Gran, n: Gran, zero: bool) -> Block {
+        // SAFETY: forwarded contract; the pieces lie inside the free block.
+        unsafe {
+            let s = c.get(g, Size);
             let pad = a - g;
             if pad > 0 {
                 self.resize_free(c, g, s, pad);
@@ -426,8 +438,34 @@ impl HeapCore {
             } else {
                 self.take_free(c, g, s);
             }
-            Some(self.hand_out(c, a, n, zero))
+            self.hand_out(c, a, n, zero)
         }
+    }
+
+    /// Out of memory for an alignment above a granule: the usual search asks for room for the
+    /// worst padding, so a free block that holds the request at its actual padding may have
+    /// been passed over. Tries each free block of at least `n` granules in address order.
+    /// O(k log n) for k candidates; only run before reporting out of memory.
+    #[cold]
+    fn alloc_aligned_exact(&mut self, n: Gran, align: usize, zero: bool) -> Option<Block> {
+        let mut cur = self.head;
+        while let Some(c) = cur {
+            // SAFETY: chunks in the list are live; candidates come from the index.
+            unsafe {
+                if !(*c.h()).single {
+                    let mut from = (*c.h()).first;
+                    while let Some(g) = index::first_fit_from(c, n, from) {
+                        let a = self.aligned_granule(c, g, align);
+                        if a as u64 + n as u64 <= g as u64 + c.get(g, Size) as u64 {
+                            return Some(self.carve(c, g, a, n, zero));
+                        }
+                        from = g + 1;
+                    }
+                }
+                cur = (*c.h()).next;
+            }
+        }
+        None
     }
 
     /// Cuts `n` granules at `align` from one chunk's frontier, if it has room. O(1).
@@ -528,11 +566,18 @@ impl HeapCore {
             // failure is that of a fully merged heap. (While the heap can grow, the cached
             // blocks stay cached: they are bounded by the quick lists' budget, and flushing
             // them at every growth costs more than it saves.)
-            Err(e) if self.quick.blocks > 0 => {
-                self.flush();
-                return self.alloc_fit(n, align, zero).map_err(|_| e);
+            Err(e) => {
+                if self.quick.blocks > 0 {
+                    self.flush();
+                    if let Ok(b) = self.alloc_fit(n, align, zero) {
+                        return Ok(b);
+                    }
+                }
+                if align > GRANULE {
+                    return self.alloc_aligned_exact(n, align, zero).ok_or(e);
+                }
+                return Err(e);
             }
-            Err(e) => return Err(e),
         };
         // SAFETY: the chunk was just made for this request and linked in.
         unsafe { self.alloc_in(c, n, align, zero) }.ok_or(Fail::Unsupported)
@@ -738,7 +783,7 @@ impl HeapCore {
         if self.cfg.checked {
             let (c, g) = self.locate(ptr, 1)?;
             // SAFETY: c is a live chunk of this heap and g a granule of its block area.
-            let n = unsafe { self.verify(c, g, ptr.addr().get(), size, align)? };
+            let n = unsafe { self.verify(c, g, ptr.addr().get(), size, align, false)? };
             return Ok((c, g, n));
         }
         let Ok(n) = granules(size) else {
@@ -752,6 +797,10 @@ impl HeapCore {
     /// exactly `size` bytes at `align`, with its tag and canary intact and well-formed free
     /// neighbours? Returns its granules. O(1) plus O(n / 64) to find its end in the bitmap.
     ///
+    /// `deferred`: the block's first granule was overwritten by a deferred free (another
+    /// thread's, see `sync`): its bytes are not checked, and a one-granule block (whose tag was
+    /// there) is checked only for its granule count.
+    ///
     /// # Safety
     /// `c` is a live checked chunk of this heap, `g` a granule of its block area.
     #[inline(never)]
@@ -762,6 +811,7 @@ impl HeapCore {
         addr: usize,
         size: usize,
         align: usize,
+        deferred: bool,
     ) -> Result<Gran, Fail> {
         // SAFETY: c is live and checked; every granule read lies below its frontier.
         unsafe {
@@ -774,13 +824,26 @@ impl HeapCore {
                 return misuse(addr, BAD_TAG);
             }
             let n = e + 1 - g;
+            if deferred && n == 1 {
+                if granules(size.saturating_add(TAG)) != Ok(1) || !is_aligned(addr, align) {
+                    return misuse(addr, BAD_SIZE);
+                }
+                self.check_neighbours(c, g, n, addr)?;
+                return Ok(n);
+            }
             let (true_size, true_align) = unseal(c, g, n).ok_or_else(|| corrupt(addr, BAD_TAG))?;
             let block = c.ptr(g).as_ptr();
             let canary =
                 core::slice::from_raw_parts(block.add(true_size), bytes(n) - TAG - true_size);
+            let skip = if deferred {
+                GRANULE.saturating_sub(true_size)
+            } else {
+                0
+            };
             if canary
                 .iter()
                 .enumerate()
+                .skip(skip)
                 .any(|(i, &b)| b != CANARY ^ i as u8)
             {
                 return misuse(addr, BAD_CANARY);
@@ -872,6 +935,31 @@ impl HeapCore {
         let (c, g, n) = self.find(ptr, size, align)?;
         // SAFETY: find checked that g..g+n is a block inside c's block area.
         unsafe { self.retire(c, g, n) };
+        Ok(())
+    }
+
+    /// Frees a block another thread gave up while this heap was busy (`sync`'s deferred frees):
+    /// as `dealloc`, but its first 16 bytes hold the deferral, not the caller's data.
+    ///
+    /// # Safety
+    /// As for `dealloc`.
+    pub(crate) unsafe fn dealloc_deferred(
+        &mut self,
+        ptr: NonNull<u8>,
+        size: usize,
+        align: usize,
+    ) -> Result<(), Fail> {
+        if !self.cfg.checked {
+            // SAFETY: forwarded contract.
+            return unsafe { self.dealloc(ptr, size, align) };
+        }
+        let (c, g) = self.locate(ptr, 1)?;
+        // SAFETY: c is a live chunk of this heap and g a granule of its block area; then
+        // g..g+n is a verified block of c.
+        unsafe {
+            let n = self.verify(c, g, ptr.addr().get(), size, align, true)?;
+            self.retire(c, g, n);
+        }
         Ok(())
     }
 
@@ -1416,18 +1504,28 @@ unsafe fn unseal(c: Chunk, g: Gran, n: Gran) -> Option<(usize, usize)> {
     Some((end - dist, 1 << log))
 }
 
-/// Checked mode: is block `g..g+n`'s tag well formed and its canary intact?
+/// Checked mode: is block `g..g+n`'s tag well formed and its canary intact? `skip_first`: the
+/// block's first granule may be being overwritten by a deferred free (arenas): its bytes are not
+/// read (a one-granule block is not checked).
 ///
 /// # Safety
 /// `g..g+n` is a block of live chunk `c`.
-pub(crate) unsafe fn seal_intact(c: Chunk, g: Gran, n: Gran) -> bool {
+pub(crate) unsafe fn seal_intact(c: Chunk, g: Gran, n: Gran, skip_first: bool) -> bool {
+    if skip_first && n == 1 {
+        return true;
+    }
     // SAFETY: the tag and canary lie in the block's last granule.
     unsafe {
         let Some((size, _)) = unseal(c, g, n) else {
             return false;
         };
         let p = c.ptr(g).as_ptr();
-        (0..bytes(n) - TAG - size).all(|i| p.add(size + i).read() == CANARY ^ i as u8)
+        let from = if skip_first {
+            GRANULE.saturating_sub(size)
+        } else {
+            0
+        };
+        (from..bytes(n) - TAG - size).all(|i| p.add(size + i).read() == CANARY ^ i as u8)
     }
 }
 

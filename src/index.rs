@@ -293,6 +293,37 @@ pub(crate) unsafe fn first_fit(c: Chunk, size: Gran) -> Option<Gran> {
     }
 }
 
+/// The lowest-addressed free block at or after granule `from` with at least `size` granules,
+/// if any. Expected O(log n): a bounded search down the left spine of the keys `>= from`,
+/// then one first-fit descent.
+///
+/// # Safety
+/// `c` is live.
+pub(crate) unsafe fn first_fit_from(c: Chunk, size: Gran, from: Gran) -> Option<Gran> {
+    /// # Safety
+    /// `t` is 0 or an index node of live chunk `c`.
+    unsafe fn go(c: Chunk, t: Gran, size: Gran, from: Gran) -> Option<Gran> {
+        // SAFETY: every node reached is an index node.
+        unsafe {
+            if t == 0 || max_of(c, t) < size {
+                return None;
+            }
+            if t < from {
+                return go(c, c.get(t, Right), size, from);
+            }
+            if let Some(x) = go(c, c.get(t, Left), size, from) {
+                return Some(x);
+            }
+            if c.get(t, Size) >= size {
+                return Some(t);
+            }
+            go(c, c.get(t, Right), size, from)
+        }
+    }
+    // SAFETY: the root is 0 or an index node.
+    unsafe { go(c, root(c).read(), size, from) }
+}
+
 /// The free block with the greatest key `<= g`, if any (checked mode: is a pointer inside a
 /// free block?).
 ///

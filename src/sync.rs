@@ -21,7 +21,7 @@
 use crate::api::{AllocError, edge};
 use crate::error::{CheckError, Fail, Misuse};
 use crate::heap::FOREIGN;
-use crate::heap::{Block, CHECKED_DEFAULT, Config, HeapCore};
+use crate::heap::{Block, Config, HeapCore};
 use crate::region::pagemap;
 use crate::stats::Stats;
 use core::alloc::Layout;
@@ -89,13 +89,74 @@ struct Arena {
     id: AtomicUsize,
     core: UnsafeCell<HeapCore>,
     /// Blocks freed by threads that could not take the lock: a lock-free stack linked through
-    /// the blocks (first word: next block, second word: size in bytes).
+    /// the blocks (first word: next block, second word: size in bytes, log2 of the alignment
+    /// in its top 6 bits).
     remote: AtomicPtr<u8>,
+    /// A misuse found while merging deferred frees aborts (the global allocator) instead of
+    /// panicking.
+    abort: bool,
 }
 
+#[cfg(feature = "std")]
+std::thread_local! {
+    /// How many calls into a `SyncHeap` this thread is inside (const-initialised, no
+    /// destructor: reading it never allocates).
+    static DEPTH: core::cell::Cell<u32> = const { core::cell::Cell::new(0) };
+}
+
+/// This thread is inside the allocator for the guard's life. `reentrant`: it already was (a
+/// signal handler that interrupted an allocation, or an allocation from inside one): then it
+/// must never wait for a lock, which may be the one it holds. Without `std` there is no
+/// thread-local to tell, and `reentrant` is false.
+struct Inside {
+    reentrant: bool,
+}
+
+impl Inside {
+    #[inline]
+    fn enter() -> Inside {
+        #[cfg(feature = "std")]
+        let reentrant = DEPTH
+            .try_with(|d| {
+                let v = d.get();
+                d.set(v + 1);
+                v > 0
+            })
+            .unwrap_or(false);
+        #[cfg(not(feature = "std"))]
+        let reentrant = false;
+        Inside { reentrant }
+    }
+}
+
+impl Drop for Inside {
+    #[inline]
+    fn drop(&mut self) {
+        #[cfg(feature = "std")]
+        let _ = DEPTH.try_with(|d| d.set(d.get().saturating_sub(1)));
+    }
+}
+
+/// Stops the program for a misuse found inside the allocator: an abort for the global
+/// allocator (which must not unwind), else a panic.
+#[cold]
+fn stop(m: Misuse, abort: bool) -> ! {
+    if abort {
+        abort_misuse(m)
+    }
+    crate::api::misuse(m)
+}
+
+/// Rounds of trying every arena's lock before a re-entered allocation gives up.
+const REENTRANT_ROUNDS: usize = 256;
+
+/// Bit position of the alignment in a deferred free's size word.
+const ALIGN_SHIFT_IN_SIZE: u32 = usize::BITS - 6;
+
 impl Arena {
-    const fn new() -> Arena {
+    const fn new(abort: bool) -> Arena {
         Arena {
+            abort,
             lock: SpinLock::new(),
             id: AtomicUsize::new(0),
             core: UnsafeCell::new(HeapCore::new(Config {
@@ -128,11 +189,18 @@ impl Arena {
         while let Some(b) = NonNull::new(p) {
             // SAFETY: a remote block's first two words were written by `push_remote`, through a
             // pointer derived from its chunk's base; the block is ours to free now.
-            unsafe {
+            let r = unsafe {
                 p = b.cast::<*mut u8>().read();
-                let size = b.cast::<usize>().add(1).read();
-                // (Only unchecked arenas push remote frees, and they do not read the alignment.)
-                let _ = core.dealloc(b, size, 1);
+                let word = b.cast::<usize>().add(1).read();
+                let size = word & ((1 << ALIGN_SHIFT_IN_SIZE) - 1);
+                let align = 1 << (word >> ALIGN_SHIFT_IN_SIZE);
+                core.dealloc_deferred(b, size, align)
+            };
+            if let Err(Fail::Misuse(m)) = r {
+                // A misuse another thread committed, found now (checked mode): stop the
+                // program. The lock goes first, so a panic does not leave the arena locked.
+                self.lock.unlock();
+                stop(m, self.abort);
             }
         }
         f(core)
@@ -143,9 +211,10 @@ impl Arena {
     /// # Safety
     /// `b` is a live block of this arena (pointer with its chunk's provenance), at least 16
     /// bytes, that nobody uses any more.
-    unsafe fn push_remote(&self, b: NonNull<u8>, size: usize) {
+    unsafe fn push_remote(&self, b: NonNull<u8>, size: usize, align: usize) {
+        let word = size | (align.trailing_zeros() as usize) << ALIGN_SHIFT_IN_SIZE;
         // SAFETY: the block is ours and at least one 16-byte granule long.
-        unsafe { b.cast::<usize>().add(1).write(size) };
+        unsafe { b.cast::<usize>().add(1).write(word) };
         let mut head = self.remote.load(Relaxed);
         loop {
             // SAFETY: as above; the link is rewritten before each publication attempt.
@@ -202,7 +271,14 @@ impl SyncHeap {
     /// An empty heap. `const`: it maps nothing until first used.
     pub const fn new() -> SyncHeap {
         SyncHeap {
-            arenas: [const { Arena::new() }; ARENAS],
+            arenas: [const { Arena::new(false) }; ARENAS],
+        }
+    }
+
+    /// The global allocator's heap: a misuse found later (in a deferred free) aborts.
+    const fn for_global() -> SyncHeap {
+        SyncHeap {
+            arenas: [const { Arena::new(true) }; ARENAS],
         }
     }
 
@@ -237,24 +313,32 @@ impl SyncHeap {
     }
 
     /// Runs `f` in the first arena (from this thread's home) whose lock is free, or waits for
-    /// the home arena.
-    fn with_any<R>(&self, f: impl FnOnce(&mut HeapCore) -> R) -> R {
+    /// the home arena. Re-entered (see `Inside`), it never waits for one lock (it may be the one
+    /// this thread holds): it keeps trying every arena for a while, then gives up (`None`).
+    fn with_any<R>(&self, reentrant: bool, f: impl FnOnce(&mut HeapCore) -> R) -> Option<R> {
         let home = Self::home();
-        for k in 0..ARENAS {
-            let a = &self.arenas[(home + k) % ARENAS];
-            if a.lock.try_lock() {
-                // SAFETY: we hold a's lock until after the call.
-                let r = unsafe { a.locked(f) };
-                a.lock.unlock();
-                return r;
+        let rounds = if reentrant { REENTRANT_ROUNDS } else { 1 };
+        for _ in 0..rounds {
+            for k in 0..ARENAS {
+                let a = &self.arenas[(home + k) % ARENAS];
+                if a.lock.try_lock() {
+                    // SAFETY: we hold a's lock until after the call.
+                    let r = unsafe { a.locked(f) };
+                    a.lock.unlock();
+                    return Some(r);
+                }
             }
+            core::hint::spin_loop();
+        }
+        if reentrant {
+            return None;
         }
         let a = &self.arenas[home];
         a.lock.lock();
         // SAFETY: we hold a's lock until after the call.
         let r = unsafe { a.locked(f) };
         a.lock.unlock();
-        r
+        Some(r)
     }
 
     /// The arena that owns the block at `addr` and the block's pointer rebuilt from its
@@ -281,7 +365,11 @@ impl SyncHeap {
     }
 
     pub(crate) fn alloc_raw(&self, layout: Layout, zero: bool) -> Result<Block, Fail> {
-        self.with_any(|c| c.alloc(layout.size(), layout.align(), zero))
+        let inside = Inside::enter();
+        self.with_any(inside.reentrant, |c| {
+            c.alloc(layout.size(), layout.align(), zero)
+        })
+        .unwrap_or(Err(Fail::Os))
     }
 
     /// # Safety
@@ -291,15 +379,8 @@ impl SyncHeap {
         if size == 0 {
             return Ok(());
         }
+        let _in = Inside::enter();
         let (a, p) = self.owner(ptr.addr().get())?;
-        if CHECKED_DEFAULT {
-            // Checked mode verifies every free against the arena's marks, under its lock.
-            a.lock.lock();
-            // SAFETY: we hold a's lock until after the call; the caller's contract.
-            let r = unsafe { a.locked(|c| c.dealloc(p, size, align)) };
-            a.lock.unlock();
-            return r;
-        }
         // A block of this thread's home arena is freed at once if the lock is free; a block of
         // another arena (allocated by another thread, typically) goes onto that arena's remote
         // list, so this thread never touches the other arena's lock or state.
@@ -310,7 +391,7 @@ impl SyncHeap {
             return r;
         }
         // SAFETY: p is the caller's live block, rebuilt with its chunk's provenance.
-        unsafe { a.push_remote(p, size) };
+        unsafe { a.push_remote(p, size, align) };
         Ok(())
     }
 
@@ -332,8 +413,28 @@ impl SyncHeap {
         if old.size() == 0 {
             return self.alloc_raw(new, zero);
         }
+        let inside = Inside::enter();
         let (a, p) = self.owner(ptr.addr().get())?;
-        a.lock.lock();
+        if inside.reentrant {
+            // Re-entered: the owner's lock may be the one this thread holds, so never wait for
+            // it. If it is busy, move the block: a new one from any free arena, the bytes
+            // copied, the old one freed through the owner's deferred list.
+            if !a.lock.try_lock() {
+                let b = self
+                    .with_any(true, |c| c.alloc(new.size(), new.align(), zero))
+                    .unwrap_or(Err(Fail::Os))?;
+                // SAFETY: the old block is the caller's (contract) and the new one is distinct
+                // and at least as long as what is copied; then the old one is given up.
+                unsafe {
+                    let keep = old.size().min(new.size());
+                    core::ptr::copy_nonoverlapping(p.as_ptr(), b.cast::<u8>().as_ptr(), keep);
+                    a.push_remote(p, old.size(), old.align());
+                }
+                return Ok(b);
+            }
+        } else {
+            a.lock.lock();
+        }
         // SAFETY: we hold a's lock until after the call; the caller's contract.
         let r = unsafe {
             a.locked(|c| {
@@ -519,7 +620,7 @@ impl GlobalHeap {
     /// The global heap; maps nothing until the first allocation.
     pub const fn new() -> GlobalHeap {
         GlobalHeap {
-            heap: SyncHeap::new(),
+            heap: SyncHeap::for_global(),
             forks: AtomicBool::new(false),
         }
     }

@@ -40,7 +40,7 @@ pub(crate) fn edge<T>(r: Result<T, Fail>) -> Result<T, AllocError> {
 #[cold]
 #[inline(never)]
 #[track_caller]
-fn misuse(m: Misuse) -> ! {
+pub(crate) fn misuse(m: Misuse) -> ! {
     panic!("{m}")
 }
 
