@@ -548,6 +548,13 @@ impl SyncHeap {
         t
     }
 
+    /// Is this heap in checked mode? `SyncHeap` and `GlobalHeap` follow the build's default:
+    /// on with debug assertions or the `checked` feature (see
+    /// [`HeapBuilder::checked`](crate::HeapBuilder::checked)).
+    pub fn is_checked(&self) -> bool {
+        crate::heap::CHECKED_DEFAULT
+    }
+
     /// Checks every arena (see [`Heap::check`](crate::Heap::check)).
     pub fn check(&self) -> Result<(), CheckError> {
         self.each(|c| c.check()).collect()

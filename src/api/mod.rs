@@ -134,8 +134,9 @@ impl Heap {
     }
 
     /// Allocates a block for `layout`. Zero-size layouts get a dangling, aligned pointer and use
-    /// no memory. The returned length is the block's size (the request rounded up to 16 bytes);
-    /// `deallocate` accepts any size between the requested one and that length.
+    /// no memory. The returned length is the block's size (the request rounded up to 16 bytes),
+    /// or exactly the request in checked mode ([`HeapBuilder::checked`], which adds a 2-byte tag
+    /// to each block); `deallocate` accepts any size between the requested one and that length.
     ///
     /// Expected O(log n) in the number of free blocks (first fit in an address-ordered index),
     /// O(1) while nothing fits below the frontier, plus O(c) over the chunks (few: they grow
@@ -362,7 +363,8 @@ impl HeapBuilder {
         self
     }
 
-    /// A hard limit on bytes **in use** (blocks handed out, each counted at its size rounded up
+    /// A hard limit on bytes **in use** (blocks handed out, each counted at its size (plus the
+    /// 2-byte tag in checked mode) rounded up
     /// to 16 bytes; a grow that moves counts the old and the new block while both exist). An
     /// allocation that would pass it fails with `AllocError` and changes nothing, so fallible
     /// APIs (`Vec::try_reserve`, `Box::try_new_in`, hashbrown's `try_reserve`) return `Err` and
