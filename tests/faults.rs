@@ -34,83 +34,52 @@ fn layout(size: usize, align: usize) -> Layout {
     Layout::from_size_align(size, align).unwrap()
 }
 
-/// `&Heap` through allocator-api2's `Allocator` (the stable front end); also `BufferHeap`.
-struct Api2<'h>(&'h Heap);
+/// Implements [`Front`] for a wrapper of `&$heap` through the `Allocator` trait `$tr`.
+macro_rules! allocator_front {
+    ($(#[$m:meta])* $name:ident, $heap:ty, $tr:path) => {
+        $(#[$m])*
+        struct $name<'h>(&'h $heap);
 
-impl Front for Api2<'_> {
-    fn alloc(&self, size: usize, align: usize) -> NonNull<u8> {
-        allocator_api2::alloc::Allocator::allocate(&self.0, layout(size, align))
-            .unwrap()
-            .cast()
-    }
-    unsafe fn free(&self, p: NonNull<u8>, size: usize, align: usize) {
-        // SAFETY: none (faults under test).
-        unsafe { allocator_api2::alloc::Allocator::deallocate(&self.0, p, layout(size, align)) }
-    }
-    unsafe fn grow(&self, p: NonNull<u8>, old: usize, new: usize, align: usize) {
-        // SAFETY: none (faults under test).
-        let r = unsafe {
-            allocator_api2::alloc::Allocator::grow(
-                &self.0,
-                p,
-                layout(old, align),
-                layout(new, align),
-            )
-        };
-        r.unwrap();
-    }
+        $(#[$m])*
+        impl Front for $name<'_> {
+            fn alloc(&self, size: usize, align: usize) -> NonNull<u8> {
+                use $tr as A;
+                A::allocate(&self.0, layout(size, align)).unwrap().cast()
+            }
+            unsafe fn free(&self, p: NonNull<u8>, size: usize, align: usize) {
+                use $tr as A;
+                // SAFETY: none (faults under test).
+                unsafe { A::deallocate(&self.0, p, layout(size, align)) }
+            }
+            unsafe fn grow(&self, p: NonNull<u8>, old: usize, new: usize, align: usize) {
+                use $tr as A;
+                // SAFETY: none (faults under test).
+                let r = unsafe { A::grow(&self.0, p, layout(old, align), layout(new, align)) };
+                r.unwrap();
+            }
+        }
+    };
 }
 
-/// `&Heap` through core's `Allocator` (feature `nightly`).
-#[cfg(feature = "nightly")]
-struct Core<'h>(&'h Heap);
-
-#[cfg(feature = "nightly")]
-impl Front for Core<'_> {
-    fn alloc(&self, size: usize, align: usize) -> NonNull<u8> {
-        core::alloc::Allocator::allocate(&self.0, layout(size, align))
-            .unwrap()
-            .cast()
-    }
-    unsafe fn free(&self, p: NonNull<u8>, size: usize, align: usize) {
-        // SAFETY: none (faults under test).
-        unsafe { core::alloc::Allocator::deallocate(&self.0, p, layout(size, align)) }
-    }
-    unsafe fn grow(&self, p: NonNull<u8>, old: usize, new: usize, align: usize) {
-        // SAFETY: none (faults under test).
-        let r = unsafe {
-            core::alloc::Allocator::grow(&self.0, p, layout(old, align), layout(new, align))
-        };
-        r.unwrap();
-    }
-}
-
-/// `&SyncHeap` (and `SharedHeap`, which derefs to it) through allocator-api2.
-struct Sync<'h>(&'h SyncHeap);
-
-impl Front for Sync<'_> {
-    fn alloc(&self, size: usize, align: usize) -> NonNull<u8> {
-        allocator_api2::alloc::Allocator::allocate(&self.0, layout(size, align))
-            .unwrap()
-            .cast()
-    }
-    unsafe fn free(&self, p: NonNull<u8>, size: usize, align: usize) {
-        // SAFETY: none (faults under test).
-        unsafe { allocator_api2::alloc::Allocator::deallocate(&self.0, p, layout(size, align)) }
-    }
-    unsafe fn grow(&self, p: NonNull<u8>, old: usize, new: usize, align: usize) {
-        // SAFETY: none (faults under test).
-        let r = unsafe {
-            allocator_api2::alloc::Allocator::grow(
-                &self.0,
-                p,
-                layout(old, align),
-                layout(new, align),
-            )
-        };
-        r.unwrap();
-    }
-}
+allocator_front!(
+    /// `&Heap` through allocator-api2's `Allocator` (the stable front end); also `BufferHeap`.
+    Api2,
+    Heap,
+    allocator_api2::alloc::Allocator
+);
+allocator_front!(
+    /// `&Heap` through core's `Allocator` (feature `nightly`).
+    #[cfg(feature = "nightly")]
+    Core,
+    Heap,
+    core::alloc::Allocator
+);
+allocator_front!(
+    /// `&SyncHeap` (and `SharedHeap`, which derefs to it) through allocator-api2.
+    Sync,
+    SyncHeap,
+    allocator_api2::alloc::Allocator
+);
 
 /// `GlobalHeap` through `GlobalAlloc` (a detected misuse aborts).
 struct Global<'h>(&'h GlobalHeap);
