@@ -234,12 +234,24 @@ impl Front for GlobalFront {
 
 /// Runs `row` on a fresh heap of every kind that maps its own memory, plus a buffer heap of
 /// `buffer_len` bytes; `global` is a `GlobalHeap` static of the calling test's own.
+///
+/// The `Heap` kinds map `buffer_len` bytes up front, so a row's blocks share one chunk and sit
+/// next to each other in allocation order (with chunks of their own, say a larger mapping from
+/// the process cache, a block could grow in place where the row expects a move).
 fn every_front(buffer_len: usize, global: &'static GlobalHeap, mut row: impl FnMut(&dyn Front)) {
-    let heap = Heap::new();
+    let heap = Heap::builder().initial(buffer_len).build().unwrap();
     row(&HeapFront(&heap, "Heap"));
-    let strict = Heap::builder().quick_reuse(false).build().unwrap();
+    let strict = Heap::builder()
+        .initial(buffer_len)
+        .quick_reuse(false)
+        .build()
+        .unwrap();
     row(&HeapFront(&strict, "Heap, quick_reuse(false)"));
-    let unchecked = Heap::builder().checked(false).build().unwrap();
+    let unchecked = Heap::builder()
+        .initial(buffer_len)
+        .checked(false)
+        .build()
+        .unwrap();
     row(&HeapFront(&unchecked, "Heap, checked(false)"));
     let mut buf = buffer(buffer_len);
     let bh = Heap::from_buffer(&mut buf).unwrap();
