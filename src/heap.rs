@@ -318,11 +318,22 @@ impl HeapCore {
             // SAFETY: the lists hold only blocks of this live heap.
             if let Some(p) = unsafe { self.quick.pop(n as usize, align) } {
                 vg::defined(p.as_ptr(), bytes(n));
-                self.used(n);
                 if self.cfg.checked {
                     // SAFETY: the block was on a quick list: poisoned past its link word.
-                    unsafe { self.verify_poison(p, n)? };
+                    if let Err(e) = unsafe { self.verify_poison(p, n) } {
+                        // Written after it was freed: merge it back (poisoned again) so the
+                        // heap stays whole, then report.
+                        if let Ok((c, g)) = self.locate(p, n) {
+                            // SAFETY: a cached block is neither used nor free.
+                            unsafe {
+                                self.scrub(c, g, n);
+                                self.release(c, g, n);
+                            }
+                        }
+                        return Err(e);
+                    }
                 }
+                self.used(n);
                 if zero {
                     // SAFETY: the block is n granules long and now the caller's.
                     unsafe { core::ptr::write_bytes(p.as_ptr(), 0, bytes(n)) };
@@ -2188,6 +2199,13 @@ mod checked_tests {
             a.as_ptr().add(40).write(0);
         }
         assert_eq!(what(h.0.alloc(64, 16, false)).0, WRITE_AFTER_FREE);
+        // The damaged block went back to the free set: the heap is whole and usable.
+        h.0.check().unwrap();
+        assert_eq!(h.0.in_use, 0);
+        let b = alloc(&mut h, 64, 16);
+        // SAFETY: b is live with this layout.
+        unsafe { h.0.dealloc(b, 64, 16).unwrap() };
+        h.0.check().unwrap();
     }
 
     #[test]

@@ -21,7 +21,7 @@
 use crate::api::{AllocError, edge};
 use crate::error::{CheckError, Fail, Misuse};
 use crate::heap::FOREIGN;
-use crate::heap::{Block, Config, HeapCore};
+use crate::heap::{Block, CHECKED_DEFAULT, Config, HeapCore};
 use crate::region::pagemap;
 use crate::stats::Stats;
 use core::alloc::Layout;
@@ -76,6 +76,30 @@ impl SpinLock {
     #[inline]
     fn unlock(&self) {
         self.0.store(false, Release);
+    }
+
+    /// Takes the lock if it is free; the guard releases it, also when a panic unwinds.
+    #[inline]
+    fn try_hold(&self) -> Option<Held<'_>> {
+        // `then`, not `then_some`: a guard built for a lock not taken would release it on drop.
+        self.try_lock().then(|| Held(self))
+    }
+
+    /// Waits for the lock; the guard releases it, also when a panic unwinds.
+    #[inline]
+    fn hold(&self) -> Held<'_> {
+        self.lock();
+        Held(self)
+    }
+}
+
+/// A held [`SpinLock`], released on drop (so a panic under the lock cannot leave it held).
+struct Held<'a>(&'a SpinLock);
+
+impl Drop for Held<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.0.unlock();
     }
 }
 
@@ -167,10 +191,13 @@ impl Arena {
         }
     }
 
-    /// Runs `f` on the arena's heap. The caller holds `lock`.
+    /// Runs `f` on the arena's heap, after merging the blocks other threads deferred. If one of
+    /// those turns out to be a misuse (checked mode), the rest are still merged, then the program
+    /// stops (before `f`).
     ///
     /// # Safety
-    /// The caller holds this arena's lock for the whole call.
+    /// The caller holds this arena's lock for the whole call (a panic here unwinds through the
+    /// caller's `Held` guard, which releases it).
     unsafe fn locked<R>(&self, f: impl FnOnce(&mut HeapCore) -> R) -> R {
         // SAFETY: the lock makes this the only reference to the core.
         let core = unsafe { &mut *self.core.get() };
@@ -186,6 +213,7 @@ impl Arena {
         } else {
             self.remote.swap(null_mut(), Acquire)
         };
+        let mut bad = None;
         while let Some(b) = NonNull::new(p) {
             // SAFETY: a remote block's first two words were written by `push_remote`, through a
             // pointer derived from its chunk's base; the block is ours to free now.
@@ -197,11 +225,12 @@ impl Arena {
                 core.dealloc_deferred(b, size, align)
             };
             if let Err(Fail::Misuse(m)) = r {
-                // A misuse another thread committed, found now (checked mode): stop the
-                // program. The lock goes first, so a panic does not leave the arena locked.
-                self.lock.unlock();
-                stop(m, self.abort);
+                bad.get_or_insert(m);
             }
+        }
+        if let Some(m) = bad {
+            // A misuse another thread committed, found now (checked mode): stop the program.
+            stop(m, self.abort);
         }
         f(core)
     }
@@ -321,11 +350,9 @@ impl SyncHeap {
         for _ in 0..rounds {
             for k in 0..ARENAS {
                 let a = &self.arenas[(home + k) % ARENAS];
-                if a.lock.try_lock() {
+                if let Some(_held) = a.lock.try_hold() {
                     // SAFETY: we hold a's lock until after the call.
-                    let r = unsafe { a.locked(f) };
-                    a.lock.unlock();
-                    return Some(r);
+                    return Some(unsafe { a.locked(f) });
                 }
             }
             core::hint::spin_loop();
@@ -334,11 +361,9 @@ impl SyncHeap {
             return None;
         }
         let a = &self.arenas[home];
-        a.lock.lock();
+        let _held = a.lock.hold();
         // SAFETY: we hold a's lock until after the call.
-        let r = unsafe { a.locked(f) };
-        a.lock.unlock();
-        Some(r)
+        Some(unsafe { a.locked(f) })
     }
 
     /// The arena that owns the block at `addr` and the block's pointer rebuilt from its
@@ -354,7 +379,13 @@ impl SyncHeap {
         };
         // SAFETY: the page map holds only live arena chunks, whose `owner` field is written
         // before publication and never changes.
-        let owner = unsafe { (*crate::block::Chunk::from_base(base).h()).owner };
+        let c = unsafe { crate::block::Chunk::from_base(base) };
+        // SAFETY: as above; `len` is also written once before publication. An address in the
+        // page map's window past the chunk's end is not the chunk's.
+        let (owner, inside) = unsafe { ((*c.h()).owner, c.contains(addr)) };
+        if !inside {
+            return misuse;
+        }
         match self.arenas.iter().find(|a| a.id.load(Acquire) == owner) {
             Some(a) => Ok((
                 a,
@@ -379,16 +410,23 @@ impl SyncHeap {
         if size == 0 {
             return Ok(());
         }
-        let _in = Inside::enter();
+        let inside = Inside::enter();
         let (a, p) = self.owner(ptr.addr().get())?;
+        if CHECKED_DEFAULT && !inside.reentrant {
+            // Checked mode verifies every free before anything is written to the block, so it
+            // waits for the owner's lock (a deferral writes into the block first).
+            let _held = a.lock.hold();
+            // SAFETY: we hold a's lock until after the call; the caller's contract.
+            return unsafe { a.locked(|c| c.dealloc(p, size, align)) };
+        }
         // A block of this thread's home arena is freed at once if the lock is free; a block of
         // another arena (allocated by another thread, typically) goes onto that arena's remote
         // list, so this thread never touches the other arena's lock or state.
-        if core::ptr::eq(a, &self.arenas[Self::home()]) && a.lock.try_lock() {
+        if core::ptr::eq(a, &self.arenas[Self::home()])
+            && let Some(_held) = a.lock.try_hold()
+        {
             // SAFETY: we hold a's lock until after the call; the caller's contract.
-            let r = unsafe { a.locked(|c| c.dealloc(p, size, align)) };
-            a.lock.unlock();
-            return r;
+            return unsafe { a.locked(|c| c.dealloc(p, size, align)) };
         }
         // SAFETY: p is the caller's live block, rebuilt with its chunk's provenance.
         unsafe { a.push_remote(p, size, align) };
@@ -415,11 +453,11 @@ impl SyncHeap {
         }
         let inside = Inside::enter();
         let (a, p) = self.owner(ptr.addr().get())?;
-        if inside.reentrant {
+        let held = if inside.reentrant {
             // Re-entered: the owner's lock may be the one this thread holds, so never wait for
             // it. If it is busy, move the block: a new one from any free arena, the bytes
             // copied, the old one freed through the owner's deferred list.
-            if !a.lock.try_lock() {
+            let Some(held) = a.lock.try_hold() else {
                 let b = self
                     .with_any(true, |c| c.alloc(new.size(), new.align(), zero))
                     .unwrap_or(Err(Fail::Os))?;
@@ -431,10 +469,11 @@ impl SyncHeap {
                     a.push_remote(p, old.size(), old.align());
                 }
                 return Ok(b);
-            }
+            };
+            held
         } else {
-            a.lock.lock();
-        }
+            a.lock.hold()
+        };
         // SAFETY: we hold a's lock until after the call; the caller's contract.
         let r = unsafe {
             a.locked(|c| {
@@ -450,18 +489,18 @@ impl SyncHeap {
                 }
             })
         };
-        a.lock.unlock();
+        drop(held);
         r
     }
 
     /// Runs `f` on every arena in turn, under its lock.
     fn each<R>(&self, mut f: impl FnMut(&mut HeapCore) -> R) -> impl Iterator<Item = R> {
+        let _in = Inside::enter();
         let mut out = [const { None }; ARENAS];
         for (a, slot) in self.arenas.iter().zip(out.iter_mut()) {
-            a.lock.lock();
+            let _held = a.lock.hold();
             // SAFETY: we hold a's lock until after the call.
             *slot = Some(unsafe { a.locked(&mut f) });
-            a.lock.unlock();
         }
         out.into_iter().flatten()
     }
@@ -663,8 +702,14 @@ impl fmt::Debug for GlobalHeap {
 #[cold]
 #[inline(never)]
 fn abort_misuse(m: Misuse) -> ! {
-    // No allocation here: the message is formatted into a stack buffer (core's formatting
-    // does not allocate) and written with `write(2)`.
+    die(format_args!("{m}"))
+}
+
+/// Writes the message to stderr and aborts. No allocation: the message is formatted into a
+/// stack buffer (core's formatting does not allocate) and written with `write(2)`.
+#[cold]
+#[inline(never)]
+fn die(msg: fmt::Arguments<'_>) -> ! {
     struct Buf {
         bytes: [u8; 256],
         len: usize,
@@ -681,13 +726,33 @@ fn abort_misuse(m: Misuse) -> ! {
         bytes: [0; 256],
         len: 0,
     };
-    let _ = fmt::Write::write_fmt(&mut buf, format_args!("{m}"));
+    let _ = fmt::Write::write_fmt(&mut buf, msg);
     buf.bytes[buf.len] = b'\n';
     // SAFETY: writing our own stack buffer to stderr, then aborting; neither allocates.
     unsafe {
         libc::write(2, buf.bytes.as_ptr().cast(), buf.len + 1);
         libc::abort();
     }
+}
+
+/// Armed around every `GlobalAlloc` call and defused (forgotten) on return: if a panic (a bug;
+/// the heap's paths return errors) ever unwinds out of the allocator, this aborts instead, as a
+/// global allocator must not unwind.
+struct NoUnwind;
+
+impl Drop for NoUnwind {
+    fn drop(&mut self) {
+        die(format_args!("isoheap: a panic inside the global allocator"))
+    }
+}
+
+/// Runs one `GlobalAlloc` call under [`NoUnwind`].
+#[inline(always)]
+fn no_unwind<T>(f: impl FnOnce() -> T) -> T {
+    let guard = NoUnwind;
+    let r = f();
+    core::mem::forget(guard);
+    r
 }
 
 fn global<T>(r: Result<T, Fail>) -> Option<T> {
@@ -703,19 +768,21 @@ fn global<T>(r: Result<T, Fail>) -> Option<T> {
 unsafe impl core::alloc::GlobalAlloc for GlobalHeap {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        global(self.heap.alloc_raw(layout, false)).map_or(null_mut(), |b| b.cast::<u8>().as_ptr())
+        no_unwind(|| global(self.heap.alloc_raw(layout, false)))
+            .map_or(null_mut(), |b| b.cast::<u8>().as_ptr())
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        global(self.heap.alloc_raw(layout, true)).map_or(null_mut(), |b| b.cast::<u8>().as_ptr())
+        no_unwind(|| global(self.heap.alloc_raw(layout, true)))
+            .map_or(null_mut(), |b| b.cast::<u8>().as_ptr())
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if let Some(p) = NonNull::new(ptr) {
             // SAFETY: the GlobalAlloc contract is Heap::deallocate's.
-            global(unsafe { self.heap.dealloc_raw(p, layout) });
+            no_unwind(|| global(unsafe { self.heap.dealloc_raw(p, layout) }));
         }
     }
 
@@ -727,9 +794,11 @@ unsafe impl core::alloc::GlobalAlloc for GlobalHeap {
         let Some(p) = NonNull::new(ptr) else {
             return null_mut();
         };
-        // SAFETY: the GlobalAlloc contract for realloc is Heap::grow's / shrink's.
-        global(unsafe { self.heap.resize_raw(p, layout, new, false, Resize::Either) })
-            .map_or(null_mut(), |b| b.cast::<u8>().as_ptr())
+        no_unwind(|| {
+            // SAFETY: the GlobalAlloc contract for realloc is Heap::grow's / shrink's.
+            global(unsafe { self.heap.resize_raw(p, layout, new, false, Resize::Either) })
+        })
+        .map_or(null_mut(), |b| b.cast::<u8>().as_ptr())
     }
 }
 
