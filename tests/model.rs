@@ -459,7 +459,8 @@ fn run_case(heap: &Heap, ops: &[Op], may_fail: bool) -> R {
     m.finish()
 }
 
-/// `cases` outside Miri (8 under Miri); `PROPTEST_CASES` overrides both.
+/// `cases` outside Miri (8 under Miri); `PROPTEST_CASES` overrides both (Miri hides the host
+/// environment: pass `-Zmiri-env-forward=PROPTEST_CASES`, as `.ci/run` does).
 fn config(cases: u32) -> Config {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
