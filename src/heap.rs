@@ -579,10 +579,10 @@ impl HeapCore {
             // them at every growth costs more than it saves.)
             Err(e) => {
                 if self.quick.blocks > 0 {
+                    // The retry ends here again (with empty lists) and tries the exact fit
+                    // itself if it must: not a second time below.
                     self.flush();
-                    if let Ok(b) = self.alloc_fit(n, align, zero) {
-                        return Ok(b);
-                    }
+                    return self.alloc_fit(n, align, zero).map_err(|_| e);
                 }
                 if align > GRANULE {
                     return self.alloc_aligned_exact(n, align, zero).ok_or(e);
