@@ -1,0 +1,337 @@
+//! Allocation: the quick lists, first fit over the chunks' indexes in address order, the
+//! frontiers, and a new chunk as the last resort.
+
+use super::*;
+
+impl HeapCore {
+    /// Allocates `size` bytes aligned to `align` (a power of two). Zero sizes are dangling.
+    /// When `zero`, the block reads as zero (only memory handed out before is cleared).
+    ///
+    /// Expected O(log n + c): a first-fit search of each chunk's index in address order (c
+    /// chunks, O(log) of the heap size), O(1) when the index is empty (bump).
+    #[inline]
+    pub(crate) fn alloc(&mut self, size: usize, align: usize, zero: bool) -> Result<Block, Fail> {
+        if size == 0 {
+            return Ok(dangling(align));
+        }
+        if align > MAX_ALIGN {
+            return Err(Fail::Unsupported);
+        }
+        let r = if self.cfg.checked {
+            self.alloc_checked(size, align, zero)
+        } else {
+            self.alloc_block(size, align, zero)
+        };
+        if let Ok(b) = &r {
+            vg::give(&mut self.vg_pool, b.cast::<u8>().as_ptr(), b.len(), zero);
+        }
+        r
+    }
+
+    /// A block of at least `size` bytes (the whole granules), no checked-mode bookkeeping.
+    #[inline]
+    pub(super) fn alloc_block(
+        &mut self,
+        size: usize,
+        align: usize,
+        zero: bool,
+    ) -> Result<Block, Fail> {
+        let n = granules(size)?;
+        if self.in_use + bytes(n) > self.cfg.budget {
+            return self.over_budget();
+        }
+        if n as usize <= QUICK_MAX {
+            // SAFETY: the lists hold only blocks of this live heap.
+            if let Some(p) = unsafe { self.quick.pop(n as usize, align) } {
+                vg::defined(p.as_ptr(), bytes(n));
+                if self.cfg.checked {
+                    // SAFETY: the block was on a quick list: poisoned past its link word.
+                    if let Err(e) = unsafe { self.verify_poison(p, n) } {
+                        // Written after it was freed: merge it back (poisoned again) so the
+                        // heap stays whole, then report.
+                        if let Ok((c, g)) = self.locate(p, n) {
+                            // SAFETY: a cached block is neither used nor free.
+                            unsafe {
+                                self.scrub(c, g, n);
+                                self.release(c, g, n);
+                            }
+                        }
+                        return Err(e);
+                    }
+                }
+                self.used(n);
+                if zero {
+                    // SAFETY: the block is n granules long and now the caller's.
+                    unsafe { core::ptr::write_bytes(p.as_ptr(), 0, bytes(n)) };
+                }
+                return Ok(NonNull::slice_from_raw_parts(p, bytes(n)));
+            }
+        }
+        self.alloc_fit(n, align, zero)
+    }
+
+    /// Counts a refusal by the budget.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn over_budget<T>(&mut self) -> Result<T, Fail> {
+        self.refused += 1;
+        Err(Fail::Budget)
+    }
+
+    /// First fit over the free blocks of all chunks in address order; only if none fits, the
+    /// frontiers (untouched memory) in address order; then a new chunk.
+    #[inline]
+    pub(super) fn alloc_fit(&mut self, n: Gran, align: usize, zero: bool) -> Result<Block, Fail> {
+        let mut cur = self.head;
+        while let Some(c) = cur {
+            // SAFETY: chunks in the list are live.
+            if let Some(b) = unsafe { self.fit_in(c, n, align, zero) } {
+                return Ok(b);
+            }
+            // SAFETY: live chunk.
+            cur = unsafe { (*c.h()).next };
+        }
+        let mut cur = self.head;
+        while let Some(c) = cur {
+            // SAFETY: chunks in the list are live.
+            if let Some(b) = unsafe { self.bump_in(c, n, align, zero) } {
+                return Ok(b);
+            }
+            // SAFETY: live chunk.
+            cur = unsafe { (*c.h()).next };
+        }
+        self.alloc_new_chunk(n, align, zero)
+    }
+
+    /// First fit in one chunk's index: the lowest-addressed free block that holds `n` granules
+    /// at `align`.
+    ///
+    /// # Safety
+    /// `c` is a live chunk of this heap.
+    #[inline]
+    pub(super) unsafe fn fit_in(
+        &mut self,
+        c: Chunk,
+        n: Gran,
+        align: usize,
+        zero: bool,
+    ) -> Option<Block> {
+        // SAFETY: c is live; every granule touched is found through the index.
+        unsafe {
+            if (*c.h()).single {
+                return None;
+            }
+            if align <= GRANULE {
+                let g = index::first_fit(c, n)?;
+                let s = c.get(g, Size);
+                if s > n {
+                    self.shift_free(c, g, s, g + n, s - n);
+                } else {
+                    self.take_free(c, g, s);
+                }
+                return Some(self.hand_out(c, g, n, zero));
+            }
+            // Larger alignment: search for room for the block plus the worst padding (so a
+            // lower block that happens to be aligned may be passed over), then give the
+            // padding in front back to the free set.
+            let pad_max = ((align >> GRANULE_SHIFT) - 1) as Gran;
+            let g = index::first_fit(c, n.checked_add(pad_max)?)?;
+            let a = self.aligned_granule(c, g, align);
+            Some(self.carve(c, g, a, n, zero))
+        }
+    }
+
+    /// Hands out `a..a+n` from free block `g` (`g <= a`, `a + n <=` its end), giving the
+    /// padding before and the tail after back to the free set.
+    ///
+    /// # Safety
+    /// `g` is a free block of live chunk `c` that holds `a..a+n`.
+    pub(super) unsafe fn carve(
+        &mut self,
+        c: Chunk,
+        g: Gran,
+        a: Gran,
+        n: Gran,
+        zero: bool,
+    ) -> Block {
+        // SAFETY: forwarded contract; the pieces lie inside the free block.
+        unsafe {
+            let s = c.get(g, Size);
+            let pad = a - g;
+            if pad > 0 {
+                self.resize_free(c, g, s, pad);
+                if s - pad > n {
+                    self.add_free(c, a + n, s - pad - n);
+                }
+            } else if s > n {
+                self.shift_free(c, g, s, g + n, s - n);
+            } else {
+                self.take_free(c, g, s);
+            }
+            self.hand_out(c, a, n, zero)
+        }
+    }
+
+    /// Out of memory for an alignment above a granule: the usual search asks for room for the
+    /// worst padding, so a free block that holds the request at its actual padding may have
+    /// been passed over. Tries each free block of at least `n` granules in address order.
+    /// O(k log n) for k candidates; only run before reporting out of memory.
+    #[cold]
+    pub(super) fn alloc_aligned_exact(
+        &mut self,
+        n: Gran,
+        align: usize,
+        zero: bool,
+    ) -> Option<Block> {
+        let mut cur = self.head;
+        while let Some(c) = cur {
+            // SAFETY: chunks in the list are live; candidates come from the index.
+            unsafe {
+                if !(*c.h()).single {
+                    let mut from = (*c.h()).first;
+                    while let Some(g) = index::first_fit_from(c, n, from) {
+                        let a = self.aligned_granule(c, g, align);
+                        if a as u64 + n as u64 <= g as u64 + c.get(g, Size) as u64 {
+                            return Some(self.carve(c, g, a, n, zero));
+                        }
+                        from = g + 1;
+                    }
+                }
+                cur = (*c.h()).next;
+            }
+        }
+        None
+    }
+
+    /// Cuts `n` granules at `align` from one chunk's frontier, if it has room. O(1).
+    ///
+    /// # Safety
+    /// `c` is a live chunk of this heap.
+    #[inline]
+    pub(super) unsafe fn bump_in(
+        &mut self,
+        c: Chunk,
+        n: Gran,
+        align: usize,
+        zero: bool,
+    ) -> Option<Block> {
+        // SAFETY: c is live; the frontier and what lies above it belong to no block.
+        unsafe {
+            let h = c.h();
+            let f = (*h).frontier;
+            if (*h).single && f != (*h).first {
+                return None;
+            }
+            if align <= GRANULE {
+                if ((*h).granules - f) < n {
+                    return None;
+                }
+                (*h).frontier = f + n;
+                return Some(self.hand_out(c, f, n, zero));
+            }
+            let a = self.aligned_granule(c, f, align) as usize;
+            if a + n as usize > (*h).granules as usize {
+                return None;
+            }
+            let a = a as Gran;
+            (*h).frontier = a + n;
+            if a > f {
+                // The padding's lower neighbour is used (invariant 3), its upper one is the
+                // new block: it becomes a free block of its own.
+                self.add_free(c, f, a - f);
+            }
+            Some(self.hand_out(c, a, n, zero))
+        }
+    }
+
+    /// First fit in one chunk: its index, then its frontier (a chunk made for this request).
+    ///
+    /// # Safety
+    /// `c` is a live chunk of this heap.
+    #[inline]
+    pub(super) unsafe fn alloc_in(
+        &mut self,
+        c: Chunk,
+        n: Gran,
+        align: usize,
+        zero: bool,
+    ) -> Option<Block> {
+        // SAFETY: forwarded contract.
+        unsafe {
+            self.fit_in(c, n, align, zero)
+                .or_else(|| self.bump_in(c, n, align, zero))
+        }
+    }
+
+    /// The first granule at or after `g` whose address is a multiple of `align`.
+    ///
+    /// # Safety
+    /// `c` is live and `g <= granules`.
+    #[inline]
+    pub(super) unsafe fn aligned_granule(&self, c: Chunk, g: Gran, align: usize) -> Gran {
+        // SAFETY: g is inside the chunk.
+        let addr = unsafe { c.ptr(g) }.addr().get();
+        let up = (addr.wrapping_add(align - 1) & !(align - 1)).wrapping_sub(addr);
+        // Callers compare the result with the chunk size, so saturate instead of wrapping.
+        g.saturating_add(u32::try_from(up >> GRANULE_SHIFT).unwrap_or(u32::MAX))
+    }
+
+    /// Accounts `g..g+n` as used, zeroes it if asked (only below the clean mark), returns it.
+    ///
+    /// # Safety
+    /// `g..g+n` was just taken from the free set or the frontier of live chunk `c`.
+    #[inline]
+    pub(super) unsafe fn hand_out(&mut self, c: Chunk, g: Gran, n: Gran, zero: bool) -> Block {
+        self.used(n);
+        // SAFETY: the span is inside c.
+        vg::defined(unsafe { c.ptr(g) }.as_ptr(), bytes(n));
+        // SAFETY: the span is inside c and now belongs to the caller being served.
+        unsafe {
+            let h = c.h();
+            let end = g + n;
+            let clean = (*h).clean;
+            if zero && g < clean {
+                let dirty = end.min(clean) - g;
+                core::ptr::write_bytes(c.ptr(g).as_ptr(), 0, bytes(dirty));
+            }
+            if end > clean {
+                (*h).clean = end;
+            }
+            NonNull::slice_from_raw_parts(c.ptr(g), bytes(n))
+        }
+    }
+
+    /// Maps a new chunk big enough for `n` granules at `align`, links it and allocates there.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn alloc_new_chunk(
+        &mut self,
+        n: Gran,
+        align: usize,
+        zero: bool,
+    ) -> Result<Block, Fail> {
+        let pad = align.saturating_sub(GRANULE);
+        let need = bytes(n).checked_add(pad).ok_or(Fail::Unsupported)?;
+        let c = match self.grow_by(need) {
+            Ok(c) => c,
+            // Out of memory: merge the cached blocks and try once more before giving up, so a
+            // failure is that of a fully merged heap. (While the heap can grow, the cached
+            // blocks stay cached: they are bounded by the quick lists' budget, and flushing
+            // them at every growth costs more than it saves.)
+            Err(e) => {
+                if self.quick.blocks > 0 {
+                    // The retry ends here again (with empty lists) and tries the exact fit
+                    // itself if it must: not a second time below.
+                    self.flush();
+                    return self.alloc_fit(n, align, zero).map_err(|_| e);
+                }
+                if align > GRANULE {
+                    return self.alloc_aligned_exact(n, align, zero).ok_or(e);
+                }
+                return Err(e);
+            }
+        };
+        // SAFETY: the chunk was just made for this request and linked in.
+        unsafe { self.alloc_in(c, n, align, zero) }.ok_or(Fail::Unsupported)
+    }
+}

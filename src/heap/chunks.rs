@@ -1,0 +1,358 @@
+//! Chunks: getting them (growth policy), linking them in address order, finding the chunk
+//! and granule of a caller's pointer, resetting and giving them all back.
+
+use super::*;
+
+impl HeapCore {
+    /// Maps and links a chunk with at least `need` bytes of block area.
+    #[cold]
+    pub(crate) fn grow_by(&mut self, need: usize) -> Result<Chunk, Fail> {
+        if !self.cfg.can_grow {
+            return Err(Fail::Limit);
+        }
+        let min = chunk_len_for(need, self.cfg.checked).ok_or(Fail::Unsupported)?;
+        let step = self.cfg.growth.max(self.mapped.min(MAX_STEP));
+        let room = self.cfg.limit.saturating_sub(self.mapped);
+        if min > room {
+            return Err(Fail::Limit);
+        }
+        let len = round_len(min.max(step))
+            .unwrap_or(min)
+            .min(max_chunk_len())
+            .max(min);
+        let len = if len > room { min } else { len };
+        #[cfg(feature = "mmap")]
+        if self.cfg.arena {
+            // Arena chunks: one alignment unit, or exactly one large block's worth.
+            let unit = crate::region::pagemap::ALIGN;
+            return self.map_chunk(if min <= unit { unit } else { min });
+        }
+        // If the OS refuses the geometric step, the bare minimum may still be granted.
+        self.map_chunk(len).or_else(|e| {
+            if len > min {
+                self.map_chunk(min)
+            } else {
+                Err(e)
+            }
+        })
+    }
+
+    /// Maps a chunk of exactly `len` bytes (whole pages) and links it in address order.
+    #[cfg(feature = "mmap")]
+    pub(crate) fn map_chunk(&mut self, len: usize) -> Result<Chunk, Fail> {
+        use crate::region::{cache, mmap, pagemap};
+        if self.cfg.arena || self.cfg.checked {
+            // Paged chunks (arenas, checked heaps): aligned to the page map's unit and recorded
+            // there, so the chunk of any pointer is found in O(1).
+            if self.cfg.owner == 0 {
+                self.cfg.owner = pagemap::next_owner();
+            }
+            // A cached mapping that happens to be aligned (one a paged chunk left), else a
+            // fresh one. Arena chunks have exact sizes; a checked heap takes up to 4x.
+            let room = self.cfg.limit.saturating_sub(self.mapped);
+            let max = if self.cfg.arena {
+                len
+            } else {
+                len.saturating_mul(4).min(room)
+            };
+            let (base, len, dirty, off, map_len) = match cache::take(len, max, pagemap::ALIGN) {
+                Some(m) => (m.base, m.len, m.dirty, 0, m.len),
+                None => {
+                    let (base, off, map_len) =
+                        mmap::map_aligned(len, pagemap::ALIGN).map_err(|_| Fail::Os)?;
+                    (base, len, 0, off, map_len)
+                }
+            };
+            // SAFETY: a whole mapping of len bytes (or the aligned part of an over-aligned
+            // one), aligned, owned by this heap; everything past `dirty` is still zero.
+            let c = unsafe { Chunk::init(base, len, true, dirty, self.cfg.checked) };
+            // SAFETY: c is live and not yet published; these fields are written once here.
+            unsafe {
+                let h = c.h();
+                (*h).owner = self.cfg.owner;
+                (*h).single = self.cfg.arena && len > pagemap::ALIGN;
+                (*h).paged = true;
+                (*h).map_off = off;
+                (*h).map_len = map_len;
+                if !pagemap::insert(base, len) {
+                    mmap::unmap(base.sub(off), map_len);
+                    return Err(Fail::Os);
+                }
+                self.link(c);
+            }
+            return Ok(c);
+        }
+        // A mapping a dropped heap left in the process cache, if one fits (up to 4x the size
+        // asked for, within the limit); else a fresh one.
+        let room = self.cfg.limit.saturating_sub(self.mapped);
+        let (base, len, dirty) = match cache::take(len, len.saturating_mul(4).min(room), 1) {
+            Some(m) => (m.base, m.len, m.dirty),
+            None => (mmap::map(len).map_err(|_| Fail::Os)?, len, 0),
+        };
+        // SAFETY: a whole mapping of len bytes, page-aligned, owned by this heap from now on;
+        // everything past `dirty` is still zero from the OS.
+        let c = unsafe { Chunk::init(base, len, true, dirty, self.cfg.checked) };
+        // SAFETY: c is live and not yet linked.
+        unsafe { self.link(c) };
+        Ok(c)
+    }
+
+    #[cfg(not(feature = "mmap"))]
+    pub(crate) fn map_chunk(&mut self, _len: usize) -> Result<Chunk, Fail> {
+        Err(Fail::Os)
+    }
+
+    /// Links a fresh chunk into the address-ordered list and counts it.
+    ///
+    /// # Safety
+    /// `c` is a freshly initialised chunk that this heap owns and that is not linked yet.
+    pub(crate) unsafe fn link(&mut self, c: Chunk) {
+        // SAFETY: all chunks in the list and c are live.
+        unsafe {
+            let len = (*c.h()).len;
+            self.mapped += len;
+            self.meta += bytes((*c.h()).first);
+            self.chunks += 1;
+            let addr = c.base().addr();
+            match self.head {
+                Some(h) if h.base().addr() < addr => {
+                    let mut prev = h;
+                    while let Some(n) = (*prev.h()).next
+                        && n.base().addr() < addr
+                    {
+                        prev = n;
+                    }
+                    (*c.h()).next = (*prev.h()).next;
+                    (*prev.h()).next = Some(c);
+                }
+                _ => {
+                    (*c.h()).next = self.head;
+                    self.head = Some(c);
+                }
+            }
+        }
+    }
+
+    /// The chunk and first granule of a block the caller says is `n` granules at `ptr`.
+    /// Misuse that can be seen here (a pointer into no chunk of this heap, off a granule, past
+    /// the frontier) is `Fail::Misuse`, which the trait edge turns into a panic naming the
+    /// address. Without checked mode, detection stops there: an interior pointer of a live
+    /// block that happens to sit on a granule is not caught (`verify` catches it).
+    ///
+    /// O(1) for arenas and checked heaps (the process page map); else a walk of the chunk list
+    /// (O(log) of the heap size; one chunk for a buffer heap).
+    #[inline]
+    pub(super) fn locate(&self, ptr: NonNull<u8>, n: Gran) -> Result<(Chunk, Gran), Fail> {
+        let addr = ptr.addr().get();
+        #[cfg(feature = "mmap")]
+        if self.cfg.owner != 0 {
+            // Paged chunks: the page map gives the chunk (with its provenance) in O(1).
+            let Some(base) = crate::region::pagemap::get(addr) else {
+                return misuse(addr, FOREIGN);
+            };
+            // SAFETY: the page map holds only live paged chunks' base pointers; `owner` and the
+            // block-area fields are read as places.
+            unsafe {
+                let c = Chunk::from_base(base);
+                if (*c.h()).owner != self.cfg.owner || !c.contains(addr) {
+                    return misuse(addr, FOREIGN);
+                }
+                return self.block_in(c, addr, n);
+            }
+        }
+        let mut cur = self.head;
+        while let Some(c) = cur {
+            // SAFETY: chunks in the list are live.
+            unsafe {
+                if c.contains(addr) {
+                    return self.block_in(c, addr, n);
+                }
+                cur = (*c.h()).next;
+            }
+        }
+        misuse(addr, FOREIGN)
+    }
+
+    /// The granule of a block of `n` granules at `addr` in chunk `c`, if it can be one (on a
+    /// granule of the block area, ending at or below the frontier).
+    ///
+    /// # Safety
+    /// `c` is a live chunk of this heap that contains `addr`.
+    #[inline]
+    pub(super) unsafe fn block_in(
+        &self,
+        c: Chunk,
+        addr: usize,
+        n: Gran,
+    ) -> Result<(Chunk, Gran), Fail> {
+        // SAFETY: c is live (contract).
+        unsafe {
+            match c.granule_of(addr) {
+                Some(g) if g as usize + n as usize <= (*c.h()).frontier as usize => Ok((c, g)),
+                _ => misuse(addr, NOT_A_BLOCK),
+            }
+        }
+    }
+
+    /// Finds the caller's block of `size` bytes aligned to `align` at `ptr`: its chunk, first
+    /// granule and granules. In checked mode the pointer and layout are verified against the
+    /// block's marks and tag (see `verify`).
+    #[inline]
+    pub(super) fn find(
+        &self,
+        ptr: NonNull<u8>,
+        size: usize,
+        align: usize,
+    ) -> Result<(Chunk, Gran, Gran), Fail> {
+        if self.cfg.checked {
+            let (c, g) = self.locate(ptr, 1)?;
+            // SAFETY: c is a live chunk of this heap and g a granule of its block area.
+            let n = unsafe { self.verify(c, g, ptr.addr().get(), size, align, false)? };
+            return Ok((c, g, n));
+        }
+        let Ok(n) = granules(size) else {
+            return misuse(ptr.addr().get(), BAD_SIZE);
+        };
+        let (c, g) = self.locate(ptr, n)?;
+        Ok((c, g, n))
+    }
+
+    /// Frees every block at once: each kept chunk becomes one untouched span again (its
+    /// bitmap cleared up to the old frontier), chunks beyond the first `warm` bytes (in address
+    /// order) are given back. O(chunks + mapped bytes / 1024), whatever the number of blocks.
+    /// The peak restarts from zero.
+    pub(crate) fn reset(&mut self, warm: usize) {
+        self.quick.clear();
+        vg::forget_all(&mut self.vg_pool);
+        let mut cur = self.head.take();
+        let mut tail: Option<Chunk> = None;
+        let (mut kept, mut meta, mut chunks) = (0usize, 0usize, 0usize);
+        while let Some(c) = cur {
+            // SAFETY: c is live; a chunk is either re-initialised in place (its mapping and
+            // clean mark kept) or released, after its fields are read.
+            unsafe {
+                let h = c.h();
+                cur = (*h).next;
+                let len = (*h).len;
+                if self.cfg.wipe {
+                    let from = (*h).first;
+                    let (p, len) = (c.ptr(from).as_ptr(), bytes((*h).frontier - from));
+                    vg::defined(p, len);
+                    core::ptr::write_bytes(p, 0, len);
+                    vg::noaccess(p, len);
+                }
+                if kept + len <= warm || !(*h).mapped {
+                    c.clear_blocks();
+                    (*h).next = None;
+                    match tail {
+                        Some(t) => (*t.h()).next = Some(c),
+                        None => self.head = Some(c),
+                    }
+                    tail = Some(c);
+                    kept += len;
+                    meta += bytes((*h).first);
+                    chunks += 1;
+                } else {
+                    release_chunk(c);
+                }
+            }
+        }
+        self.mapped = kept;
+        self.meta = meta;
+        self.chunks = chunks;
+        self.in_use = 0;
+        self.peak = 0;
+        self.refused = 0;
+        self.free_granules = 0;
+        self.free_blocks = 0;
+    }
+
+    /// Unmaps every chunk this heap mapped.
+    pub(crate) fn release_all(&mut self) {
+        self.quick.clear();
+        vg::forget_all(&mut self.vg_pool);
+        let mut cur = self.head.take();
+        while let Some(c) = cur {
+            // SAFETY: c is live until unmapped here; its fields are read first.
+            unsafe {
+                cur = (*c.h()).next;
+                release_chunk(c);
+            }
+        }
+        *self = HeapCore::new(self.cfg);
+    }
+}
+
+/// Gives a chunk's memory back: to the process cache of mappings if it takes it, else to the
+/// OS. Buffers (not mapped) are left to their owner.
+///
+/// # Safety
+/// `c` is a live chunk that is unlinked and never used again.
+pub(super) unsafe fn release_chunk(c: Chunk) {
+    // SAFETY: c is live until here; its fields are read before the memory goes.
+    unsafe {
+        let (len, mapped) = ((*c.h()).len, (*c.h()).mapped);
+        let dirty = ((*c.h()).clean as usize) << GRANULE_SHIFT;
+        #[cfg(feature = "mmap")]
+        if (*c.h()).paged {
+            // Paged chunk: out of the page map first (so nobody finds it there once another heap
+            // reuses the mapping), then to the cache if it is a whole mapping, else to the OS.
+            let (off, map_len) = ((*c.h()).map_off, (*c.h()).map_len);
+            crate::region::pagemap::remove(c.base(), len);
+            let whole = off == 0 && map_len == len;
+            if !(whole && crate::region::cache::put(c.base(), len, dirty)) {
+                crate::region::mmap::unmap(c.base().sub(off), map_len);
+            }
+            return;
+        }
+        if !mapped {
+            // A caller's buffer goes back to its owner: every byte addressable again (memcheck).
+            crate::vg::undefined(c.base().as_ptr(), len);
+        }
+        #[cfg(feature = "mmap")]
+        if mapped && !crate::region::cache::put(c.base(), len, dirty) {
+            crate::region::mmap::unmap(c.base(), len);
+        }
+        let _ = (len, mapped, dirty);
+    }
+}
+
+/// Smallest chunk length (whole pages) whose block area holds `need` bytes.
+pub(super) fn chunk_len_for(need: usize, checked: bool) -> Option<usize> {
+    // Metadata is a header plus one bit per granule: 1/128 of the chunk, rounded up. The bitmap
+    // also covers the metadata and the page rounding, which that estimate leaves out (about
+    // need / 16384 bytes): add any shortfall until the block area holds `need`.
+    let meta = 64 + need / if checked { 42 } else { 128 } + 2 * GRANULE;
+    let mut len = round_len(need.checked_add(meta)?)?;
+    loop {
+        let room = len - crate::block::meta_granules(len / GRANULE, checked) * GRANULE;
+        if room >= need {
+            break;
+        }
+        len = round_len(len.checked_add(need - room)?)?;
+    }
+    (len <= max_chunk_len()).then_some(len)
+}
+
+/// Rounds up to whole pages.
+pub(super) fn round_len(len: usize) -> Option<usize> {
+    let l = align_up(len, page())?;
+    (l <= isize::MAX as usize).then_some(l)
+}
+
+pub(super) fn max_chunk_len() -> usize {
+    align_down_page(MAX_CHUNK_GRANULES << GRANULE_SHIFT)
+}
+
+pub(super) fn align_down_page(x: usize) -> usize {
+    align_down(x, page())
+}
+
+#[cfg(feature = "mmap")]
+pub(crate) fn page() -> usize {
+    crate::region::mmap::page_size()
+}
+#[cfg(not(feature = "mmap"))]
+pub(crate) fn page() -> usize {
+    4096
+}

@@ -1,0 +1,77 @@
+//! Giving free memory back to the OS while the heap lives (the `give_back` threshold).
+
+use super::*;
+
+impl HeapCore {
+    /// Is there a real surplus of free memory, worth a system call to give back? Only in a heap
+    /// that has held at least 16 times the threshold (1 MiB by default: smaller heaps return
+    /// their memory when dropped or reset, and their pages are better kept warm), and only when
+    /// the free memory (indexed, plus `extra` bytes about to go) is at least what is in use: in
+    /// a steady state that reuses its memory (a vector growing and moving, a churn) the heap
+    /// keeps its pages, and only after use falls (a spike freed) do they go back.
+    #[inline]
+    pub(super) fn surplus(&self, extra: usize) -> bool {
+        self.peak >= self.cfg.give_back.saturating_mul(16)
+            && (self.free_granules << GRANULE_SHIFT) + extra >= self.in_use
+    }
+
+    /// After the frontier moved down: once the memory between it and the clean mark (handed
+    /// out before, so resident) reaches the give-back threshold, returns those pages to the OS
+    /// and lowers the clean mark (on Linux they read as zero again). Amortised: one system
+    /// call per threshold's worth of retreat, none on small frees.
+    ///
+    /// # Safety
+    /// `c` is a live chunk of this heap.
+    #[inline]
+    pub(super) unsafe fn give_back_tail(&mut self, c: Chunk) {
+        // SAFETY: c is live; the pages lie between the frontier and the clean mark, which hold
+        // no blocks.
+        unsafe {
+            let h = c.h();
+            let gap = bytes((*h).clean - (*h).frontier);
+            if gap >= self.cfg.give_back && (*h).mapped && self.surplus(gap) {
+                let from = align_up(bytes((*h).frontier), page()).unwrap_or(usize::MAX);
+                let to = bytes((*h).clean);
+                if from < to && crate::region::decommit(c.base().add(from), to - from) {
+                    (*h).clean = (from >> GRANULE_SHIFT) as Gran;
+                }
+            }
+        }
+    }
+
+    /// After a free made the free block `start..end` out of parts of which the largest had
+    /// `largest` granules: if the block's size passed another multiple of the give-back
+    /// threshold T (in steps of T/4) that its largest part had not reached, returns its whole
+    /// pages to the OS
+    /// (keeping its first and last granule, which hold its node and footer). So a free block
+    /// that grows by merges is given back at most once per T/4 bytes of growth, and a small free
+    /// next to a big free block rarely makes a system call.
+    ///
+    /// # Safety
+    /// `c` is live and `start..end` is a free block of it.
+    #[inline]
+    pub(super) unsafe fn give_back_inside(
+        &mut self,
+        c: Chunk,
+        start: Gran,
+        end: Gran,
+        largest: Gran,
+    ) {
+        // Steps of a quarter of the threshold: at most a quarter of it stays resident per
+        // free block, at most one system call per quarter threshold of growth.
+        let step = (self.cfg.give_back / 4).max(1);
+        let size = bytes(end - start);
+        if size < self.cfg.give_back || size / step <= bytes(largest) / step || !self.surplus(size)
+        {
+            return;
+        }
+        // SAFETY: the pages are inside a free block, past its node and before its footer.
+        unsafe {
+            let from = align_up(bytes(start + 1), page()).unwrap_or(usize::MAX);
+            let to = align_down(bytes(end - 1), page());
+            if (*c.h()).mapped && from < to {
+                crate::region::decommit(c.base().add(from), to - from);
+            }
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Policy: fit, split, merge, grow and shrink in place, asking the region for more. This is the
+//! only module that changes blocks and the index together, so the cross-module invariants live
+//! here:
+//!
+//! 1. Blocks tile `first..frontier` of every chunk; everything from `frontier` up is untouched.
+//! 2. A block is in its chunk's index iff it is free (and then its two boundary bits are set).
+//! 3. No two free blocks are adjacent, and no free block touches the frontier: a free that
+//!    would make them adjacent merges instead. So every free span is exactly one block.
+//! 4. `in_use + free_granules * GRANULE + frontier bytes + metadata == mapped`.
+//!
+//! `HeapCore` takes `&mut self`: the interior mutability and the trait edges are in `api`.
+
+use crate::addr::{align_down, align_up, is_aligned};
+use crate::block::{
+    Chunk, GRANULE, GRANULE_SHIFT, Gran, MAX_CHUNK_GRANULES, NodeField::Size, Used,
+};
+use crate::error::{Fail, HeapError, Misuse};
+use crate::index;
+use crate::quick::{QUICK_MAX, Quick};
+use crate::vg;
+use core::ptr::NonNull;
+
+mod alloc;
+mod checked;
+mod chunks;
+mod config;
+mod decommit;
+mod free;
+mod free_set;
+mod resize;
+
+#[cfg(test)]
+/// Checked mode, at the core: every misuse is reported (as `Fail::Misuse`, before anything
+/// changes) with the right reason, and the heap stays consistent afterwards. These run under
+/// Miri too (the panicking edge and the child-process tests in `tests/faults.rs` cannot).
+mod checked_tests;
+#[cfg(test)]
+mod tests;
+
+use checked::*;
+pub(crate) use checked::{FOREIGN, POISON, seal_intact};
+pub(crate) use chunks::page;
+use chunks::*;
+pub use config::MAX_ALIGN;
+#[allow(unused_imports)]
+use config::*;
+pub(crate) use config::{
+    CHECKED_DEFAULT, Config, DEFAULT_GIVE_BACK, DEFAULT_GROWTH, DEFAULT_WARM, build,
+};
+
+/// The single-threaded heap state. See the module docs for its invariants.
+pub(crate) struct HeapCore {
+    /// Lowest-addressed chunk; chunks are linked in address order.
+    pub head: Option<Chunk>,
+    pub cfg: Config,
+    /// Bytes in all chunks.
+    pub mapped: usize,
+    /// Bytes of chunk headers and bitmaps.
+    pub meta: usize,
+    /// Number of chunks.
+    pub chunks: usize,
+    /// Bytes of blocks handed out (whole granules).
+    pub in_use: usize,
+    /// Highest `in_use` seen.
+    pub peak: usize,
+    /// Granules in indexed free blocks.
+    pub free_granules: usize,
+    /// Number of indexed free blocks.
+    pub free_blocks: usize,
+    /// Recently freed small blocks, kept for exact-size reuse (see `quick`).
+    pub quick: Quick,
+    /// Allocations refused because they would pass the budget.
+    pub refused: usize,
+    /// The heap's memcheck pool key (feature `valgrind`; 0 until first used).
+    pub vg_pool: usize,
+}
+
+/// A block handed out: where it starts and how many bytes it spans.
+pub(crate) type Block = NonNull<[u8]>;
+
+/// A dangling, aligned pointer for zero-size allocations.
+#[inline]
+pub(crate) fn dangling(align: usize) -> Block {
+    let addr = core::num::NonZeroUsize::new(align).unwrap_or(core::num::NonZeroUsize::MIN);
+    NonNull::slice_from_raw_parts(NonNull::without_provenance(addr), 0)
+}
+
+/// Granules needed for `size` bytes, or `Unsupported` if that cannot be a block.
+#[inline]
+fn granules(size: usize) -> Result<Gran, Fail> {
+    match align_up(size, GRANULE) {
+        Some(b) if b >> GRANULE_SHIFT <= MAX_CHUNK_GRANULES && b <= isize::MAX as usize => {
+            Ok((b >> GRANULE_SHIFT) as Gran)
+        }
+        _ => Err(Fail::Unsupported),
+    }
+}
+
+#[inline]
+fn bytes(g: Gran) -> usize {
+    (g as usize) << GRANULE_SHIFT
+}
+
+impl HeapCore {
+    pub(crate) const fn new(cfg: Config) -> Self {
+        HeapCore {
+            head: None,
+            cfg,
+            mapped: 0,
+            meta: 0,
+            chunks: 0,
+            in_use: 0,
+            peak: 0,
+            free_granules: 0,
+            free_blocks: 0,
+            quick: Quick::new(),
+            refused: 0,
+            vg_pool: 0,
+        }
+    }
+}
+
+fn last_errno() -> i32 {
+    #[cfg(all(feature = "mmap", any(target_os = "linux", target_os = "android")))]
+    // SAFETY: reading the calling thread's errno slot.
+    let e = unsafe { *libc::__errno_location() };
+    #[cfg(not(all(feature = "mmap", any(target_os = "linux", target_os = "android"))))]
+    let e = 0;
+    e
+}

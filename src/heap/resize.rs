@@ -1,0 +1,210 @@
+//! Resizing: grow in place into a free successor or the frontier, else move; shrink in
+//! place, giving the tail back.
+
+use super::*;
+
+impl HeapCore {
+    /// Grows a block, in place when the space behind it is free or frontier, else by moving.
+    /// O(1) plus expected O(log n) index work in place; O(size) when it moves. A `new` below
+    /// `old` is refused (`Unsupported`) without touching the block.
+    ///
+    /// # Safety
+    /// `ptr` is a live block of this heap of `old` bytes aligned to `old_align`.
+    pub(crate) unsafe fn grow(
+        &mut self,
+        ptr: NonNull<u8>,
+        (old, old_align): (usize, usize),
+        (new, align): (usize, usize),
+        zero: bool,
+    ) -> Result<Block, Fail> {
+        if new < old {
+            // Outside the trait's contract; refused without touching the block.
+            return Err(Fail::Unsupported);
+        }
+        if old == 0 {
+            return self.alloc(new, align, zero);
+        }
+        if align > MAX_ALIGN {
+            return Err(Fail::Unsupported);
+        }
+        let (c, g, n_old) = self.find(ptr, old, old_align)?;
+        let n_new = granules(self.inner(new)?)?;
+        // In place the block grows by the difference; a move needs even more at its peak.
+        if self.in_use + bytes(n_new) - bytes(n_old.min(n_new)) > self.cfg.budget {
+            return self.over_budget();
+        }
+        if is_aligned(ptr.addr().get(), align) {
+            // SAFETY: g..g+n_old is the caller's block in c.
+            if unsafe { self.extend_in_place(c, g, n_old, n_new) } {
+                // SAFETY: bytes old..n_new granules are inside the caller's (grown) block.
+                unsafe {
+                    vg::defined(c.ptr(g + n_old).as_ptr(), bytes(n_new - n_old));
+                    settle_tail(c, g, old, n_new, zero);
+                    vg::resize(self.vg_pool, ptr.as_ptr(), old, new, zero);
+                }
+                // SAFETY: g..g+n_new is the caller's block in c.
+                return Ok(unsafe { self.resized(c, g, n_old, n_new, new, align) });
+            }
+        }
+        let b = self.alloc(new, align, zero)?;
+        // SAFETY: the two blocks are distinct live blocks; old bytes are readable.
+        unsafe {
+            core::ptr::copy_nonoverlapping(ptr.as_ptr(), b.cast::<u8>().as_ptr(), old);
+            self.retire(c, g, n_old);
+        }
+        Ok(b)
+    }
+
+    /// Bytes a block of `size` caller bytes needs: `size`, plus the tag in checked mode.
+    #[inline]
+    pub(super) fn inner(&self, size: usize) -> Result<usize, Fail> {
+        if self.cfg.checked {
+            size.checked_add(TAG).ok_or(Fail::Unsupported)
+        } else {
+            Ok(size)
+        }
+    }
+
+    /// After block `g` was resized in place from `n_old` to `n_new` granules: moves its
+    /// checked-mode marks and reseals it; returns what the caller gets.
+    ///
+    /// # Safety
+    /// `g..g+n_new` is now the caller's block in live chunk `c` (and was `g..g+n_old`).
+    #[inline]
+    pub(super) unsafe fn resized(
+        &mut self,
+        c: Chunk,
+        g: Gran,
+        n_old: Gran,
+        n_new: Gran,
+        size: usize,
+        align: usize,
+    ) -> Block {
+        // SAFETY: g..g+n_new is inside c (contract).
+        unsafe {
+            if self.cfg.checked {
+                c.mark_used(g, n_old, false);
+                c.mark_used(g, n_new, true);
+                seal(c, g, n_new, size, align);
+                return NonNull::slice_from_raw_parts(c.ptr(g), size);
+            }
+            NonNull::slice_from_raw_parts(c.ptr(g), bytes(n_new))
+        }
+    }
+
+    /// Tries to make block `g..g+n_old` span `n_new >= n_old` granules without moving it.
+    ///
+    /// # Safety
+    /// `g..g+n_old` is a used block of live chunk `c`.
+    pub(super) unsafe fn extend_in_place(
+        &mut self,
+        c: Chunk,
+        g: Gran,
+        n_old: Gran,
+        n_new: Gran,
+    ) -> bool {
+        let need = n_new - n_old;
+        if need == 0 {
+            return true;
+        }
+        // SAFETY: c is live; the block after ours is found by its boundary bit.
+        unsafe {
+            let h = c.h();
+            let end = g + n_old;
+            if end == (*h).frontier {
+                if (*h).granules - end < need {
+                    return false;
+                }
+                (*h).frontier = end + need;
+                self.used(need);
+                // The clean mark is raised by `settle_tail`, which first zeroes what needs it.
+                return true;
+            }
+            if !c.bit(end) {
+                return false;
+            }
+            let s = c.get(end, Size);
+            if s < need {
+                return false;
+            }
+            if s > need {
+                self.shift_free(c, end, s, end + need, s - need);
+            } else {
+                self.take_free(c, end, s);
+            }
+            self.used(need);
+            true
+        }
+    }
+
+    /// Shrinks a block in place, giving the tail back (merged with what follows); moves only
+    /// when the block is not aligned to `align`. Expected O(log n). A `new` above `old` is
+    /// refused (`Unsupported`) without touching the block.
+    ///
+    /// # Safety
+    /// `ptr` is a live block of this heap of `old` bytes aligned to `old_align`.
+    pub(crate) unsafe fn shrink(
+        &mut self,
+        ptr: NonNull<u8>,
+        (old, old_align): (usize, usize),
+        (new, align): (usize, usize),
+    ) -> Result<Block, Fail> {
+        if new > old {
+            // Outside the trait's contract; refused without touching the block.
+            return Err(Fail::Unsupported);
+        }
+        if align > MAX_ALIGN {
+            return Err(Fail::Unsupported);
+        }
+        if new == 0 {
+            // SAFETY: forwarded contract.
+            unsafe { self.dealloc(ptr, old, old_align)? };
+            return Ok(dangling(align));
+        }
+        let (c, g, n_old) = self.find(ptr, old, old_align)?;
+        let n_new = granules(self.inner(new)?)?;
+        if !is_aligned(ptr.addr().get(), align) {
+            let b = self.alloc(new, align, false)?;
+            // SAFETY: distinct live blocks (the old one was found above); `new` bytes of the
+            // old one are readable.
+            unsafe {
+                core::ptr::copy_nonoverlapping(ptr.as_ptr(), b.cast::<u8>().as_ptr(), new);
+                self.retire(c, g, n_old);
+            }
+            return Ok(b);
+        }
+        vg::resize(self.vg_pool, ptr.as_ptr(), old, new, false);
+        if n_new < n_old {
+            self.in_use -= bytes(n_old - n_new);
+            // SAFETY: the tail is part of the caller's block, which it gives up.
+            unsafe {
+                self.scrub(c, g + n_new, n_old - n_new);
+                self.release(c, g + n_new, n_old - n_new);
+            }
+        }
+        // SAFETY: g..g+n_new is the caller's block in c.
+        Ok(unsafe { self.resized(c, g, n_old, n_new, new, align) })
+    }
+}
+
+/// After a block at `g` grew in place to `n` granules: if `zero`, zeroes bytes
+/// `old..bytes(n)` (skipping granules above the clean mark, which read as zero already); in any
+/// case raises the clean mark over the block.
+///
+/// # Safety
+/// `g..g+n` is a used block of live chunk `c` whose first `old` bytes are to be kept.
+pub(super) unsafe fn settle_tail(c: Chunk, g: Gran, old: usize, n: Gran, zero: bool) {
+    // SAFETY: all writes are inside the block.
+    unsafe {
+        let h = c.h();
+        let end = g + n;
+        let clean_byte = bytes((*h).clean.max(g)) - bytes(g);
+        let stop = bytes(n).min(clean_byte);
+        if zero && old < stop {
+            core::ptr::write_bytes(c.ptr(g).as_ptr().add(old), 0, stop - old);
+        }
+        if end > (*h).clean {
+            (*h).clean = end;
+        }
+    }
+}

@@ -1,0 +1,333 @@
+
+use super::*;
+use crate::block::meta_granules;
+
+/// A heap core that unmaps its chunks when dropped.
+struct Core(HeapCore);
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        self.0.release_all();
+    }
+}
+
+impl Core {
+    fn new() -> Core {
+        Core(HeapCore::new(Config {
+            quick: false,
+            checked: false,
+            ..Config::DEFAULT
+        }))
+    }
+
+    fn alloc(&mut self, size: usize) -> NonNull<u8> {
+        self.alloc_aligned(size, 1)
+    }
+
+    fn alloc_aligned(&mut self, size: usize, align: usize) -> NonNull<u8> {
+        let b = self.0.alloc(size, align, false).expect("allocation");
+        assert_eq!(b.len(), align_up(size, GRANULE).unwrap());
+        assert!(is_aligned(b.cast::<u8>().addr().get(), align));
+        b.cast()
+    }
+
+    fn free(&mut self, p: NonNull<u8>, size: usize) {
+        // SAFETY: every pointer the tests free came from `alloc` with this size.
+        unsafe { self.0.dealloc(p, size, 1) }.unwrap();
+    }
+
+    fn check(&self) {
+        if let Err(e) = self.0.check() {
+            panic!("{e}");
+        }
+    }
+
+    /// The only chunk.
+    fn chunk(&self) -> Chunk {
+        assert_eq!(self.0.chunks, 1);
+        self.0.head.unwrap()
+    }
+
+    /// Granule number of a block's pointer.
+    fn gran(&self, p: NonNull<u8>) -> Gran {
+        // SAFETY: live chunk.
+        unsafe { self.chunk().granule_of(p.addr().get()) }.expect("a block of the chunk")
+    }
+
+    fn frontier(&self) -> Gran {
+        // SAFETY: live chunk.
+        unsafe { (*self.chunk().h()).frontier }
+    }
+
+    /// The indexed free blocks of the only chunk, in address order.
+    fn free_list(&self) -> std::vec::Vec<(Gran, Gran)> {
+        let mut v = std::vec::Vec::new();
+        // SAFETY: live chunk.
+        unsafe {
+            index::walk(self.chunk(), &mut |g, s| {
+                v.push((g, s));
+                Ok(())
+            })
+        }
+        .unwrap();
+        v
+    }
+}
+
+#[test]
+fn merge_forward_backward_and_into_frontier() {
+    let mut h = Core::new();
+    let (a, b, c) = (h.alloc(100), h.alloc(200), h.alloc(300));
+    let (ga, gb, gc) = (h.gran(a), h.gran(b), h.gran(c));
+    assert_eq!((gb, gc), (ga + 7, ga + 7 + 13));
+    assert_eq!(h.frontier(), gc + 19);
+    assert_eq!(h.0.in_use, 112 + 208 + 304);
+    h.check();
+
+    h.free(b, 200);
+    h.check();
+    assert_eq!(h.free_list(), [(gb, 13)]);
+    assert_eq!(h.0.free_blocks, 1);
+    assert_eq!(h.0.in_use, 112 + 304);
+    assert_eq!(
+        h.0.stats().free_blocks,
+        2,
+        "one free block plus the frontier"
+    );
+
+    // A's successor is free: they merge into one block starting at A.
+    h.free(a, 100);
+    h.check();
+    assert_eq!(h.free_list(), [(ga, 20)]);
+    assert_eq!(h.0.free_blocks, 1);
+    assert_eq!(h.0.in_use, 304);
+
+    // C has a free predecessor and the frontier behind it: everything becomes frontier.
+    let f = h.frontier();
+    h.free(c, 300);
+    h.check();
+    assert!(h.free_list().is_empty());
+    assert_eq!(h.0.free_blocks, 0);
+    assert_eq!(h.0.free_granules, 0);
+    assert_eq!(h.frontier(), ga);
+    assert!(h.frontier() < f);
+    let s = h.0.stats();
+    assert_eq!((s.in_use, s.free_blocks, s.chunks), (0, 1, 1));
+    assert_eq!(s.in_use + s.free + s.metadata, s.mapped);
+    assert_eq!(s.largest_free, s.free);
+}
+
+#[test]
+fn merge_both_sides_below_frontier() {
+    let mut h = Core::new();
+    let (a, b, c, guard) = (h.alloc(64), h.alloc(32), h.alloc(48), h.alloc(16));
+    let ga = h.gran(a);
+    h.free(a, 64);
+    h.free(c, 48);
+    h.check();
+    assert_eq!(h.free_list(), [(ga, 4), (ga + 6, 3)]);
+    assert_eq!(h.0.free_blocks, 2);
+    // B has free blocks on both sides: three blocks become one.
+    h.free(b, 32);
+    h.check();
+    assert_eq!(h.free_list(), [(ga, 9)]);
+    assert_eq!(h.0.free_blocks, 1);
+    assert_eq!(h.0.free_granules, 9);
+    assert_eq!(h.0.in_use, 16);
+    assert_eq!(h.gran(guard), ga + 9);
+    h.free(guard, 16);
+    h.check();
+    assert_eq!(h.0.free_blocks, 0);
+    assert_eq!(h.frontier(), ga);
+}
+
+#[test]
+fn split_leaves_the_remainder_free_right_after() {
+    let mut h = Core::new();
+    let big = h.alloc(64 * GRANULE);
+    let guard = h.alloc(GRANULE);
+    let g = h.gran(big);
+    h.free(big, 64 * GRANULE);
+    h.check();
+    assert_eq!(h.free_list(), [(g, 64)]);
+
+    let small = h.alloc(10 * GRANULE - 3);
+    assert_eq!(small, big, "first fit reuses the free block's start");
+    h.check();
+    assert_eq!(h.free_list(), [(g + 10, 54)]);
+    let c = h.chunk();
+    // SAFETY: g + 10 is a free block of the live chunk.
+    unsafe {
+        assert!(c.bit(g + 10) && c.bit(g + 63));
+        assert!(!c.bit(g + 9) && !c.bit(g + 64));
+        assert_eq!(c.footer(g + 63), 54);
+    }
+    assert_eq!(h.0.in_use, 11 * GRANULE);
+
+    // An exact fit takes the whole block.
+    let exact = h.alloc(54 * GRANULE);
+    assert_eq!(h.gran(exact), g + 10);
+    assert!(h.free_list().is_empty());
+    h.check();
+    h.free(small, 10 * GRANULE - 3);
+    h.free(exact, 54 * GRANULE);
+    h.free(guard, GRANULE);
+    h.check();
+    assert_eq!(h.0.in_use, 0);
+    assert_eq!(h.0.stats().free_blocks, 1);
+}
+
+#[test]
+fn aligned_split_frees_padding_and_tail() {
+    let mut h = Core::new();
+    // Put a free block of 256 granules somewhere not aligned to 1024 bytes.
+    let lead = h.alloc(GRANULE);
+    let big = h.alloc(256 * GRANULE);
+    let guard = h.alloc(GRANULE);
+    let g = h.gran(big);
+    h.free(big, 256 * GRANULE);
+    let p = h.alloc_aligned(100, 1024);
+    h.check();
+    let a = h.gran(p);
+    assert!(
+        a >= g && a < g + 64,
+        "aligned block taken from the free block"
+    );
+    let mut want = std::vec::Vec::new();
+    if a > g {
+        want.push((g, a - g));
+    }
+    want.push((a + 7, g + 256 - (a + 7)));
+    assert_eq!(h.free_list(), want);
+    assert_eq!(h.0.free_granules, 256 - 7);
+    h.free(p, 100);
+    h.check();
+    assert_eq!(h.free_list(), [(g, 256)]);
+    h.free(lead, GRANULE);
+    h.free(guard, GRANULE);
+    h.check();
+    assert_eq!(h.0.in_use, 0);
+    assert_eq!(h.0.free_blocks, 0);
+}
+
+#[test]
+fn grow_in_place_into_free_successor_and_shrink_merges_forward() {
+    let mut h = Core::new();
+    let (a, b, guard) = (h.alloc(32), h.alloc(160), h.alloc(16));
+    let ga = h.gran(a);
+    h.free(b, 160);
+    // SAFETY: a is a live 32-byte block.
+    unsafe {
+        a.as_ptr().write_bytes(0xA5, 32);
+        let r = h.0.grow(a, (32, 16), (96, 16), true).unwrap();
+        assert_eq!(r.cast::<u8>(), a, "grew in place");
+        assert_eq!(r.len(), 96);
+        let s = core::slice::from_raw_parts(a.as_ptr(), 96);
+        assert!(s[..32].iter().all(|&x| x == 0xA5));
+        assert!(
+            s[32..].iter().all(|&x| x == 0),
+            "grow_zeroed over a dirty free block"
+        );
+    }
+    h.check();
+    assert_eq!(h.free_list(), [(ga + 6, 6)]);
+    // Shrinking gives the tail back, merged with the free block behind it.
+    // SAFETY: a is a live 96-byte block.
+    let r = unsafe { h.0.shrink(a, (96, 16), (20, 16)) }.unwrap();
+    assert_eq!((r.cast::<u8>(), r.len()), (a, 32));
+    h.check();
+    assert_eq!(h.free_list(), [(ga + 2, 10)]);
+    assert_eq!(h.0.in_use, 32 + 16);
+    h.free(a, 20);
+    h.free(guard, 16);
+    h.check();
+    assert_eq!(h.0.free_blocks, 0);
+}
+
+#[test]
+fn zeroed_allocation_of_dirty_memory() {
+    let mut h = Core::new();
+    let a = h.alloc(4096);
+    // SAFETY: a is a live 4096-byte block.
+    unsafe { a.as_ptr().write_bytes(0xFF, 4096) };
+    h.free(a, 4096);
+    let b = h.0.alloc(4000, 8, true).unwrap();
+    assert_eq!(b.cast::<u8>(), a, "reuses the dirty memory");
+    // SAFETY: b is a live block of b.len() bytes.
+    let s = unsafe { core::slice::from_raw_parts(b.cast::<u8>().as_ptr(), b.len()) };
+    assert!(s.iter().all(|&x| x == 0));
+    h.free(b.cast(), 4000);
+    h.check();
+}
+
+/// A new chunk made for a request must hold it: `alloc_new_chunk` fails otherwise, and
+/// `with_capacity(n)` promises `n` bytes of block space.
+#[test]
+fn chunk_len_for_leaves_room_for_the_request() {
+    let mut need = GRANULE;
+    let max = if cfg!(miri) { 1 << 24 } else { 1 << 34 };
+    let mut step = GRANULE;
+    while need <= max {
+        for k in 0..64 {
+            let n = need + k * GRANULE;
+            let len = chunk_len_for(n, false).unwrap();
+            assert_eq!(len % page(), 0);
+            let room = len - bytes(meta_granules(len / GRANULE, false) as Gran);
+            assert!(room >= n, "chunk of {len} bytes holds {room} < {n}");
+        }
+        need += step;
+        step = (step + step / 4 + GRANULE) & !(GRANULE - 1);
+    }
+}
+
+#[test]
+fn fresh_chunk_serves_awkward_sizes() {
+    // Sizes for which a chunk sized too tightly comes up short (about 1 MB up).
+    for size in [1_024_096usize, 1_028_160, 2_093_056 - 16 * 8] {
+        let mut h = Core::new();
+        let b = h.0.alloc(size, 16, false);
+        assert!(b.is_ok(), "fresh heap failed to allocate {size} bytes");
+        h.free(b.unwrap().cast(), size);
+        h.check();
+    }
+}
+
+#[test]
+fn build_validates_sizes() {
+    assert!(matches!(
+        build(0, 0, None, true, (false, false)),
+        Err(HeapError::ZeroSize)
+    ));
+    assert!(matches!(
+        build(0, 4096, Some(0), true, (false, false)),
+        Err(HeapError::ZeroSize)
+    ));
+    assert!(matches!(
+        build(0, 4096, Some(1), true, (false, false)),
+        Err(HeapError::TooSmall { requested: 1, .. })
+    ));
+    assert!(matches!(
+        build(usize::MAX, 4096, None, true, (false, false)),
+        Err(HeapError::TooLarge { .. })
+    ));
+    assert!(matches!(
+        build(2 << 20, 4096, Some(1 << 20), true, (false, false)),
+        Err(HeapError::LimitBelowInitial { .. })
+    ));
+    // The limit counts metadata: an initial size equal to the limit maps exactly the limit.
+    let mut c = Core(
+        build(
+            256 << 10,
+            DEFAULT_GROWTH,
+            Some(256 << 10),
+            true,
+            (false, false),
+        )
+        .unwrap(),
+    );
+    assert_eq!(c.0.mapped, 256 << 10);
+    c.check();
+    assert!(c.0.alloc(200 << 10, 16, false).is_ok());
+    assert_eq!(c.0.alloc(100 << 10, 16, false), Err(Fail::Limit));
+    assert_eq!(c.0.chunks, 1);
+}
