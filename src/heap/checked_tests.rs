@@ -1,4 +1,3 @@
-
 use super::*;
 
 struct Core(HeapCore);

@@ -1,0 +1,117 @@
+//! One arena: a single-threaded heap behind a spin lock, plus a lock-free stack of the blocks
+//! other threads freed into it while it was busy (drained under the lock).
+
+use super::*;
+
+/// One arena: a heap of its own behind a lock, plus the blocks other threads freed into it.
+pub(super) struct Arena {
+    pub(super) lock: SpinLock,
+    /// This arena's identity (written into its chunks); 0 until its first use.
+    pub(super) id: AtomicUsize,
+    pub(super) core: UnsafeCell<HeapCore>,
+    /// Blocks freed by threads that could not take the lock: a lock-free stack linked through
+    /// the blocks (first word: next block, second word: size in bytes, log2 of the alignment
+    /// in its top 6 bits).
+    pub(super) remote: AtomicPtr<u8>,
+    /// A misuse found while merging deferred frees aborts (the global allocator) instead of
+    /// panicking.
+    pub(super) abort: bool,
+}
+
+/// Stops the program for a misuse found inside the allocator: an abort for the global
+/// allocator (which must not unwind), else a panic.
+#[cold]
+pub(super) fn stop(m: Misuse, abort: bool) -> ! {
+    if abort {
+        abort_misuse(m)
+    }
+    crate::api::misuse(m)
+}
+
+/// Rounds of trying every arena's lock before a re-entered allocation gives up.
+pub(super) const REENTRANT_ROUNDS: usize = 256;
+
+/// Bit position of the alignment in a deferred free's size word.
+pub(super) const ALIGN_SHIFT_IN_SIZE: u32 = usize::BITS - 6;
+
+impl Arena {
+    pub(super) const fn new(abort: bool) -> Arena {
+        Arena {
+            abort,
+            lock: SpinLock::new(),
+            id: AtomicUsize::new(0),
+            core: UnsafeCell::new(HeapCore::new(Config {
+                arena: true,
+                ..Config::DEFAULT
+            })),
+            remote: AtomicPtr::new(null_mut()),
+        }
+    }
+
+    /// Runs `f` on the arena's heap, after merging the blocks other threads deferred. If one of
+    /// those turns out to be a misuse (checked mode), the rest are still merged, then the program
+    /// stops (before `f`).
+    ///
+    /// # Safety
+    /// The caller holds this arena's lock for the whole call (a panic here unwinds through the
+    /// caller's `Held` guard, which releases it).
+    pub(super) unsafe fn locked<R>(&self, f: impl FnOnce(&mut HeapCore) -> R) -> R {
+        // SAFETY: the lock makes this the only reference to the core.
+        let core = unsafe { &mut *self.core.get() };
+        if core.cfg.owner == 0 {
+            let id = pagemap::next_owner();
+            core.cfg.owner = id;
+            self.id.store(id, Release);
+        }
+        // Merge what other threads freed meanwhile (a plain load first: the swap is an atomic
+        // read-modify-write, too dear for every operation).
+        let mut p = if self.remote.load(Relaxed).is_null() {
+            null_mut()
+        } else {
+            self.remote.swap(null_mut(), Acquire)
+        };
+        let mut bad = None;
+        while let Some(b) = NonNull::new(p) {
+            // SAFETY: a remote block's first two words were written by `push_remote`, through a
+            // pointer derived from its chunk's base; the block is ours to free now.
+            let r = unsafe {
+                p = b.cast::<*mut u8>().read();
+                let word = b.cast::<usize>().add(1).read();
+                let size = word & ((1 << ALIGN_SHIFT_IN_SIZE) - 1);
+                let align = 1 << (word >> ALIGN_SHIFT_IN_SIZE);
+                core.dealloc_deferred(b, size, align)
+            };
+            if let Err(Fail::Misuse(m)) = r {
+                bad.get_or_insert(m);
+            }
+        }
+        if let Some(m) = bad {
+            // A misuse another thread committed, found now (checked mode): stop the program.
+            stop(m, self.abort);
+        }
+        f(core)
+    }
+
+    /// Pushes block `b` of `size` bytes onto the remote-free stack. Lock-free.
+    ///
+    /// # Safety
+    /// `b` is a live block of this arena (pointer with its chunk's provenance), at least 16
+    /// bytes, that nobody uses any more.
+    pub(super) unsafe fn push_remote(&self, b: NonNull<u8>, size: usize, align: usize) {
+        let word = size | (align.trailing_zeros() as usize) << ALIGN_SHIFT_IN_SIZE;
+        // SAFETY: the block is ours and at least one 16-byte granule long.
+        unsafe { b.cast::<usize>().add(1).write(word) };
+        let mut head = self.remote.load(Relaxed);
+        loop {
+            // SAFETY: as above; the link is rewritten before each publication attempt.
+            unsafe { b.cast::<*mut u8>().write(head) };
+            match self
+                .remote
+                .compare_exchange_weak(head, b.as_ptr(), Release, Relaxed)
+            {
+                Ok(_) => return,
+                Err(h) => head = h,
+            }
+        }
+    }
+}

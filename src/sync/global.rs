@@ -1,0 +1,177 @@
+//! `GlobalHeap`: a `SyncHeap` as the process's `#[global_allocator]`; misuse aborts (no
+//! unwinding), failures are null.
+
+use super::*;
+
+/// The crate as the program's global allocator:
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: isoheap::GlobalHeap = isoheap::GlobalHeap::new();
+///
+/// fn main() {
+///     let v: Vec<String> = (0..100).map(|i| i.to_string()).collect();
+///     assert_eq!(v[42], "42");
+/// }
+/// ```
+///
+/// `alloc` returns null when memory runs out, never panics and never allocates inside itself;
+/// `alloc_zeroed` does not clear fresh pages; `realloc` grows or shrinks in place where it can.
+/// A misuse the heap detects (a pointer it does not own) aborts the process with a message on
+/// stderr, since a global allocator must not unwind. For programs that fork while other
+/// threads allocate, see [`fork_safe`](Self::fork_safe).
+pub struct GlobalHeap {
+    heap: SyncHeap,
+    forks: AtomicBool,
+}
+
+impl GlobalHeap {
+    /// The global heap; maps nothing until the first allocation.
+    pub const fn new() -> GlobalHeap {
+        GlobalHeap {
+            heap: SyncHeap::for_global(),
+            forks: AtomicBool::new(false),
+        }
+    }
+
+    /// The underlying [`SyncHeap`] (for `stats()` and `check()`).
+    pub fn heap(&self) -> &SyncHeap {
+        &self.heap
+    }
+
+    #[cold]
+    pub(super) fn register_fork(&'static self) {
+        if self.forks.swap(true, AcqRel) {
+            return;
+        }
+        fork::register(&self.heap);
+    }
+}
+
+impl Default for GlobalHeap {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for GlobalHeap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GlobalHeap")
+            .field("heap", &self.heap)
+            .finish()
+    }
+}
+
+#[cold]
+#[inline(never)]
+pub(super) fn abort_misuse(m: Misuse) -> ! {
+    die(format_args!("{m}"))
+}
+
+/// Writes the message to stderr and aborts. No allocation: the message is formatted into a
+/// stack buffer (core's formatting does not allocate) and written with `write(2)`.
+#[cold]
+#[inline(never)]
+pub(super) fn die(msg: fmt::Arguments<'_>) -> ! {
+    struct Buf {
+        bytes: [u8; 256],
+        len: usize,
+    }
+    impl fmt::Write for Buf {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            let take = s.len().min(self.bytes.len() - 1 - self.len);
+            self.bytes[self.len..self.len + take].copy_from_slice(&s.as_bytes()[..take]);
+            self.len += take;
+            Ok(())
+        }
+    }
+    let mut buf = Buf {
+        bytes: [0; 256],
+        len: 0,
+    };
+    let _ = fmt::Write::write_fmt(&mut buf, msg);
+    buf.bytes[buf.len] = b'\n';
+    // SAFETY: writing our own stack buffer to stderr, then aborting; neither allocates.
+    unsafe {
+        libc::write(2, buf.bytes.as_ptr().cast(), buf.len + 1);
+        libc::abort();
+    }
+}
+
+/// Armed around every `GlobalAlloc` call and defused (forgotten) on return: if a panic (a bug;
+/// the heap's paths return errors) ever unwinds out of the allocator, this aborts instead, as a
+/// global allocator must not unwind.
+pub(super) struct NoUnwind;
+
+impl Drop for NoUnwind {
+    fn drop(&mut self) {
+        die(format_args!("isoheap: a panic inside the global allocator"))
+    }
+}
+
+/// Runs one `GlobalAlloc` call under [`NoUnwind`].
+#[inline(always)]
+pub(super) fn no_unwind<T>(f: impl FnOnce() -> T) -> T {
+    let guard = NoUnwind;
+    let r = f();
+    core::mem::forget(guard);
+    r
+}
+
+pub(super) fn global<T>(r: Result<T, Fail>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(Fail::Misuse(m)) => abort_misuse(m),
+        Err(_) => None,
+    }
+}
+
+// SAFETY: blocks are valid until freed; `alloc` returns null on failure and never unwinds
+// (misuse aborts); the heap is Sync and never calls the global allocator itself.
+unsafe impl core::alloc::GlobalAlloc for GlobalHeap {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        no_unwind(|| global(self.heap.alloc_raw(layout, false)))
+            .map_or(null_mut(), |b| b.cast::<u8>().as_ptr())
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        no_unwind(|| global(self.heap.alloc_raw(layout, true)))
+            .map_or(null_mut(), |b| b.cast::<u8>().as_ptr())
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if let Some(p) = NonNull::new(ptr) {
+            // SAFETY: the GlobalAlloc contract is Heap::deallocate's.
+            no_unwind(|| global(unsafe { self.heap.dealloc_raw(p, layout) }));
+        }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let Ok(new) = Layout::from_size_align(new_size, layout.align()) else {
+            return null_mut();
+        };
+        let Some(p) = NonNull::new(ptr) else {
+            return null_mut();
+        };
+        no_unwind(|| {
+            // SAFETY: the GlobalAlloc contract for realloc is Heap::grow's / shrink's.
+            global(unsafe { self.heap.resize_raw(p, layout, new, false, Resize::Either) })
+        })
+        .map_or(null_mut(), |b| b.cast::<u8>().as_ptr())
+    }
+}
+
+impl GlobalHeap {
+    /// Makes `fork` safe for this heap: registers `pthread_atfork` handlers (once) that hold
+    /// every arena lock across `fork`, so the child never inherits a lock held by a thread
+    /// that does not exist there. A program that forks while other threads allocate calls
+    /// this once, early in `main`: `GLOBAL.fork_safe()`. It needs `&'static self`, which a
+    /// `#[global_allocator]` static gives, so the handlers can never see a dropped heap.
+    pub fn fork_safe(&'static self) {
+        self.register_fork();
+    }
+}

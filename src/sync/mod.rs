@@ -1,0 +1,409 @@
+//! The thread-safe heap: [`SyncHeap`] (`Send + Sync`, `&SyncHeap` is an allocator),
+//! [`SharedHeap`] (an owned, cloneable handle, feature `std`) and [`GlobalHeap`] (for
+//! `#[global_allocator]`).
+//!
+//! Design, for threads that mostly do not contend:
+//! - [`ARENAS`] arenas, each a single-threaded heap (`HeapCore`) behind its own spin lock. A
+//!   thread gets a home arena at its first allocation (round-robin, kept in a thread-local) and
+//!   takes the first arena from there whose lock is free, so two threads rarely wait for each
+//!   other.
+//! - Arena chunks are aligned to 4 MiB and recorded in a process-wide page map, so the arena that
+//!   owns a block is found from the block's address in O(1), without any lock.
+//! - A block freed by a thread that cannot take its arena's lock at once (another thread is in
+//!   it) is pushed onto that arena's lock-free *remote free* list; the arena merges the list the
+//!   next time anyone holds its lock. So a cross-thread free never waits.
+//!
+//! The lock is a test-and-test-and-set spin lock on one `AtomicBool`: it cannot allocate, cannot
+//! panic and needs no OS support (so the global allocator cannot re-enter itself through it, and
+//! it works in `no_std`). Critical sections are short (one allocator operation, O(log n)); after
+//! a few hundred spins a waiter yields the CPU (with `std`).
+
+use crate::api::{AllocError, edge};
+use crate::error::{CheckError, Fail, Misuse};
+use crate::heap::FOREIGN;
+use crate::heap::{Block, CHECKED_DEFAULT, Config, HeapCore};
+use crate::region::pagemap;
+use crate::stats::Stats;
+use core::alloc::Layout;
+use core::cell::UnsafeCell;
+use core::fmt;
+use core::ptr::{NonNull, null_mut};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::*};
+
+/// Which way a resize was asked to go: `grow`/`shrink` refuse the other direction (outside
+/// their contract), `realloc` takes either.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resize {
+    Grow,
+    Shrink,
+    Either,
+}
+
+/// Number of arenas in a [`SyncHeap`].
+pub const ARENAS: usize = 8;
+
+mod arena;
+mod fork;
+mod global;
+mod lock;
+mod thread;
+
+use arena::*;
+pub use global::GlobalHeap;
+use global::*;
+use lock::*;
+use thread::*;
+
+#[cfg(feature = "std")]
+extern crate std;
+
+/// A heap that any number of threads can use at once: `Send + Sync`, `&SyncHeap` implements
+/// `Allocator`. See the module docs for how threads avoid contending.
+///
+/// ```
+/// use isoheap::SyncHeap;
+/// use allocator_api2::vec::Vec;
+///
+/// let heap = SyncHeap::new();
+/// std::thread::scope(|s| {
+///     for t in 0..4u64 {
+///         let heap = &heap;
+///         s.spawn(move || {
+///             let mut v: Vec<u64, &SyncHeap> = Vec::new_in(heap);
+///             v.extend(0..10_000 * t);
+///             assert_eq!(v.len() as u64, 10_000 * t);
+///         });
+///     }
+/// });
+/// heap.check().unwrap();
+/// assert_eq!(heap.stats().in_use, 0);
+/// ```
+pub struct SyncHeap {
+    arenas: [Arena; ARENAS],
+}
+
+// SAFETY: every arena's core is reached only under its lock (or, for `remote` and `id`,
+// through atomics); chunks are owned by the SyncHeap and can be used from any thread.
+unsafe impl Sync for SyncHeap {}
+// SAFETY: as above; moving the SyncHeap moves ownership of all its chunks.
+unsafe impl Send for SyncHeap {}
+
+impl Default for SyncHeap {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SyncHeap {
+    /// An empty heap. `const`: it maps nothing until first used.
+    pub const fn new() -> SyncHeap {
+        SyncHeap {
+            arenas: [const { Arena::new(false) }; ARENAS],
+        }
+    }
+
+    /// The global allocator's heap: a misuse found later (in a deferred free) aborts.
+    const fn for_global() -> SyncHeap {
+        SyncHeap {
+            arenas: [const { Arena::new(true) }; ARENAS],
+        }
+    }
+
+    /// Runs `f` in the first arena (from this thread's home) whose lock is free, or waits for
+    /// the home arena. Re-entered (see `Inside`), it never waits for one lock (it may be the one
+    /// this thread holds): it keeps trying every arena for a while, then gives up (`None`).
+    fn with_any<R>(&self, reentrant: bool, f: impl FnOnce(&mut HeapCore) -> R) -> Option<R> {
+        let home = home();
+        let rounds = if reentrant { REENTRANT_ROUNDS } else { 1 };
+        for _ in 0..rounds {
+            for k in 0..ARENAS {
+                let a = &self.arenas[(home + k) % ARENAS];
+                if let Some(_held) = a.lock.try_hold() {
+                    // SAFETY: we hold a's lock until after the call.
+                    return Some(unsafe { a.locked(f) });
+                }
+            }
+            core::hint::spin_loop();
+        }
+        if reentrant {
+            return None;
+        }
+        let a = &self.arenas[home];
+        let _held = a.lock.hold();
+        // SAFETY: we hold a's lock until after the call.
+        Some(unsafe { a.locked(f) })
+    }
+
+    /// The arena that owns the block at `addr` and the block's pointer rebuilt from its
+    /// chunk's base (for provenance), or a misuse if no arena of this heap owns it. O(1).
+    fn owner(&self, addr: usize) -> Result<(&Arena, NonNull<u8>), Fail> {
+        let misuse = Err(Fail::Misuse(Misuse {
+            addr,
+            what: FOREIGN,
+            values: None,
+        }));
+        let Some(base) = pagemap::get(addr) else {
+            return misuse;
+        };
+        // SAFETY: the page map holds only live arena chunks, whose `owner` field is written
+        // before publication and never changes.
+        let c = unsafe { crate::block::Chunk::from_base(base) };
+        // SAFETY: as above; `len` is also written once before publication. An address in the
+        // page map's window past the chunk's end is not the chunk's.
+        let (owner, inside) = unsafe { ((*c.h()).owner, c.contains(addr)) };
+        if !inside {
+            return misuse;
+        }
+        match self.arenas.iter().find(|a| a.id.load(Acquire) == owner) {
+            Some(a) => Ok((
+                a,
+                base.with_addr(core::num::NonZeroUsize::new(addr).unwrap_or(base.addr())),
+            )),
+            None => misuse,
+        }
+    }
+
+    pub(crate) fn alloc_raw(&self, layout: Layout, zero: bool) -> Result<Block, Fail> {
+        let inside = Inside::enter();
+        self.with_any(inside.reentrant, |c| {
+            c.alloc(layout.size(), layout.align(), zero)
+        })
+        .unwrap_or(Err(Fail::Os))
+    }
+
+    /// # Safety
+    /// As for `Heap::deallocate`, on this heap.
+    pub(crate) unsafe fn dealloc_raw(&self, ptr: NonNull<u8>, layout: Layout) -> Result<(), Fail> {
+        let (size, align) = (layout.size(), layout.align());
+        if size == 0 {
+            return Ok(());
+        }
+        let inside = Inside::enter();
+        let (a, p) = self.owner(ptr.addr().get())?;
+        if CHECKED_DEFAULT && !inside.reentrant {
+            // Checked mode verifies every free before anything is written to the block, so it
+            // waits for the owner's lock (a deferral writes into the block first).
+            let _held = a.lock.hold();
+            // SAFETY: we hold a's lock until after the call; the caller's contract.
+            return unsafe { a.locked(|c| c.dealloc(p, size, align)) };
+        }
+        // A block of this thread's home arena is freed at once if the lock is free; a block of
+        // another arena (allocated by another thread, typically) goes onto that arena's remote
+        // list, so this thread never touches the other arena's lock or state.
+        if core::ptr::eq(a, &self.arenas[home()])
+            && let Some(_held) = a.lock.try_hold()
+        {
+            // SAFETY: we hold a's lock until after the call; the caller's contract.
+            return unsafe { a.locked(|c| c.dealloc(p, size, align)) };
+        }
+        // SAFETY: p is the caller's live block, rebuilt with its chunk's provenance.
+        unsafe { a.push_remote(p, size, align) };
+        Ok(())
+    }
+
+    /// # Safety
+    /// As for `Heap::grow`/`Heap::shrink`, on this heap.
+    pub(crate) unsafe fn resize_raw(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+        zero: bool,
+        dir: Resize,
+    ) -> Result<Block, Fail> {
+        match dir {
+            Resize::Grow if new.size() < old.size() => return Err(Fail::Unsupported),
+            Resize::Shrink if new.size() > old.size() => return Err(Fail::Unsupported),
+            _ => {}
+        }
+        if old.size() == 0 {
+            return self.alloc_raw(new, zero);
+        }
+        let inside = Inside::enter();
+        let (a, p) = self.owner(ptr.addr().get())?;
+        let held = if inside.reentrant {
+            // Re-entered: the owner's lock may be the one this thread holds, so never wait for
+            // it. If it is busy, move the block: a new one from any free arena, the bytes
+            // copied, the old one freed through the owner's deferred list.
+            let Some(held) = a.lock.try_hold() else {
+                let b = self
+                    .with_any(true, |c| c.alloc(new.size(), new.align(), zero))
+                    .unwrap_or(Err(Fail::Os))?;
+                // SAFETY: the old block is the caller's (contract) and the new one is distinct
+                // and at least as long as what is copied; then the old one is given up.
+                unsafe {
+                    let keep = old.size().min(new.size());
+                    core::ptr::copy_nonoverlapping(p.as_ptr(), b.cast::<u8>().as_ptr(), keep);
+                    a.push_remote(p, old.size(), old.align());
+                }
+                return Ok(b);
+            };
+            held
+        } else {
+            a.lock.hold()
+        };
+        // SAFETY: we hold a's lock until after the call; the caller's contract.
+        let r = unsafe {
+            a.locked(|c| {
+                if new.size() >= old.size() {
+                    c.grow(
+                        p,
+                        (old.size(), old.align()),
+                        (new.size(), new.align()),
+                        zero,
+                    )
+                } else {
+                    c.shrink(p, (old.size(), old.align()), (new.size(), new.align()))
+                }
+            })
+        };
+        drop(held);
+        r
+    }
+
+    /// Runs `f` on every arena in turn, under its lock.
+    fn each<R>(&self, mut f: impl FnMut(&mut HeapCore) -> R) -> impl Iterator<Item = R> {
+        let _in = Inside::enter();
+        let mut out = [const { None }; ARENAS];
+        for (a, slot) in self.arenas.iter().zip(out.iter_mut()) {
+            let _held = a.lock.hold();
+            // SAFETY: we hold a's lock until after the call.
+            *slot = Some(unsafe { a.locked(&mut f) });
+        }
+        out.into_iter().flatten()
+    }
+
+    /// Allocates a block (see [`Heap::allocate`](crate::Heap::allocate)). Takes the first free
+    /// arena from this thread's home: O(ARENAS) tries, then as for `Heap`.
+    pub fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        edge(self.alloc_raw(layout, false))
+    }
+
+    /// Like [`allocate`](Self::allocate), reading as zero.
+    pub fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        edge(self.alloc_raw(layout, true))
+    }
+
+    /// Frees a block. The owning arena is found in O(1); if another thread is in it, the block
+    /// goes onto its remote-free list without waiting.
+    ///
+    /// # Safety
+    /// As for [`Heap::deallocate`](crate::Heap::deallocate), on this heap.
+    pub unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: forwarded contract.
+        let r = unsafe { self.dealloc_raw(ptr, layout) };
+        let _ = edge(r);
+    }
+
+    /// Grows a block (in place when possible), in its owning arena.
+    ///
+    /// # Safety
+    /// As for [`Heap::grow`](crate::Heap::grow), on this heap.
+    pub unsafe fn grow(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        // SAFETY: forwarded contract.
+        edge(unsafe { self.resize_raw(ptr, old, new, false, Resize::Grow) })
+    }
+
+    /// Like [`grow`](Self::grow), the new bytes reading as zero.
+    ///
+    /// # Safety
+    /// As for [`Heap::grow`](crate::Heap::grow), on this heap.
+    pub unsafe fn grow_zeroed(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        // SAFETY: forwarded contract.
+        edge(unsafe { self.resize_raw(ptr, old, new, true, Resize::Grow) })
+    }
+
+    /// Shrinks a block in place, in its owning arena.
+    ///
+    /// # Safety
+    /// As for [`Heap::shrink`](crate::Heap::shrink), on this heap.
+    pub unsafe fn shrink(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        // SAFETY: forwarded contract.
+        edge(unsafe { self.resize_raw(ptr, old, new, false, Resize::Shrink) })
+    }
+
+    /// Counters summed over the arenas (each merged first: remote frees, quick lists).
+    pub fn stats(&self) -> Stats {
+        let mut t = Stats::default();
+        for s in self.each(|c| c.flushed_stats()) {
+            t.in_use += s.in_use;
+            t.free += s.free;
+            t.free_blocks += s.free_blocks;
+            t.largest_free = t.largest_free.max(s.largest_free);
+            t.mapped += s.mapped;
+            t.metadata += s.metadata;
+            t.peak_in_use += s.peak_in_use;
+            t.chunks += s.chunks;
+            t.budget_refusals += s.budget_refusals;
+            t.cached_before += s.cached_before;
+        }
+        t
+    }
+
+    /// Is this heap in checked mode? `SyncHeap` and `GlobalHeap` follow the build's default:
+    /// on with debug assertions or the `checked` feature (see
+    /// [`HeapBuilder::checked`](crate::HeapBuilder::checked)).
+    pub fn is_checked(&self) -> bool {
+        crate::heap::CHECKED_DEFAULT
+    }
+
+    /// Checks every arena (see [`Heap::check`](crate::Heap::check)).
+    pub fn check(&self) -> Result<(), CheckError> {
+        self.each(|c| c.check()).collect()
+    }
+}
+
+impl Drop for SyncHeap {
+    fn drop(&mut self) {
+        for a in &mut self.arenas {
+            a.core.get_mut().release_all();
+        }
+    }
+}
+
+impl fmt::Debug for SyncHeap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.stats();
+        f.debug_struct("SyncHeap")
+            .field("arenas", &ARENAS)
+            .field("stats", &s)
+            .finish()
+    }
+}
+
+/// An owned, cloneable handle to a [`SyncHeap`] (an `Arc`), so a `Vec<T, SharedHeap>` can be
+/// `'static` and `Send`. Implements the allocator traits like `&SyncHeap`.
+#[cfg(feature = "std")]
+#[derive(Clone, Debug, Default)]
+pub struct SharedHeap(pub std::sync::Arc<SyncHeap>);
+
+#[cfg(feature = "std")]
+impl SharedHeap {
+    /// A new shared heap.
+    pub fn new() -> SharedHeap {
+        SharedHeap(std::sync::Arc::new(SyncHeap::new()))
+    }
+}
+
+#[cfg(feature = "std")]
+impl core::ops::Deref for SharedHeap {
+    type Target = SyncHeap;
+    fn deref(&self) -> &SyncHeap {
+        &self.0
+    }
+}
