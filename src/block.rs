@@ -165,14 +165,19 @@ impl Chunk {
         }
     }
 
-    /// The chunk whose header is at `base`.
+    /// The paged chunk that contains `addr` (found through the process page map, with its
+    /// provenance) and its owner's identity, if any. O(1), lock-free.
     ///
-    /// # Safety
-    /// `base` is the base pointer of a live, initialised chunk (with its provenance).
+    /// The page map holds only live paged chunks, and a chunk's `owner` and `len` are written
+    /// once before it is published there. (A chunk being dropped by another thread at this very
+    /// moment can still be read here: only a foreign pointer, a misuse, leads to that; see
+    /// README "Hardening".)
     #[inline]
-    #[cfg(feature = "mmap")]
-    pub unsafe fn from_base(base: NonNull<u8>) -> Chunk {
-        Chunk(base.cast())
+    pub fn paged_at(addr: usize) -> Option<(Chunk, usize)> {
+        let c = Chunk(crate::region::chunk_of(addr)?.cast());
+        // SAFETY: the page map holds only live, published chunks' base pointers; `owner` and
+        // `len` were written before publication and never change.
+        unsafe { c.contains(addr).then(|| (c, (*c.h()).owner)) }
     }
 
     /// The chunk's base address.

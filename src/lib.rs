@@ -57,17 +57,16 @@ mod stats;
 mod sync;
 mod vg;
 
-pub use api::{AllocError, Heap, HeapBuilder};
+pub use api::{AllocError, BufferHeap, Heap, HeapBuilder};
 pub use error::{CheckError, HeapError};
 pub use heap::MAX_ALIGN;
 pub use map::{Chunks, HeapMap, MapChunk, Span, SpanKind, Spans};
 #[cfg(feature = "std")]
 pub use pool::{HeapPool, PooledHeap};
-pub use region::buffer::BufferHeap;
 #[cfg(feature = "mmap")]
 pub use region::cache::release_cached;
 #[cfg(feature = "mmap")]
-pub use region::mmap::{OsCounters, os_counters};
+pub use region::os::{OsCounters, os_counters};
 pub use stats::Stats;
 #[cfg(all(feature = "mmap", feature = "std"))]
 pub use sync::SharedHeap;

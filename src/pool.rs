@@ -150,7 +150,7 @@ impl Drop for PooledHeap<'_> {
         };
         heap.reset();
         // A request may have changed its heap's budget: the next one starts from the pool's.
-        heap.core().cfg.budget = self.pool.builder.budget_bytes();
+        heap.with_core(|c| c.cfg.budget = self.pool.builder.budget_bytes());
         let mut idle = self.pool.lock();
         if idle.len() < self.pool.max_idle {
             idle.push((self.id, heap));

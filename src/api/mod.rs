@@ -2,7 +2,10 @@
 //! forwards to. Interior mutability lives here (an `UnsafeCell`), which is what makes `Heap`
 //! `!Sync`.
 
+mod buffer;
 mod traits;
+
+pub use buffer::BufferHeap;
 
 use crate::error::{CheckError, Fail, HeapError, Misuse};
 use crate::heap::{self, HeapCore};
@@ -76,6 +79,33 @@ pub(crate) fn misuse(m: Misuse) -> ! {
 /// ```
 pub struct Heap {
     core: UnsafeCell<HeapCore>,
+    /// Debug builds: set while `with_core` runs, so a nested call is caught.
+    #[cfg(debug_assertions)]
+    busy: core::cell::Cell<bool>,
+}
+
+/// Debug builds: marks a heap's core as borrowed by `with_core` for the guard's life.
+#[cfg(debug_assertions)]
+struct Busy<'a>(&'a core::cell::Cell<bool>);
+
+#[cfg(debug_assertions)]
+impl<'a> Busy<'a> {
+    #[inline]
+    fn enter(flag: &'a core::cell::Cell<bool>) -> Busy<'a> {
+        assert!(
+            !flag.replace(true),
+            "isoheap: internal error: the heap's state was borrowed twice"
+        );
+        Busy(flag)
+    }
+}
+
+#[cfg(debug_assertions)]
+impl Drop for Busy<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
 }
 
 // SAFETY: a Heap owns its chunks exclusively; moving it moves that ownership. It holds no
@@ -94,8 +124,15 @@ impl Heap {
     /// each new chunk as large as all before it, up to 1 GiB per chunk). An empty heap costs
     /// its own size (`size_of::<Heap>()` bytes) and no system call. O(1).
     pub const fn new() -> Heap {
+        Heap::from_core(HeapCore::new(heap::Config::DEFAULT))
+    }
+
+    /// A heap around a core.
+    pub(crate) const fn from_core(core: HeapCore) -> Heap {
         Heap {
-            core: UnsafeCell::new(HeapCore::new(heap::Config::DEFAULT)),
+            core: UnsafeCell::new(core),
+            #[cfg(debug_assertions)]
+            busy: core::cell::Cell::new(false),
         }
     }
 
@@ -124,13 +161,18 @@ impl Heap {
         }
     }
 
+    /// Runs `f` on the heap's state. The only way to reach it through `&self`: `f` is crate
+    /// code that runs no user code (no callbacks, no formatting, no panics: a misuse is returned
+    /// and reported by the caller after `f` has returned), so two `&mut HeapCore` never coexist.
+    /// Builds with debug assertions check that: a nested call panics.
     #[inline]
-    #[allow(clippy::mut_from_ref)]
-    pub(crate) fn core(&self) -> &mut HeapCore {
-        // Heap is !Sync, so only this thread reaches the cell. Every caller uses the reference
-        // within one statement and runs no user code (no callbacks, no formatting, no panics:
-        // SAFETY: misuse is reported after the reference is gone), so no two coexist.
-        unsafe { &mut *self.core.get() }
+    pub(crate) fn with_core<R>(&self, f: impl FnOnce(&mut HeapCore) -> R) -> R {
+        #[cfg(debug_assertions)]
+        let _busy = Busy::enter(&self.busy);
+        // SAFETY: Heap is !Sync, so only this thread reaches the cell; no other reference to
+        // the core is alive (see above; checked in debug builds by `Busy`), and the reference
+        // does not outlive the call.
+        f(unsafe { &mut *self.core.get() })
     }
 
     /// Allocates a block for `layout`. Zero-size layouts get a dangling, aligned pointer and use
@@ -143,14 +185,14 @@ impl Heap {
     /// geometrically). Mapping a new chunk is a system call.
     #[inline]
     pub fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        edge(self.core().alloc(layout.size(), layout.align(), false))
+        edge(self.with_core(|c| c.alloc(layout.size(), layout.align(), false)))
     }
 
     /// Like [`allocate`](Self::allocate), and the block reads as zero. Memory fresh from the OS
     /// is zero already and is not cleared again. Same complexity plus O(size) for reused memory.
     #[inline]
     pub fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        edge(self.core().alloc(layout.size(), layout.align(), true))
+        edge(self.with_core(|c| c.alloc(layout.size(), layout.align(), true)))
     }
 
     /// Frees a block, merging it with free neighbours (found in O(1) through boundary bits);
@@ -163,8 +205,9 @@ impl Heap {
     /// message naming the address.
     #[inline]
     pub unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
-        // SAFETY: forwarded contract.
-        let r = unsafe { self.core().dealloc(ptr, layout.size(), layout.align()) };
+        // SAFETY: `ptr` is a block of this heap allocated with `layout`, unused afterwards (this
+        // function's contract, which is `dealloc`'s).
+        let r = self.with_core(|c| unsafe { c.dealloc(ptr, layout.size(), layout.align()) });
         if let Err(Fail::Misuse(m)) = r {
             misuse(m)
         }
@@ -183,15 +226,16 @@ impl Heap {
         old_layout: Layout,
         new_layout: Layout,
     ) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: forwarded contract.
-        edge(unsafe {
-            self.core().grow(
+        // SAFETY: `ptr` is a live block of this heap allocated with `old_layout` (this
+        // function's contract, which is `HeapCore::grow`'s).
+        edge(self.with_core(|c| unsafe {
+            c.grow(
                 ptr,
                 (old_layout.size(), old_layout.align()),
                 (new_layout.size(), new_layout.align()),
                 false,
             )
-        })
+        }))
     }
 
     /// Like [`grow`](Self::grow), and the new bytes read as zero.
@@ -205,15 +249,16 @@ impl Heap {
         old_layout: Layout,
         new_layout: Layout,
     ) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: forwarded contract.
-        edge(unsafe {
-            self.core().grow(
+        // SAFETY: `ptr` is a live block of this heap allocated with `old_layout` (this
+        // function's contract, which is `HeapCore::grow`'s).
+        edge(self.with_core(|c| unsafe {
+            c.grow(
                 ptr,
                 (old_layout.size(), old_layout.align()),
                 (new_layout.size(), new_layout.align()),
                 true,
             )
-        })
+        }))
     }
 
     /// Shrinks a block in place and returns the tail to the free set, merged with what follows
@@ -229,25 +274,26 @@ impl Heap {
         old_layout: Layout,
         new_layout: Layout,
     ) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: forwarded contract.
-        edge(unsafe {
-            self.core().shrink(
+        // SAFETY: `ptr` is a live block of this heap allocated with `old_layout` (this
+        // function's contract, which is `HeapCore::shrink`'s).
+        edge(self.with_core(|c| unsafe {
+            c.shrink(
                 ptr,
                 (old_layout.size(), old_layout.align()),
                 (new_layout.size(), new_layout.align()),
             )
-        })
+        }))
     }
 
     /// Is this heap in checked mode (see [`HeapBuilder::checked`])?
     pub fn is_checked(&self) -> bool {
-        self.core().cfg.checked
+        self.with_core(|c| c.cfg.checked)
     }
 
     /// Sets or clears the budget on bytes in use (see [`HeapBuilder::budget`]). Lowering it
     /// below what is in use frees nothing: only later allocations are refused. O(1).
     pub fn set_budget(&self, bytes: Option<usize>) {
-        self.core().cfg.budget = bytes.unwrap_or(usize::MAX);
+        self.with_core(|c| c.cfg.budget = bytes.unwrap_or(usize::MAX));
     }
 
     /// Frees every block at once, in time independent of the number of blocks (O(chunks +
@@ -276,7 +322,7 @@ impl Heap {
     /// quick reuse are merged into the free set first, so the free spans reported are those of
     /// a fully merged heap (no two adjacent). O(c) in chunks plus O(cached blocks).
     pub fn stats(&self) -> Stats {
-        self.core().flushed_stats()
+        self.with_core(|c| c.flushed_stats())
     }
 
     /// Walks the whole heap and verifies every invariant: tags agree with the bitmap, the index
@@ -284,7 +330,7 @@ impl Heap {
     /// sizes add up to the mapped total, and the counters agree. Returns the first violation,
     /// naming its address. O(heap size / 1024 + free blocks).
     pub fn check(&self) -> Result<(), CheckError> {
-        self.core().check()
+        self.with_core(|c| c.check())
     }
 }
 
@@ -292,7 +338,7 @@ impl fmt::Debug for Heap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Copy everything out first: the formatter may allocate from this very heap.
         let stats = self.stats();
-        let cfg = self.core().cfg;
+        let cfg = self.with_core(|c| c.cfg);
         f.debug_struct("Heap")
             .field("stats", &stats)
             .field("growth", &cfg.growth)
@@ -450,9 +496,7 @@ impl HeapBuilder {
         core.cfg.warm = self.warm;
         core.cfg.budget = self.budget.unwrap_or(usize::MAX);
         core.cfg.give_back = self.give_back;
-        Ok(Heap {
-            core: UnsafeCell::new(core),
-        })
+        Ok(Heap::from_core(core))
     }
 }
 

@@ -21,10 +21,9 @@ impl HeapCore {
             .min(max_chunk_len())
             .max(min);
         let len = if len > room { min } else { len };
-        #[cfg(feature = "mmap")]
         if self.cfg.arena {
             // Arena chunks: one alignment unit, or exactly one large block's worth.
-            let unit = crate::region::pagemap::ALIGN;
+            let unit = crate::region::PAGED_ALIGN;
             return self.map_chunk(if min <= unit { unit } else { min });
         }
         // If the OS refuses the geometric step, the bare minimum may still be granted.
@@ -37,69 +36,93 @@ impl HeapCore {
         })
     }
 
-    /// Maps a chunk of exactly `len` bytes (whole pages) and links it in address order.
-    #[cfg(feature = "mmap")]
+    /// Maps a chunk of exactly `len` bytes (whole pages; a cached mapping may be larger) and
+    /// links it in address order. Arenas and checked heaps get *paged* chunks: aligned to the
+    /// page map's unit and recorded there, so the chunk of any pointer is found in O(1).
     pub(crate) fn map_chunk(&mut self, len: usize) -> Result<Chunk, Fail> {
-        use crate::region::{cache, mmap, pagemap};
-        if self.cfg.arena || self.cfg.checked {
-            // Paged chunks (arenas, checked heaps): aligned to the page map's unit and recorded
-            // there, so the chunk of any pointer is found in O(1).
-            if self.cfg.owner == 0 {
-                self.cfg.owner = pagemap::next_owner();
-            }
-            // A cached mapping that happens to be aligned (one a paged chunk left), else a
-            // fresh one. Arena chunks have exact sizes; a checked heap takes up to 4x.
-            let room = self.cfg.limit.saturating_sub(self.mapped);
-            let max = if self.cfg.arena {
-                len
-            } else {
-                len.saturating_mul(4).min(room)
-            };
-            let (base, len, dirty, off, map_len) = match cache::take(len, max, pagemap::ALIGN) {
-                Some(m) => (m.base, m.len, m.dirty, 0, m.len),
-                None => {
-                    let (base, off, map_len) =
-                        mmap::map_aligned(len, pagemap::ALIGN).map_err(|_| Fail::Os)?;
-                    (base, len, 0, off, map_len)
-                }
-            };
-            // SAFETY: a whole mapping of len bytes (or the aligned part of an over-aligned
-            // one), aligned, owned by this heap; everything past `dirty` is still zero.
-            let c = unsafe { Chunk::init(base, len, true, dirty, self.cfg.checked) };
-            // SAFETY: c is live and not yet published; these fields are written once here.
-            unsafe {
-                let h = c.h();
+        debug_assert!(
+            len > 0 && len.is_multiple_of(page()),
+            "map_chunk: {len} bytes is not a whole number of pages"
+        );
+        let paged = self.cfg.arena || self.cfg.checked;
+        // A mapping a dropped heap left in the process cache, if one fits (arena chunks have
+        // exact sizes; other heaps take up to 4x the size asked for, within the limit); else a
+        // fresh one.
+        let room = self.cfg.limit.saturating_sub(self.mapped);
+        let max = if self.cfg.arena {
+            len
+        } else {
+            len.saturating_mul(4).min(room)
+        };
+        let m = crate::region::acquire(len, max, paged).ok_or(Fail::Os)?;
+        if paged && self.cfg.owner == 0 {
+            self.cfg.owner = crate::region::next_owner();
+        }
+        // SAFETY: a whole mapping of m.len bytes (whole pages, aligned for paged ones), owned by
+        // this heap from now on; everything past `dirty` is still zero.
+        let c = unsafe { Chunk::init(m.base, m.len, true, m.dirty, self.cfg.checked) };
+        // SAFETY: c is live and not yet published; these fields are written once here, before
+        // the page map publishes the chunk to other threads.
+        unsafe {
+            let h = c.h();
+            (*h).map_off = m.off;
+            (*h).map_len = m.map_len;
+            if paged {
                 (*h).owner = self.cfg.owner;
-                (*h).single = self.cfg.arena && len > pagemap::ALIGN;
+                (*h).single = self.cfg.arena && m.len > crate::region::PAGED_ALIGN;
                 (*h).paged = true;
-                (*h).map_off = off;
-                (*h).map_len = map_len;
-                if !pagemap::insert(base, len) {
-                    mmap::unmap(base.sub(off), map_len);
+                if !crate::region::publish(m.base, m.len) {
+                    crate::region::discard(m);
                     return Err(Fail::Os);
                 }
-                self.link(c);
             }
-            return Ok(c);
+            self.link(c);
         }
-        // A mapping a dropped heap left in the process cache, if one fits (up to 4x the size
-        // asked for, within the limit); else a fresh one.
-        let room = self.cfg.limit.saturating_sub(self.mapped);
-        let (base, len, dirty) = match cache::take(len, len.saturating_mul(4).min(room), 1) {
-            Some(m) => (m.base, m.len, m.dirty),
-            None => (mmap::map(len).map_err(|_| Fail::Os)?, len, 0),
-        };
-        // SAFETY: a whole mapping of len bytes, page-aligned, owned by this heap from now on;
-        // everything past `dirty` is still zero from the OS.
-        let c = unsafe { Chunk::init(base, len, true, dirty, self.cfg.checked) };
-        // SAFETY: c is live and not yet linked.
-        unsafe { self.link(c) };
         Ok(c)
     }
 
-    #[cfg(not(feature = "mmap"))]
-    pub(crate) fn map_chunk(&mut self, _len: usize) -> Result<Chunk, Fail> {
-        Err(Fail::Os)
+    /// Makes this (new, empty) heap a heap over a caller's buffer `base..base + usable`: it never
+    /// grows and never gives memory to the OS, and its chunks (one per `max_piece` bytes; a tail
+    /// shorter than the smallest chunk stays unused) are marked not mapped.
+    ///
+    /// # Safety
+    /// 1. `base..base + usable` is memory the caller lends exclusively to this heap for its whole
+    ///    life, readable and writable (contents may be uninitialised);
+    /// 2. `base` is aligned to a granule, `usable` and `max_piece` are multiples of a granule,
+    ///    `max_piece` is at most [`BUFFER_MAX_PIECE`];
+    /// 3. the heap has no chunk yet.
+    pub(crate) unsafe fn adopt_buffer(
+        &mut self,
+        base: NonNull<u8>,
+        usable: usize,
+        max_piece: usize,
+    ) {
+        let min = BUFFER_MIN_GRANULES * GRANULE;
+        debug_assert!(
+            self.head.is_none() && base.addr().get().is_multiple_of(GRANULE),
+            "adopt_buffer: the heap must be empty and the buffer granule-aligned"
+        );
+        debug_assert!(
+            usable.is_multiple_of(GRANULE)
+                && max_piece.is_multiple_of(GRANULE)
+                && (min..=BUFFER_MAX_PIECE).contains(&max_piece),
+            "adopt_buffer: {usable} bytes in pieces of {max_piece}"
+        );
+        self.cfg.can_grow = false;
+        self.cfg.limit = usable;
+        // Nothing is ever given back to the OS from a buffer: skip even working out when to.
+        self.cfg.give_back = usize::MAX;
+        let mut off = 0;
+        while usable - off >= min {
+            let piece = (usable - off).min(max_piece);
+            // SAFETY: `off + piece <= usable`, so the piece lies inside the lent memory (1); it
+            // starts on a granule, is whole granules, at most MAX_CHUNK_GRANULES granules (2)
+            // and above the metadata (piece >= min); `dirty` is the whole piece (uninitialised).
+            let c = unsafe { Chunk::init(base.add(off), piece, false, piece, self.cfg.checked) };
+            // SAFETY: c was just initialised, belongs to this heap alone and is not linked yet.
+            unsafe { self.link(c) };
+            off += piece;
+        }
     }
 
     /// Links a fresh chunk into the address-ordered list and counts it.
@@ -144,21 +167,13 @@ impl HeapCore {
     #[inline]
     pub(super) fn locate(&self, ptr: NonNull<u8>, n: Gran) -> Result<(Chunk, Gran), Fail> {
         let addr = ptr.addr().get();
-        #[cfg(feature = "mmap")]
         if self.cfg.owner != 0 {
             // Paged chunks: the page map gives the chunk (with its provenance) in O(1).
-            let Some(base) = crate::region::pagemap::get(addr) else {
-                return misuse(addr, FOREIGN);
+            return match Chunk::paged_at(addr) {
+                // SAFETY: the page map names only live chunks, and this one contains addr.
+                Some((c, owner)) if owner == self.cfg.owner => unsafe { self.block_in(c, addr, n) },
+                _ => misuse(addr, FOREIGN),
             };
-            // SAFETY: the page map holds only live paged chunks' base pointers; `owner` and the
-            // block-area fields are read as places.
-            unsafe {
-                let c = Chunk::from_base(base);
-                if (*c.h()).owner != self.cfg.owner || !c.contains(addr) {
-                    return misuse(addr, FOREIGN);
-                }
-                return self.block_in(c, addr, n);
-            }
         }
         let mut cur = self.head;
         while let Some(c) = cur {
@@ -283,37 +298,29 @@ impl HeapCore {
     }
 }
 
-/// Gives a chunk's memory back: to the process cache of mappings if it takes it, else to the
-/// OS. Buffers (not mapped) are left to their owner.
+/// Gives a chunk's memory back to the region (the process cache of mappings, or the OS).
+/// Buffers (not mapped) are left to their owner.
 ///
 /// # Safety
 /// `c` is a live chunk that is unlinked and never used again.
 pub(super) unsafe fn release_chunk(c: Chunk) {
     // SAFETY: c is live until here; its fields are read before the memory goes.
     unsafe {
-        let (len, mapped) = ((*c.h()).len, (*c.h()).mapped);
-        let dirty = ((*c.h()).clean as usize) << GRANULE_SHIFT;
-        #[cfg(feature = "mmap")]
-        if (*c.h()).paged {
-            // Paged chunk: out of the page map first (so nobody finds it there once another heap
-            // reuses the mapping), then to the cache if it is a whole mapping, else to the OS.
-            let (off, map_len) = ((*c.h()).map_off, (*c.h()).map_len);
-            crate::region::pagemap::remove(c.base(), len);
-            let whole = off == 0 && map_len == len;
-            if !(whole && crate::region::cache::put(c.base(), len, dirty)) {
-                crate::region::mmap::unmap(c.base().sub(off), map_len);
-            }
-            return;
-        }
-        if !mapped {
+        let h = c.h();
+        let len = (*h).len;
+        if !(*h).mapped {
             // A caller's buffer goes back to its owner: every byte addressable again (memcheck).
             crate::vg::undefined(c.base().as_ptr(), len);
+            return;
         }
-        #[cfg(feature = "mmap")]
-        if mapped && !crate::region::cache::put(c.base(), len, dirty) {
-            crate::region::mmap::unmap(c.base(), len);
-        }
-        let _ = (len, mapped, dirty);
+        let m = crate::region::Mapping {
+            base: c.base(),
+            len,
+            dirty: ((*h).clean as usize) << GRANULE_SHIFT,
+            off: (*h).map_off,
+            map_len: (*h).map_len,
+        };
+        crate::region::release(m, (*h).paged);
     }
 }
 
@@ -348,11 +355,28 @@ pub(super) fn align_down_page(x: usize) -> usize {
     align_down(x, page())
 }
 
-#[cfg(feature = "mmap")]
-pub(crate) fn page() -> usize {
-    crate::region::mmap::page_size()
-}
-#[cfg(not(feature = "mmap"))]
-pub(crate) fn page() -> usize {
-    4096
-}
+pub(crate) use crate::region::page;
+
+/// Granules in the smallest chunk over a buffer: its metadata (header and bitmaps, in checked
+/// mode too) plus one block granule.
+pub(crate) const BUFFER_MIN_GRANULES: usize = {
+    let mut g = 1;
+    while crate::block::meta_granules(g, true) >= g {
+        g += 1;
+    }
+    g
+};
+
+/// The most bytes one chunk over a buffer spans: as many granules as a chunk can number, in
+/// whole 4 KiB (so a whole number of bitmap words, as for mapped chunks).
+pub(crate) const BUFFER_MAX_PIECE: usize = MAX_CHUNK_GRANULES.saturating_mul(GRANULE) & !4095;
+
+// The smallest chunk has exactly one block granule; the largest is whole bitmap words and fits
+// the granule numbering.
+const _: () = {
+    assert!(crate::block::meta_granules(BUFFER_MIN_GRANULES, true) + 1 == BUFFER_MIN_GRANULES);
+    assert!(
+        BUFFER_MAX_PIECE.is_multiple_of(4096) && BUFFER_MAX_PIECE / GRANULE <= MAX_CHUNK_GRANULES
+    );
+    assert!(BUFFER_MAX_PIECE >= BUFFER_MIN_GRANULES * GRANULE);
+};

@@ -123,7 +123,7 @@ pub(crate) fn build(
         };
         core.map_chunk(len).map_err(|_| HeapError::OsRefused {
             bytes: len,
-            errno: last_errno(),
+            errno: crate::region::last_errno(),
         })?;
     }
     Ok(core)

@@ -31,6 +31,7 @@ impl HeapCore {
     ///
     /// # Safety
     /// As for `dealloc`.
+    #[cfg_attr(not(feature = "mmap"), allow(dead_code))]
     pub(crate) unsafe fn dealloc_deferred(
         &mut self,
         ptr: NonNull<u8>,

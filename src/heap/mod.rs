@@ -39,8 +39,8 @@ mod tests;
 
 use checked::*;
 pub(crate) use checked::{FOREIGN, POISON, seal_intact};
-pub(crate) use chunks::page;
 use chunks::*;
+pub(crate) use chunks::{BUFFER_MAX_PIECE, BUFFER_MIN_GRANULES, page};
 pub use config::MAX_ALIGN;
 #[allow(unused_imports)]
 use config::*;
@@ -118,13 +118,4 @@ impl HeapCore {
             vg_pool: 0,
         }
     }
-}
-
-fn last_errno() -> i32 {
-    #[cfg(all(feature = "mmap", any(target_os = "linux", target_os = "android")))]
-    // SAFETY: reading the calling thread's errno slot.
-    let e = unsafe { *libc::__errno_location() };
-    #[cfg(not(all(feature = "mmap", any(target_os = "linux", target_os = "android"))))]
-    let e = 0;
-    e
 }

@@ -233,7 +233,7 @@ impl<'h> IntoIterator for &HeapMap<'h> {
 /// The chunk of `heap` whose base is the lowest at or above `base`, with its index.
 fn chunk_from(heap: &Heap, base: usize) -> Option<(usize, Chunk)> {
     // Copy the head out: no reference to the heap's state outlives this statement.
-    let mut cur = heap.core().head;
+    let mut cur = heap.with_core(|c| c.head);
     let mut index = 0;
     while let Some(c) = cur {
         if c.base().addr().get() >= base {

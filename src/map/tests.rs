@@ -1,4 +1,3 @@
-
 use super::render::{Hex, Human, USED};
 use super::*;
 use core::alloc::Layout;

@@ -83,7 +83,7 @@ pub(crate) fn take(min: usize, max: usize, align: usize) -> Option<Cached> {
         // SAFETY: we own the mapping; its header words are still intact.
         if !unsafe { put(base, len, dirty) } {
             // SAFETY: a whole mapping that nobody else can reach.
-            unsafe { super::mmap::unmap(base, len) };
+            unsafe { super::os::unmap(base, len) };
         }
     }
     None
@@ -98,7 +98,7 @@ pub fn release_cached() -> usize {
             // SAFETY: we own the mapping now; its first word is its length.
             unsafe {
                 let len = base.cast::<usize>().read();
-                super::mmap::unmap(base, len);
+                super::os::unmap(base, len);
                 bytes += len;
             }
         }

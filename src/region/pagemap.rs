@@ -48,14 +48,14 @@ fn leaf(i1: usize, create: bool) -> Option<&'static Leaf> {
     if !create {
         return None;
     }
-    let len = L2_BYTES.next_multiple_of(super::mmap::page_size());
-    let fresh = super::mmap::map(len).ok()?.cast::<Leaf>();
+    let len = L2_BYTES.next_multiple_of(super::os::page_size());
+    let fresh = super::os::map(len).ok()?.cast::<Leaf>();
     match L1[i1].compare_exchange(null_mut(), fresh.as_ptr(), AcqRel, Acquire) {
         // SAFETY: we just published our zeroed mapping; it lives for the rest of the process.
         Ok(_) => Some(unsafe { fresh.as_ref() }),
         Err(theirs) => {
             // SAFETY: our mapping was never published; another thread's won.
-            unsafe { super::mmap::unmap(fresh.cast(), len) };
+            unsafe { super::os::unmap(fresh.cast(), len) };
             // SAFETY: as above for a published leaf.
             NonNull::new(theirs).map(|p| unsafe { p.as_ref() })
         }

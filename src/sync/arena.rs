@@ -59,7 +59,7 @@ impl Arena {
         // SAFETY: the lock makes this the only reference to the core.
         let core = unsafe { &mut *self.core.get() };
         if core.cfg.owner == 0 {
-            let id = pagemap::next_owner();
+            let id = crate::region::next_owner();
             core.cfg.owner = id;
             self.id.store(id, Release);
         }

@@ -8,9 +8,8 @@ static HEAP: AtomicPtr<SyncHeap> = AtomicPtr::new(core::ptr::null_mut());
 
 pub(super) fn register(heap: &'static SyncHeap) {
     HEAP.store((heap as *const SyncHeap).cast_mut(), Release);
-    // SAFETY: the handlers are plain functions that only take and release spin locks of a
-    // 'static heap.
-    unsafe { libc::pthread_atfork(Some(prepare), Some(release), Some(release)) };
+    // The handlers are plain functions that only take and release spin locks of a 'static heap.
+    crate::region::os::atfork(prepare, after_fork, after_fork);
 }
 
 fn heap() -> Option<&'static SyncHeap> {
@@ -26,7 +25,7 @@ extern "C" fn prepare() {
     }
 }
 
-extern "C" fn release() {
+extern "C" fn after_fork() {
     if let Some(h) = heap() {
         for a in &h.arenas {
             a.lock.unlock();

@@ -91,11 +91,9 @@ pub(super) fn die(msg: fmt::Arguments<'_>) -> ! {
     };
     let _ = fmt::Write::write_fmt(&mut buf, msg);
     buf.bytes[buf.len] = b'\n';
-    // SAFETY: writing our own stack buffer to stderr, then aborting; neither allocates.
-    unsafe {
-        libc::write(2, buf.bytes.as_ptr().cast(), buf.len + 1);
-        libc::abort();
-    }
+    // Neither allocates.
+    crate::region::os::write_stderr(&buf.bytes[..buf.len + 1]);
+    crate::region::os::abort()
 }
 
 /// Armed around every `GlobalAlloc` call and defused (forgotten) on return: if a panic (a bug;

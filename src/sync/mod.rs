@@ -22,7 +22,6 @@ use crate::api::{AllocError, edge};
 use crate::error::{CheckError, Fail, Misuse};
 use crate::heap::FOREIGN;
 use crate::heap::{Block, CHECKED_DEFAULT, Config, HeapCore};
-use crate::region::pagemap;
 use crate::stats::Stats;
 use core::alloc::Layout;
 use core::cell::UnsafeCell;
@@ -142,18 +141,10 @@ impl SyncHeap {
             what: FOREIGN,
             values: None,
         }));
-        let Some(base) = pagemap::get(addr) else {
+        let Some((c, owner)) = crate::block::Chunk::paged_at(addr) else {
             return misuse;
         };
-        // SAFETY: the page map holds only live arena chunks, whose `owner` field is written
-        // before publication and never changes.
-        let c = unsafe { crate::block::Chunk::from_base(base) };
-        // SAFETY: as above; `len` is also written once before publication. An address in the
-        // page map's window past the chunk's end is not the chunk's.
-        let (owner, inside) = unsafe { ((*c.h()).owner, c.contains(addr)) };
-        if !inside {
-            return misuse;
-        }
+        let base = c.base();
         match self.arenas.iter().find(|a| a.id.load(Acquire) == owner) {
             Some(a) => Ok((
                 a,

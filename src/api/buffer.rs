@@ -8,35 +8,15 @@
 //! OS: dropping and resetting skip unmapping and the process cache of mappings, and the give-back
 //! paths skip `madvise`. Every pointer the heap makes is derived from the buffer's pointer.
 
+use crate::GRANULE;
 use crate::api::Heap;
-use crate::block::{Chunk, GRANULE, MAX_CHUNK_GRANULES, meta_granules};
 use crate::error::HeapError;
+use crate::heap::{BUFFER_MAX_PIECE as MAX_PIECE, BUFFER_MIN_GRANULES as MIN_GRANULES};
 use core::fmt;
 use core::marker::PhantomData;
 use core::mem::MaybeUninit;
 use core::ops::Deref;
 use core::ptr::NonNull;
-
-/// Granules in the smallest chunk: its metadata (header and bitmap) plus one block granule.
-const MIN_GRANULES: usize = {
-    let mut g = 1;
-    while meta_granules(g, true) >= g {
-        g += 1;
-    }
-    g
-};
-
-/// The most bytes one chunk over a buffer spans: as many granules as a chunk can number, in
-/// whole 4 KiB (so a whole number of bitmap words, as for mapped chunks).
-const MAX_PIECE: usize = MAX_CHUNK_GRANULES.saturating_mul(GRANULE) & !4095;
-
-// The smallest chunk has exactly one block granule; the largest is whole bitmap words and fits
-// the granule numbering.
-const _: () = {
-    assert!(meta_granules(MIN_GRANULES, true) + 1 == MIN_GRANULES);
-    assert!(MAX_PIECE.is_multiple_of(4096) && MAX_PIECE / GRANULE <= MAX_CHUNK_GRANULES);
-    assert!(MAX_PIECE >= MIN_GRANULES * GRANULE);
-};
 
 /// A [`Heap`] over a caller's buffer, made by [`Heap::from_buffer`].
 ///
@@ -176,24 +156,10 @@ fn from_buffer_in_pieces(
     // SAFETY: pad + usable <= len, so `base` and `base + usable` stay inside the buffer.
     let base = unsafe { start.add(pad) };
     let heap = Heap::new();
-    let core = heap.core();
-    core.cfg.can_grow = false;
-    core.cfg.limit = usable;
-    // Nothing is ever given back to the OS from a buffer: skip even working out when to.
-    core.cfg.give_back = usize::MAX;
-    let mut off = 0;
-    // A tail shorter than the smallest chunk (only possible past `max_piece`) stays unused.
-    while usable - off >= BufferHeap::MIN_LEN {
-        let piece = (usable - off).min(max_piece);
-        // `off + piece <= usable`: the piece lies inside the buffer, which the BufferHeap borrows
-        // exclusively for its whole life; it starts on a granule, its length is a multiple of
-        // 16, at most MAX_CHUNK_GRANULES granules and above the metadata.
-        // SAFETY: as just said; `dirty` is the whole piece (uninitialised contents).
-        let c = unsafe { Chunk::init(base.add(off), piece, false, piece, core.cfg.checked) };
-        // SAFETY: c was just initialised, belongs to this heap alone and is not linked yet.
-        unsafe { core.link(c) };
-        off += piece;
-    }
+    // SAFETY: `base..base + usable` lies inside the buffer (pad + usable <= len), starts on a
+    // granule and is a whole number of granules; the BufferHeap returned borrows the buffer
+    // exclusively for the heap's whole life; `heap` is new and empty.
+    heap.with_core(|core| unsafe { core.adopt_buffer(base, usable, max_piece) });
     Ok(BufferHeap {
         heap,
         _buf: PhantomData,

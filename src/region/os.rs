@@ -1,5 +1,7 @@
-//! Anonymous private mappings through `libc::mmap`.
+//! The OS layer: every call into libc the crate makes is here (anonymous mappings, `madvise`,
+//! the page size, `errno`, writing to stderr and aborting, `pthread_atfork`).
 //!
+//! Mappings are anonymous and private.
 //! Miri supports exactly `MAP_PRIVATE | MAP_ANONYMOUS` with read/write protection, so that is
 //! all this module uses; it zero-fills, which matches what the kernel gives us. Miri's leak
 //! checker does not see mappings, so the crate counts maps and unmaps itself ([`os_counters`]).
@@ -116,13 +118,38 @@ pub(crate) unsafe fn dont_need(ptr: NonNull<u8>, len: usize) -> bool {
     rc == 0
 }
 
-fn errno() -> i32 {
+/// The calling thread's `errno` (on targets without a known errno slot, `ENOMEM`).
+pub(crate) fn errno() -> i32 {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     // SAFETY: __errno_location returns the calling thread's errno slot, always valid to read.
     let e = unsafe { *libc::__errno_location() };
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     let e = libc::ENOMEM;
     e
+}
+
+/// Writes `bytes` to stderr with one `write(2)` (no allocation, no buffering; errors ignored:
+/// this is the last word before an abort).
+pub(crate) fn write_stderr(bytes: &[u8]) {
+    // SAFETY: the pointer and length describe a live, readable slice.
+    unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
+}
+
+/// Aborts the process (no unwinding, no allocation).
+pub(crate) fn abort() -> ! {
+    // SAFETY: abort has no preconditions.
+    unsafe { libc::abort() }
+}
+
+/// Registers fork handlers with `pthread_atfork`: `prepare` runs in the parent before `fork`,
+/// `parent` and `child` after it in each process. Returns whether they were registered.
+pub(crate) fn atfork(
+    prepare: extern "C" fn(),
+    parent: extern "C" fn(),
+    child: extern "C" fn(),
+) -> bool {
+    // SAFETY: the handlers are plain functions; pthread_atfork only records them.
+    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) == 0 }
 }
 
 /// Process-wide counts of the mappings every heap in this process made and returned.
