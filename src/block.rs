@@ -36,37 +36,37 @@ pub(crate) type Gran = u32;
 #[repr(C)]
 pub(crate) struct ChunkHeader {
     /// Next chunk of the same heap in address order.
-    pub next: Option<Chunk>,
+    next: Option<Chunk>,
     /// Bytes in the chunk (the whole mapping or buffer).
-    pub len: usize,
+    len: usize,
     /// Whether the chunk is an OS mapping the heap must unmap.
-    pub mapped: bool,
+    mapped: bool,
     /// Granules in the chunk, header included.
-    pub granules: Gran,
+    granules: Gran,
     /// First granule that can be a block (after header and bitmap).
-    pub first: Gran,
+    first: Gran,
     /// Start of the untouched tail; blocks live in `first..frontier`.
-    pub frontier: Gran,
+    frontier: Gran,
     /// Granules at and above `clean` have never been handed out and still read as zero.
-    pub clean: Gran,
+    clean: Gran,
     /// Root of the free-block index (0 when empty).
-    pub root: Gran,
+    root: Gran,
     /// Identity of the arena that owns the chunk (0 for a plain heap's chunks). Written once,
     /// before the chunk is published, so other threads may read it without the arena's lock.
-    pub owner: usize,
+    owner: usize,
     /// A chunk made for one large block: only its first granules may start a block (so its
     /// owner can be found from a block's address), and it is not searched by first fit.
-    pub single: bool,
+    single: bool,
     /// Bytes of the underlying mapping before `base` (mappings over-allocated for alignment).
-    pub map_off: usize,
+    map_off: usize,
     /// Bytes of the underlying mapping.
-    pub map_len: usize,
+    map_len: usize,
     /// Checked mode: two more bitmaps follow the boundary bitmap, marking the first
     /// (`Used::Start`) and the last (`Used::End`) granule of every used block.
-    pub checked: bool,
+    checked: bool,
     /// The chunk's address windows are recorded in the process page map (see
     /// `region::pagemap`): arena chunks and the chunks of checked heaps.
-    pub paged: bool,
+    paged: bool,
 }
 
 /// Which of the checked-mode bitmaps of used blocks.
@@ -186,12 +186,23 @@ impl Chunk {
         self.0.cast()
     }
 
-    /// Raw pointer to the header. Fields are read and written through it as places
-    /// (`(*c.h()).frontier`), never through long-lived references, so no two references to a
+    /// Raw pointer to the header. Fields are read and written through it as places, only by
+    /// the accessors below (never through long-lived references), so no two references to a
     /// header can overlap.
     #[inline]
-    pub fn h(self) -> *mut ChunkHeader {
+    fn h(self) -> *mut ChunkHeader {
         self.0.as_ptr()
+    }
+
+    /// Pointer to the header's index root (the index links it like any child link).
+    ///
+    /// # Safety
+    /// The chunk is live.
+    #[inline]
+    pub unsafe fn root_link(self) -> NonNull<u32> {
+        // SAFETY: a field of a live chunk's header (contract); the pointer is derived from the
+        // chunk base, so it carries the chunk's provenance.
+        unsafe { NonNull::new_unchecked(&raw mut (*self.h()).root) }
     }
 
     /// Pointer to the start of granule `g`, derived from the chunk base.
@@ -454,6 +465,104 @@ impl Chunk {
             p.write(v)
         }
     }
+}
+
+/// The chunks of a list in address order, from its head. Each chunk's `next` is read before the
+/// chunk is yielded, so the loop body may relink or give back the chunk it was handed.
+pub(crate) struct ChunkIter<'a> {
+    next: Option<Chunk>,
+    _list: core::marker::PhantomData<&'a ()>,
+}
+
+impl ChunkIter<'_> {
+    /// Walks the list that starts at `head`.
+    ///
+    /// # Safety
+    /// Every chunk reachable from `head` is live until the iterator yields it; after that it
+    /// may be given back, but no other chunk of the list may, until the iterator is dropped.
+    #[inline]
+    pub unsafe fn new(head: Option<Chunk>) -> Self {
+        ChunkIter {
+            next: head,
+            _list: core::marker::PhantomData,
+        }
+    }
+}
+
+impl Iterator for ChunkIter<'_> {
+    type Item = Chunk;
+
+    #[inline]
+    fn next(&mut self) -> Option<Chunk> {
+        let c = self.next?;
+        // SAFETY: not yielded yet, so live (the constructor's contract).
+        self.next = unsafe { c.next() };
+        Some(c)
+    }
+}
+
+/// Accessors for the chunk header's fields: `c.frontier()` reads, `c.set_frontier(g)` writes.
+macro_rules! header_fields {
+    ($($(#[$doc:meta])* $get:ident / $set:ident: $t:ty;)*) => {
+        impl Chunk {
+            $(
+                $(#[$doc])*
+                ///
+                /// # Safety
+                /// The chunk is live (initialised and not yet given back).
+                #[inline]
+                #[allow(dead_code)]
+                pub unsafe fn $get(self) -> $t {
+                    // SAFETY: the header of a live chunk is initialised; read as a place.
+                    unsafe { (*self.h()).$get }
+                }
+
+                /// Writes the field (see the getter).
+                ///
+                /// # Safety
+                /// The chunk is live and the caller may change its header: it owns the chunk
+                /// (the heap's `&mut`, or an arena's lock), and fields that other threads read
+                /// without a lock (`owner`, `len`) are written only before publication.
+                #[inline]
+                #[allow(dead_code)]
+                pub unsafe fn $set(self, v: $t) {
+                    // SAFETY: exclusive access to a live header (contract); written as a place.
+                    unsafe { (*self.h()).$get = v }
+                }
+            )*
+        }
+    };
+}
+
+header_fields! {
+    /// Next chunk of the same heap in address order.
+    next / set_next: Option<Chunk>;
+    /// Bytes in the chunk (the whole mapping or buffer).
+    len / set_len: usize;
+    /// Whether the chunk is an OS mapping the heap must give back.
+    mapped / set_mapped: bool;
+    /// Granules in the chunk, header included.
+    granules / set_granules: Gran;
+    /// First granule that can be a block.
+    first / set_first: Gran;
+    /// Start of the untouched tail.
+    frontier / set_frontier: Gran;
+    /// Granules at and above it have never been handed out and read as zero.
+    clean / set_clean: Gran;
+    /// Root of the free-block index (0 when empty).
+    root / set_root: Gran;
+    /// Identity of the heap or arena that owns the chunk (0: a plain heap's unpaged chunk).
+    owner / set_owner: usize;
+    /// A chunk made for one large block.
+    single / set_single: bool;
+    /// Bytes of the underlying mapping before `base`.
+    map_off / set_map_off: usize;
+    /// Bytes of the underlying mapping.
+    map_len / set_map_len: usize;
+    /// Checked mode: the used-block bitmaps follow the boundary bitmap.
+    checked / set_checked: bool;
+    /// Recorded in the process page map.
+    paged / set_paged: bool;
 }
 
 /// The four `u32` words of a free block's first granule.

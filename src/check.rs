@@ -132,8 +132,8 @@ unsafe fn check_marks(
             total += (e + 1 - s) as usize;
             at = e + 1;
         }
-        if c.next_used_bit(Used::Start, frontier, (*c.h()).granules) < (*c.h()).granules
-            || c.next_used_bit(Used::End, frontier, (*c.h()).granules) < (*c.h()).granules
+        if c.next_used_bit(Used::Start, frontier, c.granules()) < c.granules()
+            || c.next_used_bit(Used::End, frontier, c.granules()) < c.granules()
         {
             return Err((frontier, "used-block mark at or above the frontier"));
         }
@@ -150,11 +150,9 @@ impl HeapCore {
         let mut marked = 0usize;
         let (mut mapped, mut meta, mut chunks) = (0usize, 0usize, 0usize);
         let mut prev_end = 0usize;
-        let mut cur = self.head;
-        while let Some(c) = cur {
-            // SAFETY: chunks in the list are live.
+        for c in self.chunks() {
+            // SAFETY: a chunk of this heap's list, live.
             unsafe {
-                let h = c.h();
                 let base = c.base().addr().get();
                 let err = |g: Gran, what| CheckError {
                     addr: base + ((g as usize) << GRANULE_SHIFT),
@@ -163,15 +161,15 @@ impl HeapCore {
                 if base < prev_end {
                     return Err(err(0, "chunks out of address order or overlapping"));
                 }
-                let (granules, first, frontier) = ((*h).granules, (*h).first, (*h).frontier);
-                if (granules as usize) << GRANULE_SHIFT != (*h).len
-                    || first as usize != meta_granules(granules as usize, (*h).checked)
+                let (granules, first, frontier) = (c.granules(), c.first(), c.frontier());
+                if (granules as usize) << GRANULE_SHIFT != c.len()
+                    || first as usize != meta_granules(granules as usize, c.checked())
                     || frontier < first
                     || frontier > granules
                 {
                     return Err(err(0, "chunk header sizes are inconsistent"));
                 }
-                if (*h).clean < frontier {
+                if c.clean() < frontier {
                     return Err(err(frontier, "clean mark below the frontier"));
                 }
                 if (0..first).any(|g| c.bit(g)) {
@@ -200,18 +198,17 @@ impl HeapCore {
                 if let Some((b, _)) = cursor.next_block().map_err(|(g, what)| err(g, what))? {
                     return Err(err(b, "free block missing from the index"));
                 }
-                if (*h).checked {
+                if c.checked() {
                     marked += check_marks(c, first, frontier, self.cfg.arena)
                         .map_err(|(g, what)| err(g, what))?;
                 }
                 free_granules += chunk_free;
                 free_blocks += walked;
                 used += (frontier - first) as usize - chunk_free;
-                mapped += (*h).len;
+                mapped += c.len();
                 meta += (first as usize) << GRANULE_SHIFT;
                 chunks += 1;
-                prev_end = base + (*h).len;
-                cur = (*h).next;
+                prev_end = base + c.len();
             }
         }
         let (mut cached, mut cached_bytes) = (0usize, 0usize);
@@ -262,15 +259,14 @@ impl HeapCore {
     fn check_cached(&self, p: core::ptr::NonNull<u8>, n: Gran) -> Result<(), CheckError> {
         let addr = p.addr().get();
         let err = |what| Err(CheckError { addr, what });
-        let mut cur = self.head;
-        while let Some(c) = cur {
-            // SAFETY: chunks in the list are live; floor returns index nodes.
+        for c in self.chunks() {
+            // SAFETY: a chunk of this heap's list, live; floor returns index nodes.
             unsafe {
                 if c.contains(addr) {
                     let Some(g) = c.granule_of(addr) else {
                         return err("cached block is not on a granule of the block area");
                     };
-                    if g as usize + n as usize > (*c.h()).frontier as usize {
+                    if g as usize + n as usize > c.frontier() as usize {
                         return err("cached block runs past the frontier");
                     }
                     if let Some(f) = index::floor(c, g + n - 1)
@@ -280,7 +276,6 @@ impl HeapCore {
                     }
                     return Ok(());
                 }
-                cur = (*c.h()).next;
             }
         }
         err("cached block lies in no chunk of this heap")

@@ -87,8 +87,8 @@ unsafe fn fix(c: Chunk, t: Gran) {
 /// Pointer to the root link of `c`'s index.
 #[inline]
 fn root(c: Chunk) -> NonNull<u32> {
-    // SAFETY: a field of the header of a live chunk (every Chunk the index sees is live).
-    unsafe { NonNull::new_unchecked(&raw mut (*c.h()).root) }
+    // SAFETY: every Chunk the index sees is live.
+    unsafe { c.root_link() }
 }
 
 /// Splits subtree `t` into keys `< key` and keys `> key`.
@@ -367,7 +367,7 @@ pub(crate) unsafe fn walk(
 ) -> Result<(), (Gran, &'static str)> {
     // SAFETY: live chunk; keys are bounded by the block area before they are followed.
     unsafe {
-        let (first, frontier) = ((*c.h()).first, (*c.h()).frontier);
+        let (first, frontier) = (c.first(), c.frontier());
         walk_at(c, root(c).read(), first - 1, frontier, f)
     }
 }
@@ -452,19 +452,19 @@ mod tests {
             // SAFETY: the buffer is ours for the TestChunk's life, 16-aligned, LEN bytes.
             let c = unsafe { Chunk::init(base, LEN, false, LEN, false) };
             // SAFETY: c is live; the whole block area becomes "blocks" for the test.
-            unsafe { (*c.h()).frontier = (*c.h()).granules };
+            unsafe { c.set_frontier(c.granules()) };
             TestChunk { c, buf }
         }
 
         fn first(&self) -> Gran {
             // SAFETY: live chunk.
-            unsafe { (*self.c.h()).first }
+            unsafe { self.c.first() }
         }
 
         /// Number of block slots (each `STRIDE` granules).
         fn slots(&self) -> u32 {
             // SAFETY: live chunk.
-            let granules = unsafe { (*self.c.h()).granules };
+            let granules = unsafe { self.c.granules() };
             (granules - self.first()) / STRIDE
         }
 
@@ -539,7 +539,7 @@ mod tests {
                 1 + d(c, l).max(d(c, r))
             }
             // SAFETY: live chunk.
-            d(self.c, unsafe { (*self.c.h()).root })
+            d(self.c, unsafe { self.c.root() })
         }
     }
 
@@ -691,7 +691,7 @@ mod tests {
         // Corrupt the root's maximum: walk must report it.
         // SAFETY: the root is an index node.
         unsafe {
-            let root = (*t.c.h()).root;
+            let root = t.c.root();
             let m = t.c.get(root, Max);
             t.c.put(root, Max, m + 1);
         }

@@ -54,16 +54,13 @@ impl HeapCore {
         let mut frontier_bytes = 0;
         let mut frontier_spans = 0;
         let mut largest: Gran = 0;
-        let mut cur = self.head;
-        while let Some(c) = cur {
-            // SAFETY: chunks in the list are live.
+        for c in self.chunks() {
+            // SAFETY: a chunk of this heap's list, live.
             unsafe {
-                let h = c.h();
-                let tail = (*h).granules - (*h).frontier;
+                let tail = c.granules() - c.frontier();
                 frontier_bytes += (tail as usize) << GRANULE_SHIFT;
                 frontier_spans += usize::from(tail > 0);
                 largest = largest.max(tail).max(index::largest(c));
-                cur = (*h).next;
             }
         }
         Stats {

@@ -82,23 +82,19 @@ impl HeapCore {
     /// frontiers (untouched memory) in address order; then a new chunk.
     #[inline]
     pub(super) fn alloc_fit(&mut self, n: Gran, align: usize, zero: bool) -> Result<Block, Fail> {
-        let mut cur = self.head;
-        while let Some(c) = cur {
-            // SAFETY: chunks in the list are live.
+        // SAFETY: allocating in a chunk gives no chunk back.
+        for c in unsafe { self.chunks_mut() } {
+            // SAFETY: a chunk of this heap's list, live.
             if let Some(b) = unsafe { self.fit_in(c, n, align, zero) } {
                 return Ok(b);
             }
-            // SAFETY: live chunk.
-            cur = unsafe { (*c.h()).next };
         }
-        let mut cur = self.head;
-        while let Some(c) = cur {
-            // SAFETY: chunks in the list are live.
+        // SAFETY: allocating in a chunk gives no chunk back.
+        for c in unsafe { self.chunks_mut() } {
+            // SAFETY: a chunk of this heap's list, live.
             if let Some(b) = unsafe { self.bump_in(c, n, align, zero) } {
                 return Ok(b);
             }
-            // SAFETY: live chunk.
-            cur = unsafe { (*c.h()).next };
         }
         self.alloc_new_chunk(n, align, zero)
     }
@@ -118,7 +114,7 @@ impl HeapCore {
     ) -> Option<Block> {
         // SAFETY: c is live; every granule touched is found through the index.
         unsafe {
-            if (*c.h()).single {
+            if c.single() {
                 return None;
             }
             if align <= GRANULE {
@@ -183,12 +179,12 @@ impl HeapCore {
         align: usize,
         zero: bool,
     ) -> Option<Block> {
-        let mut cur = self.head;
-        while let Some(c) = cur {
-            // SAFETY: chunks in the list are live; candidates come from the index.
+        // SAFETY: carving a block gives no chunk back.
+        for c in unsafe { self.chunks_mut() } {
+            // SAFETY: c is a live chunk of this heap; candidates come from the index.
             unsafe {
-                if !(*c.h()).single {
-                    let mut from = (*c.h()).first;
+                if !c.single() {
+                    let mut from = c.first();
                     while let Some(g) = index::first_fit_from(c, n, from) {
                         let a = self.aligned_granule(c, g, align);
                         if a as u64 + n as u64 <= g as u64 + c.get(g, Size) as u64 {
@@ -197,7 +193,6 @@ impl HeapCore {
                         from = g + 1;
                     }
                 }
-                cur = (*c.h()).next;
             }
         }
         None
@@ -217,24 +212,23 @@ impl HeapCore {
     ) -> Option<Block> {
         // SAFETY: c is live; the frontier and what lies above it belong to no block.
         unsafe {
-            let h = c.h();
-            let f = (*h).frontier;
-            if (*h).single && f != (*h).first {
+            let f = c.frontier();
+            if c.single() && f != c.first() {
                 return None;
             }
             if align <= GRANULE {
-                if ((*h).granules - f) < n {
+                if (c.granules() - f) < n {
                     return None;
                 }
-                (*h).frontier = f + n;
+                c.set_frontier(f + n);
                 return Some(self.hand_out(c, f, n, zero));
             }
             let a = self.aligned_granule(c, f, align) as usize;
-            if a + n as usize > (*h).granules as usize {
+            if a + n as usize > c.granules() as usize {
                 return None;
             }
             let a = a as Gran;
-            (*h).frontier = a + n;
+            c.set_frontier(a + n);
             if a > f {
                 // The padding's lower neighbour is used (invariant 3), its upper one is the
                 // new block: it becomes a free block of its own.
@@ -287,15 +281,14 @@ impl HeapCore {
         vg::defined(unsafe { c.ptr(g) }.as_ptr(), bytes(n));
         // SAFETY: the span is inside c and now belongs to the caller being served.
         unsafe {
-            let h = c.h();
             let end = g + n;
-            let clean = (*h).clean;
+            let clean = c.clean();
             if zero && g < clean {
                 let dirty = end.min(clean) - g;
                 core::ptr::write_bytes(c.ptr(g).as_ptr(), 0, bytes(dirty));
             }
             if end > clean {
-                (*h).clean = end;
+                c.set_clean(end);
             }
             NonNull::slice_from_raw_parts(c.ptr(g), bytes(n))
         }

@@ -101,7 +101,7 @@ impl HeapCore {
             if !c.used_bit(Used::Start, g) {
                 return Err(self.not_used(c, g, addr));
             }
-            let frontier = (*c.h()).frontier;
+            let frontier = c.frontier();
             let e = c.next_used_bit(Used::End, g, frontier);
             if e >= frontier {
                 return misuse(addr, BAD_TAG);
@@ -157,12 +157,12 @@ impl HeapCore {
             if cached || in_free {
                 return corrupt(addr, DOUBLE_FREE);
             }
-            let first = (*c.h()).first;
+            let first = c.first();
             let mut s = g;
             while s > first && !c.used_bit(Used::Start, s) {
                 s -= 1;
             }
-            if c.used_bit(Used::Start, s) && c.next_used_bit(Used::End, s, (*c.h()).frontier) >= g {
+            if c.used_bit(Used::Start, s) && c.next_used_bit(Used::End, s, c.frontier()) >= g {
                 return corrupt(addr, INTERIOR);
             }
             corrupt(addr, NOT_A_BLOCK)
@@ -184,7 +184,7 @@ impl HeapCore {
     ) -> Result<(), Fail> {
         // SAFETY: every granule read lies in first..frontier, checked before it is read.
         unsafe {
-            let (first, frontier) = ((*c.h()).first, (*c.h()).frontier);
+            let (first, frontier) = (c.first(), c.frontier());
             if g > first && c.bit(g - 1) {
                 let s = c.footer(g - 1);
                 if s == 0 || s > g - first || c.get(g - s, Size) != s || !c.bit(g - s) {

@@ -64,13 +64,12 @@ impl HeapCore {
         // SAFETY: c is live and not yet published; these fields are written once here, before
         // the page map publishes the chunk to other threads.
         unsafe {
-            let h = c.h();
-            (*h).map_off = m.off;
-            (*h).map_len = m.map_len;
+            c.set_map_off(m.off);
+            c.set_map_len(m.map_len);
             if paged {
-                (*h).owner = self.cfg.owner;
-                (*h).single = self.cfg.arena && m.len > crate::region::PAGED_ALIGN;
-                (*h).paged = true;
+                c.set_owner(self.cfg.owner);
+                c.set_single(self.cfg.arena && m.len > crate::region::PAGED_ALIGN);
+                c.set_paged(true);
                 if !crate::region::publish(m.base, m.len) {
                     crate::region::discard(m);
                     return Err(Fail::Os);
@@ -132,24 +131,24 @@ impl HeapCore {
     pub(crate) unsafe fn link(&mut self, c: Chunk) {
         // SAFETY: all chunks in the list and c are live.
         unsafe {
-            let len = (*c.h()).len;
+            let len = c.len();
             self.mapped += len;
-            self.meta += bytes((*c.h()).first);
+            self.meta += bytes(c.first());
             self.chunks += 1;
             let addr = c.base().addr();
             match self.head {
                 Some(h) if h.base().addr() < addr => {
                     let mut prev = h;
-                    while let Some(n) = (*prev.h()).next
+                    while let Some(n) = prev.next()
                         && n.base().addr() < addr
                     {
                         prev = n;
                     }
-                    (*c.h()).next = (*prev.h()).next;
-                    (*prev.h()).next = Some(c);
+                    c.set_next(prev.next());
+                    prev.set_next(Some(c));
                 }
                 _ => {
-                    (*c.h()).next = self.head;
+                    c.set_next(self.head);
                     self.head = Some(c);
                 }
             }
@@ -175,14 +174,12 @@ impl HeapCore {
                 _ => misuse(addr, FOREIGN),
             };
         }
-        let mut cur = self.head;
-        while let Some(c) = cur {
-            // SAFETY: chunks in the list are live.
+        for c in self.chunks() {
+            // SAFETY: a chunk of this heap's list, live.
             unsafe {
                 if c.contains(addr) {
                     return self.block_in(c, addr, n);
                 }
-                cur = (*c.h()).next;
             }
         }
         misuse(addr, FOREIGN)
@@ -203,7 +200,7 @@ impl HeapCore {
         // SAFETY: c is live (contract).
         unsafe {
             match c.granule_of(addr) {
-                Some(g) if g as usize + n as usize <= (*c.h()).frontier as usize => Ok((c, g)),
+                Some(g) if g as usize + n as usize <= c.frontier() as usize => Ok((c, g)),
                 _ => misuse(addr, NOT_A_BLOCK),
             }
         }
@@ -239,33 +236,32 @@ impl HeapCore {
     pub(crate) fn reset(&mut self, warm: usize) {
         self.quick.clear();
         vg::forget_all(&mut self.vg_pool);
-        let mut cur = self.head.take();
+        // SAFETY: the loop relinks or gives back only the chunk it was handed.
+        let list = unsafe { ChunkIter::new(self.head.take()) };
         let mut tail: Option<Chunk> = None;
         let (mut kept, mut meta, mut chunks) = (0usize, 0usize, 0usize);
-        while let Some(c) = cur {
-            // SAFETY: c is live; a chunk is either re-initialised in place (its mapping and
-            // clean mark kept) or released, after its fields are read.
+        for c in list {
+            // SAFETY: c is live; it is either re-initialised in place (its mapping and clean
+            // mark kept) or given back, after its fields are read.
             unsafe {
-                let h = c.h();
-                cur = (*h).next;
-                let len = (*h).len;
+                let len = c.len();
                 if self.cfg.wipe {
-                    let from = (*h).first;
-                    let (p, len) = (c.ptr(from).as_ptr(), bytes((*h).frontier - from));
+                    let from = c.first();
+                    let (p, len) = (c.ptr(from).as_ptr(), bytes(c.frontier() - from));
                     vg::defined(p, len);
                     core::ptr::write_bytes(p, 0, len);
                     vg::noaccess(p, len);
                 }
-                if kept + len <= warm || !(*h).mapped {
+                if kept + len <= warm || !c.mapped() {
                     c.clear_blocks();
-                    (*h).next = None;
+                    c.set_next(None);
                     match tail {
-                        Some(t) => (*t.h()).next = Some(c),
+                        Some(t) => t.set_next(Some(c)),
                         None => self.head = Some(c),
                     }
                     tail = Some(c);
                     kept += len;
-                    meta += bytes((*h).first);
+                    meta += bytes(c.first());
                     chunks += 1;
                 } else {
                     release_chunk(c);
@@ -286,13 +282,10 @@ impl HeapCore {
     pub(crate) fn release_all(&mut self) {
         self.quick.clear();
         vg::forget_all(&mut self.vg_pool);
-        let mut cur = self.head.take();
-        while let Some(c) = cur {
-            // SAFETY: c is live until unmapped here; its fields are read first.
-            unsafe {
-                cur = (*c.h()).next;
-                release_chunk(c);
-            }
+        // SAFETY: the loop gives back only the chunk it was handed.
+        for c in unsafe { ChunkIter::new(self.head.take()) } {
+            // SAFETY: c is live and unlinked (the list was taken), never used again.
+            unsafe { release_chunk(c) };
         }
         *self = HeapCore::new(self.cfg);
     }
@@ -306,9 +299,8 @@ impl HeapCore {
 pub(super) unsafe fn release_chunk(c: Chunk) {
     // SAFETY: c is live until here; its fields are read before the memory goes.
     unsafe {
-        let h = c.h();
-        let len = (*h).len;
-        if !(*h).mapped {
+        let len = c.len();
+        if !c.mapped() {
             // A caller's buffer goes back to its owner: every byte addressable again (memcheck).
             crate::vg::undefined(c.base().as_ptr(), len);
             return;
@@ -316,11 +308,11 @@ pub(super) unsafe fn release_chunk(c: Chunk) {
         let m = crate::region::Mapping {
             base: c.base(),
             len,
-            dirty: ((*h).clean as usize) << GRANULE_SHIFT,
-            off: (*h).map_off,
-            map_len: (*h).map_len,
+            dirty: (c.clean() as usize) << GRANULE_SHIFT,
+            off: c.map_off(),
+            map_len: c.map_len(),
         };
-        crate::region::release(m, (*h).paged);
+        crate::region::release(m, c.paged());
     }
 }
 

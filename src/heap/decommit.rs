@@ -27,13 +27,12 @@ impl HeapCore {
         // SAFETY: c is live; the pages lie between the frontier and the clean mark, which hold
         // no blocks.
         unsafe {
-            let h = c.h();
-            let gap = bytes((*h).clean - (*h).frontier);
-            if gap >= self.cfg.give_back && (*h).mapped && self.surplus(gap) {
-                let from = align_up(bytes((*h).frontier), page()).unwrap_or(usize::MAX);
-                let to = bytes((*h).clean);
+            let gap = bytes(c.clean() - c.frontier());
+            if gap >= self.cfg.give_back && c.mapped() && self.surplus(gap) {
+                let from = align_up(bytes(c.frontier()), page()).unwrap_or(usize::MAX);
+                let to = bytes(c.clean());
                 if from < to && crate::region::decommit(c.base().add(from), to - from) {
-                    (*h).clean = (from >> GRANULE_SHIFT) as Gran;
+                    c.set_clean((from >> GRANULE_SHIFT) as Gran);
                 }
             }
         }
@@ -69,7 +68,7 @@ impl HeapCore {
         unsafe {
             let from = align_up(bytes(start + 1), page()).unwrap_or(usize::MAX);
             let to = align_down(bytes(end - 1), page());
-            if (*c.h()).mapped && from < to {
+            if c.mapped() && from < to {
                 crate::region::decommit(c.base().add(from), to - from);
             }
         }

@@ -153,10 +153,9 @@ impl HeapCore {
     pub(super) unsafe fn release(&mut self, c: Chunk, g: Gran, n: Gran) {
         // SAFETY: c is live; neighbours are found through boundary bits and their tags.
         unsafe {
-            let h = c.h();
             let (start, end) = (g, g + n);
-            let frontier = (*h).frontier;
-            let prev = if start > (*h).first && c.bit(start - 1) {
+            let frontier = c.frontier();
+            let prev = if start > c.first() && c.bit(start - 1) {
                 let s = c.footer(start - 1);
                 Some((start - s, s))
             } else {
@@ -180,7 +179,7 @@ impl HeapCore {
             match prev {
                 Some((p, ps)) if end == frontier => {
                     self.take_free(c, p, ps);
-                    (*h).frontier = p;
+                    c.set_frontier(p);
                     self.give_back_tail(c);
                 }
                 Some((p, ps)) => {
@@ -188,7 +187,7 @@ impl HeapCore {
                     self.give_back_inside(c, p, end, n.max(ps));
                 }
                 None if end == frontier => {
-                    (*h).frontier = start;
+                    c.set_frontier(start);
                     self.give_back_tail(c);
                 }
                 None => {

@@ -12,7 +12,7 @@
 
 use crate::addr::{align_down, align_up, is_aligned};
 use crate::block::{
-    Chunk, GRANULE, GRANULE_SHIFT, Gran, MAX_CHUNK_GRANULES, NodeField::Size, Used,
+    Chunk, ChunkIter, GRANULE, GRANULE_SHIFT, Gran, MAX_CHUNK_GRANULES, NodeField::Size, Used,
 };
 use crate::error::{Fail, HeapError, Misuse};
 use crate::index;
@@ -102,6 +102,25 @@ fn bytes(g: Gran) -> usize {
 }
 
 impl HeapCore {
+    /// This heap's chunks in address order. The heap owns them, and `&self` keeps every one of
+    /// them alive for the iterator's life.
+    #[inline]
+    pub(crate) fn chunks(&self) -> ChunkIter<'_> {
+        // SAFETY: the list holds exactly the heap's live chunks; none is given back while
+        // `self` is borrowed.
+        unsafe { ChunkIter::new(self.head) }
+    }
+
+    /// The same walk without borrowing the heap, for loops that change the heap as they go.
+    ///
+    /// # Safety
+    /// The loop gives back no chunk but the one it was just handed.
+    #[inline]
+    pub(crate) unsafe fn chunks_mut(&self) -> ChunkIter<'static> {
+        // SAFETY: as for `chunks`, with the caller's promise for the loop body.
+        unsafe { ChunkIter::new(self.head) }
+    }
+
     pub(crate) const fn new(cfg: Config) -> Self {
         HeapCore {
             head: None,

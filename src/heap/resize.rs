@@ -109,13 +109,12 @@ impl HeapCore {
         }
         // SAFETY: c is live; the block after ours is found by its boundary bit.
         unsafe {
-            let h = c.h();
             let end = g + n_old;
-            if end == (*h).frontier {
-                if (*h).granules - end < need {
+            if end == c.frontier() {
+                if c.granules() - end < need {
                     return false;
                 }
-                (*h).frontier = end + need;
+                c.set_frontier(end + need);
                 self.used(need);
                 // The clean mark is raised by `settle_tail`, which first zeroes what needs it.
                 return true;
@@ -196,15 +195,14 @@ impl HeapCore {
 pub(super) unsafe fn settle_tail(c: Chunk, g: Gran, old: usize, n: Gran, zero: bool) {
     // SAFETY: all writes are inside the block.
     unsafe {
-        let h = c.h();
         let end = g + n;
-        let clean_byte = bytes((*h).clean.max(g)) - bytes(g);
+        let clean_byte = bytes(c.clean().max(g)) - bytes(g);
         let stop = bytes(n).min(clean_byte);
         if zero && old < stop {
             core::ptr::write_bytes(c.ptr(g).as_ptr().add(old), 0, stop - old);
         }
-        if end > (*h).clean {
-            (*h).clean = end;
+        if end > c.clean() {
+            c.set_clean(end);
         }
     }
 }

@@ -55,7 +55,7 @@ impl Core {
 
     fn frontier(&self) -> Gran {
         // SAFETY: live chunk.
-        unsafe { (*self.chunk().h()).frontier }
+        unsafe { self.chunk().frontier() }
     }
 
     /// The indexed free blocks of the only chunk, in address order.

@@ -233,18 +233,12 @@ impl<'h> IntoIterator for &HeapMap<'h> {
 /// The chunk of `heap` whose base is the lowest at or above `base`, with its index.
 fn chunk_from(heap: &Heap, base: usize) -> Option<(usize, Chunk)> {
     // Copy the head out: no reference to the heap's state outlives this statement.
-    let mut cur = heap.with_core(|c| c.head);
-    let mut index = 0;
-    while let Some(c) = cur {
-        if c.base().addr().get() >= base {
-            return Some((index, c));
-        }
-        index += 1;
-        // SAFETY: chunks in the list are live while the heap is borrowed and not in use
-        // (Heap is !Sync, and no heap operation is running during this call).
-        cur = unsafe { (*c.h()).next };
-    }
-    None
+    let head = heap.with_core(|c| c.head);
+    // SAFETY: chunks in the list are live while the heap is borrowed and not in use (Heap is
+    // !Sync, and no heap operation runs during this walk); none is given back.
+    unsafe { crate::block::ChunkIter::new(head) }
+        .enumerate()
+        .find(|(_, c)| c.base().addr().get() >= base)
 }
 
 /// Iterator over the chunks of a heap in address order, from [`HeapMap::chunks`].
@@ -263,7 +257,7 @@ impl Iterator for Chunks<'_> {
         let addr = c.base().addr().get();
         self.next_base = addr + 1;
         // SAFETY: `chunk_from` returned a live chunk of the heap.
-        let len = unsafe { (*c.h()).len };
+        let len = unsafe { c.len() };
         Some(MapChunk { index, addr, len })
     }
 }
@@ -351,8 +345,7 @@ unsafe fn span_at(c: Chunk, at: Gran) -> Option<(Gran, Gran, SpanKind)> {
     // SAFETY: live chunk: header fields are readable; `floor` returns index nodes, whose size
     // fields the heap wrote; bitmap words are read only below the frontier.
     unsafe {
-        let h = c.h();
-        let (granules, first, frontier) = ((*h).granules, (*h).first, (*h).frontier);
+        let (granules, first, frontier) = (c.granules(), c.first(), c.frontier());
         if at == 0 {
             return Some((0, first, SpanKind::Metadata));
         }
