@@ -9,7 +9,7 @@
 //! verifies the cached blocks as a set of their own (inside a chunk, not overlapping any free
 //! block, counts add up).
 
-use crate::block::GRANULE_SHIFT;
+use crate::block::{GRANULE_SHIFT, quick_link, set_quick_link};
 use core::ptr::NonNull;
 
 /// Largest block size (in granules) that the lists take: 4 KiB.
@@ -93,9 +93,8 @@ impl Quick {
     /// long, that nobody uses and that is on no list and not free; `n <= QUICK_MAX`.
     #[inline]
     pub(crate) unsafe fn push(&mut self, p: NonNull<u8>, n: usize) {
-        crate::vg::defined(p.as_ptr(), core::mem::size_of::<usize>());
-        // SAFETY: the block is ours and 16-byte aligned, room for the link.
-        unsafe { p.cast::<Option<NonNull<u8>>>().write(self.heads[n]) };
+        // SAFETY: the block is ours, unused, on no list and not free (contract).
+        unsafe { set_quick_link(p, self.heads[n]) };
         self.heads[n] = Some(p);
         self.lens[n] += 1;
         self.nonempty[n / 64] |= 1 << (n % 64);
@@ -114,8 +113,8 @@ impl Quick {
         if p.addr().get() & (align - 1) != 0 {
             return None;
         }
-        // SAFETY: p is on the list, so its first word is the link `push` wrote.
-        self.heads[n] = unsafe { p.cast::<Option<NonNull<u8>>>().read() };
+        // SAFETY: p is on the list, so its link was written by `push`.
+        self.heads[n] = unsafe { quick_link(p) };
         self.lens[n] -= 1;
         if self.lens[n] == 0 {
             self.nonempty[n / 64] &= !(1 << (n % 64));
@@ -134,8 +133,8 @@ impl Quick {
             let mut cur = self.heads[n];
             while let Some(p) = cur {
                 f(p, n);
-                // SAFETY: p is on a list: its first word is the next link.
-                cur = unsafe { p.cast::<Option<NonNull<u8>>>().read() };
+                // SAFETY: p is on a list, so its link was written by `push`.
+                cur = unsafe { quick_link(p) };
             }
         }
     }

@@ -4,6 +4,7 @@
 //! of a pointer and layout given back.
 
 use super::*;
+use crate::block::{TAG, canary_intact, seal, unseal};
 
 /// Misuse messages (after "isoheap: pointer 0x...").
 pub(crate) const FOREIGN: &str = "does not belong to this heap (a foreign pointer)";
@@ -21,11 +22,6 @@ pub(super) const BAD_NEIGHBOUR: &str =
     "lies next to a free block whose tag is corrupted (a write after free or out of bounds)";
 pub(super) const WRITE_AFTER_FREE: &str = "was written after it was freed (a use after free)";
 
-/// Checked mode: bytes every block carries after the caller's, at its very end: a `u16` tag
-/// holding the distance from the caller's end to the block's end and the alignment.
-pub(super) const TAG: usize = 2;
-/// Checked mode: the bytes between the caller's end and the tag.
-pub(super) const CANARY: u8 = 0xC5;
 /// Checked mode: what freed memory is filled with (up to `POISON_MAX` bytes of each block).
 pub(crate) const POISON: u8 = 0xDF;
 /// Freed blocks are poisoned up to this many bytes (whole large blocks would commit memory the
@@ -115,20 +111,7 @@ impl HeapCore {
                 return Ok(n);
             }
             let (true_size, true_align) = unseal(c, g, n).ok_or_else(|| corrupt(addr, BAD_TAG))?;
-            let block = c.ptr(g).as_ptr();
-            let canary =
-                core::slice::from_raw_parts(block.add(true_size), bytes(n) - TAG - true_size);
-            let skip = if deferred {
-                GRANULE.saturating_sub(true_size)
-            } else {
-                0
-            };
-            if canary
-                .iter()
-                .enumerate()
-                .skip(skip)
-                .any(|(i, &b)| b != CANARY ^ i as u8)
-            {
+            if !canary_intact(c, g, n, true_size, deferred) {
                 return misuse(addr, BAD_CANARY);
             }
             if size != true_size {
@@ -201,81 +184,6 @@ impl HeapCore {
             }
         }
         Ok(())
-    }
-}
-
-/// The key mixed into a block's tag: differs from block to block, so a tag copied elsewhere
-/// (or random bytes) rarely reads as valid.
-#[inline]
-pub(super) fn tag_key(c: Chunk, g: Gran) -> u16 {
-    let x = (c.base().addr().get() >> 12) as u32 ^ g.wrapping_mul(0x9E37_79B9);
-    (x ^ x >> 16) as u16 ^ 0xA5C3
-}
-
-/// Checked mode: writes the canary after the caller's `size` bytes and the tag (the distance
-/// from the caller's end to the block's end, and log2 of the alignment) in the last two bytes.
-///
-/// # Safety
-/// `g..g+n` is a used block of live chunk `c`, `size + TAG <= bytes(n) < size + TAG + GRANULE`.
-#[inline]
-pub(super) unsafe fn seal(c: Chunk, g: Gran, n: Gran, size: usize, align: usize) {
-    let end = bytes(n);
-    let dist = end - size;
-    debug_assert!(
-        (TAG..TAG + GRANULE).contains(&dist),
-        "seal: {size} bytes in {n} granules"
-    );
-    // SAFETY: the canary and tag lie in the block's last granule (contract); the tag is 2-byte
-    // aligned because blocks end on a granule.
-    unsafe {
-        let p = c.ptr(g).as_ptr();
-        for i in 0..dist - TAG {
-            p.add(size + i).write(CANARY ^ i as u8);
-        }
-        let v = dist as u16 | (align.trailing_zeros() as u16) << 8;
-        p.add(end - TAG).cast::<u16>().write(v ^ tag_key(c, g));
-    }
-}
-
-/// Checked mode: the caller's size and alignment recorded in the tag of block `g..g+n`, if the
-/// tag is well formed.
-///
-/// # Safety
-/// `g..g+n` is a block of live chunk `c`.
-#[inline]
-pub(super) unsafe fn unseal(c: Chunk, g: Gran, n: Gran) -> Option<(usize, usize)> {
-    let end = bytes(n);
-    // SAFETY: the tag is the block's last two bytes.
-    let v = unsafe { c.ptr(g).as_ptr().add(end - TAG).cast::<u16>().read() } ^ tag_key(c, g);
-    let (dist, log) = ((v & 0xff) as usize, (v >> 8) as u32);
-    if !(TAG..TAG + GRANULE).contains(&dist) || dist > end || 1usize << log.min(63) > MAX_ALIGN {
-        return None;
-    }
-    Some((end - dist, 1 << log))
-}
-
-/// Checked mode: is block `g..g+n`'s tag well formed and its canary intact? `skip_first`: the
-/// block's first granule may be being overwritten by a deferred free (arenas): its bytes are not
-/// read (a one-granule block is not checked).
-///
-/// # Safety
-/// `g..g+n` is a block of live chunk `c`.
-pub(crate) unsafe fn seal_intact(c: Chunk, g: Gran, n: Gran, skip_first: bool) -> bool {
-    if skip_first && n == 1 {
-        return true;
-    }
-    // SAFETY: the tag and canary lie in the block's last granule.
-    unsafe {
-        let Some((size, _)) = unseal(c, g, n) else {
-            return false;
-        };
-        let p = c.ptr(g).as_ptr();
-        let from = if skip_first {
-            GRANULE.saturating_sub(size)
-        } else {
-            0
-        };
-        (from..bytes(n) - TAG - size).all(|i| p.add(size + i).read() == CANARY ^ i as u8)
     }
 }
 

@@ -1,4 +1,5 @@
 use super::*;
+use crate::block::CANARY;
 
 struct Core(HeapCore);
 

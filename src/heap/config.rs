@@ -3,8 +3,7 @@
 
 use super::*;
 
-/// The largest alignment served. Bigger alignments get `AllocError`.
-pub const MAX_ALIGN: usize = 1 << 26;
+pub use crate::block::MAX_ALIGN;
 
 /// Default smallest chunk mapped when the heap grows.
 #[cfg(not(miri))]

@@ -37,8 +37,9 @@ mod checked_tests;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use crate::block::seal_intact;
 use checked::*;
-pub(crate) use checked::{FOREIGN, POISON, seal_intact};
+pub(crate) use checked::{FOREIGN, POISON};
 use chunks::*;
 pub(crate) use chunks::{BUFFER_MAX_PIECE, BUFFER_MIN_GRANULES, page};
 pub use config::MAX_ALIGN;

@@ -2,6 +2,7 @@
 //! place, giving the tail back.
 
 use super::*;
+use crate::block::{TAG, seal};
 
 impl HeapCore {
     /// Grows a block, in place when the space behind it is free or frontier, else by moving.

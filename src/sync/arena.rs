@@ -2,6 +2,7 @@
 //! other threads freed into it while it was busy (drained under the lock).
 
 use super::*;
+use crate::block::{remote_layout, remote_next, remote_next_set, set_remote};
 
 /// One arena: a heap of its own behind a lock, plus the blocks other threads freed into it.
 pub(super) struct Arena {
@@ -30,9 +31,6 @@ pub(super) fn stop(m: Misuse, abort: bool) -> ! {
 
 /// Rounds of trying every arena's lock before a re-entered allocation gives up.
 pub(super) const REENTRANT_ROUNDS: usize = 256;
-
-/// Bit position of the alignment in a deferred free's size word.
-pub(super) const ALIGN_SHIFT_IN_SIZE: u32 = usize::BITS - 6;
 
 impl Arena {
     pub(super) const fn new(abort: bool) -> Arena {
@@ -72,13 +70,12 @@ impl Arena {
         };
         let mut bad = None;
         while let Some(b) = NonNull::new(p) {
-            // SAFETY: a remote block's first two words were written by `push_remote`, through a
-            // pointer derived from its chunk's base; the block is ours to free now.
+            // SAFETY: a remote block's record was written by `push_remote`, through a pointer
+            // derived from its chunk's base, and published by the Release CAS that the swap
+            // above acquired; the block is ours to free now (as its owner gave it up).
             let r = unsafe {
-                p = b.cast::<*mut u8>().read();
-                let word = b.cast::<usize>().add(1).read();
-                let size = word & ((1 << ALIGN_SHIFT_IN_SIZE) - 1);
-                let align = 1 << (word >> ALIGN_SHIFT_IN_SIZE);
+                p = remote_next(b);
+                let (size, align) = remote_layout(b);
                 core.dealloc_deferred(b, size, align)
             };
             if let Err(Fail::Misuse(m)) = r {
@@ -98,13 +95,13 @@ impl Arena {
     /// `b` is a live block of this arena (pointer with its chunk's provenance), at least 16
     /// bytes, that nobody uses any more.
     pub(super) unsafe fn push_remote(&self, b: NonNull<u8>, size: usize, align: usize) {
-        let word = size | (align.trailing_zeros() as usize) << ALIGN_SHIFT_IN_SIZE;
-        // SAFETY: the block is ours and at least one 16-byte granule long.
-        unsafe { b.cast::<usize>().add(1).write(word) };
+        // SAFETY: the block was given up by its user (contract) and is at least a granule;
+        // nobody else writes it until the arena drains it.
+        unsafe { set_remote(b, size, align) };
         let mut head = self.remote.load(Relaxed);
         loop {
             // SAFETY: as above; the link is rewritten before each publication attempt.
-            unsafe { b.cast::<*mut u8>().write(head) };
+            unsafe { remote_next_set(b, head) };
             match self
                 .remote
                 .compare_exchange_weak(head, b.as_ptr(), Release, Relaxed)

@@ -21,6 +21,20 @@
 use core::mem::size_of;
 use core::ptr::NonNull;
 
+mod links;
+mod seal;
+
+pub(crate) use links::{quick_link, set_quick_link};
+#[cfg(feature = "mmap")]
+pub(crate) use links::{remote_layout, remote_next, remote_next_set, set_remote};
+#[cfg(test)]
+pub(crate) use seal::CANARY;
+pub(crate) use seal::{TAG, canary_intact, seal, seal_intact, unseal};
+
+/// The largest alignment served. Bigger alignments get `AllocError`. (The checked-mode tag
+/// records log2 of the alignment.)
+pub const MAX_ALIGN: usize = 1 << 26;
+
 /// Bytes per granule: the unit of block sizes and the alignment every block has.
 pub(crate) const GRANULE: usize = 16;
 /// `log2(GRANULE)`.
