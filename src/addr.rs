@@ -1,5 +1,7 @@
 //! Alignment and overflow-checked rounding. Pure integer maths: no pointers, no memory.
 
+#![forbid(unsafe_code)]
+
 /// Rounds `x` up to a multiple of `align` (a power of two), or `None` on overflow.
 #[inline]
 pub(crate) const fn align_up(x: usize, align: usize) -> Option<usize> {

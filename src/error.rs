@@ -1,6 +1,8 @@
 //! Typed errors. `AllocError` appears only at the trait edge (`api`); inside the crate every
 //! failure has a reason.
 
+#![forbid(unsafe_code)]
+
 use core::fmt;
 
 /// Why a heap could not be built.

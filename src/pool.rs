@@ -1,6 +1,8 @@
 //! A pool of heaps for a server: one heap per request, taken from the pool and given back
 //! reset, so a steady stream of requests maps and unmaps nothing.
 
+#![forbid(unsafe_code)]
+
 extern crate std;
 
 use crate::api::{Heap, HeapBuilder};

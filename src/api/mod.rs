@@ -152,12 +152,12 @@ impl Heap {
             initial: 0,
             growth: heap::DEFAULT_GROWTH,
             limit: None,
-            quick: true,
+            quick_reuse: true,
             warm: heap::DEFAULT_WARM,
             budget: None,
             give_back: heap::DEFAULT_GIVE_BACK,
             checked: heap::CHECKED_DEFAULT,
-            wipe: false,
+            zero_on_free: false,
         }
     }
 
@@ -343,14 +343,14 @@ impl fmt::Debug for Heap {
             .field("stats", &stats)
             .field("growth", &cfg.growth)
             .field("limit", &(cfg.limit != usize::MAX).then_some(cfg.limit))
-            .field("quick_reuse", &cfg.quick)
+            .field("quick_reuse", &cfg.quick_reuse)
             .finish()
     }
 }
 
 impl Drop for Heap {
     fn drop(&mut self) {
-        self.core.get_mut().release_all();
+        self.core.get_mut().give_back_all();
     }
 }
 
@@ -372,12 +372,12 @@ pub struct HeapBuilder {
     initial: usize,
     growth: usize,
     limit: Option<usize>,
-    quick: bool,
+    quick_reuse: bool,
     warm: usize,
     budget: Option<usize>,
     give_back: usize,
     checked: bool,
-    wipe: bool,
+    zero_on_free: bool,
 }
 
 impl HeapBuilder {
@@ -435,7 +435,7 @@ impl HeapBuilder {
     /// address-ordered first fit, at some cost in speed. The lists hold at most
     /// `max(64 KiB, in_use / 8)` bytes and are merged before the heap maps more memory.
     pub const fn quick_reuse(mut self, on: bool) -> Self {
-        self.quick = on;
+        self.quick_reuse = on;
         self
     }
 
@@ -469,7 +469,7 @@ impl HeapBuilder {
     /// do not outlive their owners in the heap (default off). Costs a write of every freed
     /// byte.
     pub const fn zero_on_free(mut self, on: bool) -> Self {
-        self.wipe = on;
+        self.zero_on_free = on;
         self
     }
 
@@ -490,8 +490,8 @@ impl HeapBuilder {
             self.initial,
             self.growth,
             self.limit,
-            self.quick,
-            (self.checked, self.wipe),
+            self.quick_reuse,
+            (self.checked, self.zero_on_free),
         )?;
         core.cfg.warm = self.warm;
         core.cfg.budget = self.budget.unwrap_or(usize::MAX);

@@ -53,7 +53,7 @@ impl HeapCore {
                             // SAFETY: a cached block is neither used nor free.
                             unsafe {
                                 self.scrub(c, g, n);
-                                self.release(c, g, n);
+                                self.merge_free(c, g, n);
                             }
                         }
                         return Err(e);
@@ -150,6 +150,12 @@ impl HeapCore {
         n: Gran,
         zero: bool,
     ) -> Block {
+        debug_assert!(
+            g <= a
+                // SAFETY: g is a free block of live chunk c (contract).
+                && unsafe { c.bit(g) && a as u64 + n as u64 <= g as u64 + c.get(g, Size) as u64 },
+            "carve: {a}+{n} is not inside free block {g}"
+        );
         // SAFETY: forwarded contract; the pieces lie inside the free block.
         unsafe {
             let s = c.get(g, Size);
@@ -276,6 +282,11 @@ impl HeapCore {
     /// `g..g+n` was just taken from the free set or the frontier of live chunk `c`.
     #[inline]
     pub(super) unsafe fn hand_out(&mut self, c: Chunk, g: Gran, n: Gran, zero: bool) -> Block {
+        debug_assert!(
+            // SAFETY: c is live (contract); only header fields are read.
+            n >= 1 && unsafe { c.first() <= g && g + n <= c.frontier() },
+            "hand_out: {g}+{n} is not inside the block area below the frontier"
+        );
         self.used(n);
         // SAFETY: the span is inside c.
         vg::defined(unsafe { c.ptr(g) }.as_ptr(), bytes(n));

@@ -59,7 +59,7 @@ impl HeapCore {
     /// `p` is a block of `n` granules of this heap that was on a quick list.
     #[inline]
     pub(super) unsafe fn verify_poison(&self, p: NonNull<u8>, n: Gran) -> Result<(), Fail> {
-        let want = u64::from_ne_bytes([if self.cfg.wipe { 0 } else { POISON }; 8]);
+        let want = u64::from_ne_bytes([if self.cfg.zero_on_free { 0 } else { POISON }; 8]);
         // Whole words after the link word (blocks are granules, so 8-byte aligned).
         let words = bytes(n).min(POISON_CHECK) / 8;
         // SAFETY: the block is at least `words` words long, aligned, and ours (contract).

@@ -5,13 +5,13 @@ struct Core(HeapCore);
 
 impl Drop for Core {
     fn drop(&mut self) {
-        self.0.release_all();
+        self.0.give_back_all();
     }
 }
 
 fn core(quick: bool) -> Core {
     Core(HeapCore::new(Config {
-        quick,
+        quick_reuse: quick,
         checked: true,
         ..Config::DEFAULT
     }))
@@ -174,7 +174,7 @@ fn corrupted_free_neighbour_and_write_after_free() {
 #[test]
 fn wipe_zeroes_freed_blocks_and_reset() {
     let mut h = Core(HeapCore::new(Config {
-        wipe: true,
+        zero_on_free: true,
         ..Config::DEFAULT
     }));
     let a = h.0.alloc(300, 16, false).unwrap().cast::<u8>();

@@ -7,6 +7,7 @@ impl HeapCore {
     /// Maps and links a chunk with at least `need` bytes of block area.
     #[cold]
     pub(crate) fn grow_by(&mut self, need: usize) -> Result<Chunk, Fail> {
+        debug_assert!(need > 0, "grow_by: a chunk for nothing");
         if !self.cfg.can_grow {
             return Err(Fail::Limit);
         }
@@ -129,6 +130,12 @@ impl HeapCore {
     /// # Safety
     /// `c` is a freshly initialised chunk that this heap owns and that is not linked yet.
     pub(crate) unsafe fn link(&mut self, c: Chunk) {
+        debug_assert!(
+            // SAFETY: c is a fresh, live chunk (contract).
+            unsafe { c.next().is_none() } && self.chunks().all(|o| o != c),
+            "link: chunk {:p} is linked already",
+            c.base()
+        );
         // SAFETY: all chunks in the list and c are live.
         unsafe {
             let len = c.len();
@@ -245,7 +252,7 @@ impl HeapCore {
             // mark kept) or given back, after its fields are read.
             unsafe {
                 let len = c.len();
-                if self.cfg.wipe {
+                if self.cfg.zero_on_free {
                     let from = c.first();
                     let (p, len) = (c.ptr(from).as_ptr(), bytes(c.frontier() - from));
                     vg::defined(p, len);
@@ -264,7 +271,7 @@ impl HeapCore {
                     meta += bytes(c.first());
                     chunks += 1;
                 } else {
-                    release_chunk(c);
+                    return_chunk(c);
                 }
             }
         }
@@ -279,13 +286,13 @@ impl HeapCore {
     }
 
     /// Unmaps every chunk this heap mapped.
-    pub(crate) fn release_all(&mut self) {
+    pub(crate) fn give_back_all(&mut self) {
         self.quick.clear();
         vg::forget_all(&mut self.vg_pool);
         // SAFETY: the loop gives back only the chunk it was handed.
         for c in unsafe { ChunkIter::new(self.head.take()) } {
             // SAFETY: c is live and unlinked (the list was taken), never used again.
-            unsafe { release_chunk(c) };
+            unsafe { return_chunk(c) };
         }
         *self = HeapCore::new(self.cfg);
     }
@@ -296,7 +303,7 @@ impl HeapCore {
 ///
 /// # Safety
 /// `c` is a live chunk that is unlinked and never used again.
-pub(super) unsafe fn release_chunk(c: Chunk) {
+pub(super) unsafe fn return_chunk(c: Chunk) {
     // SAFETY: c is live until here; its fields are read before the memory goes.
     unsafe {
         let len = c.len();

@@ -1,6 +1,8 @@
 //! How a heap gets and limits its memory: `Config`, its defaults, and the builder's
 //! validation (`build`).
 
+#![forbid(unsafe_code)]
+
 use super::*;
 
 pub use crate::block::MAX_ALIGN;
@@ -28,7 +30,7 @@ pub(crate) struct Config {
     /// May the heap map more memory at all (false for a caller's buffer)?
     pub can_grow: bool,
     /// Keep recently freed small blocks on exact-size lists (`quick`)?
-    pub quick: bool,
+    pub quick_reuse: bool,
     /// Bytes of chunks `reset` keeps mapped.
     pub warm: usize,
     /// Hard limit on bytes in use (`usize::MAX` for none).
@@ -47,7 +49,7 @@ pub(crate) struct Config {
     /// pointer and layout given back is verified, freed memory is poisoned (see `checked`).
     pub checked: bool,
     /// Zero blocks when they are freed and all memory on `reset` (for secrets).
-    pub wipe: bool,
+    pub zero_on_free: bool,
 }
 
 /// Is checked mode on by default? In builds with debug assertions, or with the `checked`
@@ -63,14 +65,14 @@ impl Config {
         growth: DEFAULT_GROWTH,
         limit: usize::MAX,
         can_grow: true,
-        quick: true,
+        quick_reuse: true,
         warm: DEFAULT_WARM,
         budget: usize::MAX,
         give_back: DEFAULT_GIVE_BACK,
         owner: 0,
         arena: false,
         checked: CHECKED_DEFAULT,
-        wipe: false,
+        zero_on_free: false,
     };
 }
 
@@ -82,8 +84,8 @@ pub(crate) fn build(
     initial: usize,
     growth: usize,
     limit: Option<usize>,
-    quick: bool,
-    (checked, wipe): (bool, bool),
+    quick_reuse: bool,
+    (checked, zero_on_free): (bool, bool),
 ) -> Result<HeapCore, HeapError> {
     let limit_v = limit.unwrap_or(usize::MAX);
     if limit == Some(0) || growth == 0 {
@@ -99,9 +101,9 @@ pub(crate) fn build(
     let mut core = HeapCore::new(Config {
         growth,
         limit: limit_v,
-        quick,
+        quick_reuse,
         checked,
-        wipe,
+        zero_on_free,
         ..Config::DEFAULT
     });
     if initial > 0 {

@@ -58,6 +58,7 @@ impl HeapCore {
     /// As for `free_block`.
     #[inline]
     pub(super) unsafe fn retire(&mut self, c: Chunk, g: Gran, n: Gran) {
+        debug_assert!(n >= 1, "retire: an empty block at {g}");
         if self.cfg.checked {
             // SAFETY: g..g+n is a used block of c, a checked chunk.
             unsafe { c.mark_used(g, n, false) };
@@ -75,7 +76,7 @@ impl HeapCore {
         // SAFETY: the span is inside c and the heap's again.
         unsafe {
             let (p, len) = (c.ptr(g).as_ptr(), bytes(n));
-            if self.cfg.wipe {
+            if self.cfg.zero_on_free {
                 vg::defined(p, len);
                 core::ptr::write_bytes(p, 0, len);
                 vg::noaccess(p, len);
@@ -95,19 +96,24 @@ impl HeapCore {
     /// `g..g+n` is a used block of live chunk `c` that nobody uses any more.
     #[inline]
     pub(super) unsafe fn free_block(&mut self, c: Chunk, g: Gran, n: Gran) {
+        debug_assert!(
+            bytes(n) <= self.in_use,
+            "free_block: {n} granules at {g} but only {} bytes in use",
+            self.in_use
+        );
         self.in_use -= bytes(n);
         // SAFETY: forwarded contract.
         unsafe {
             self.scrub(c, g, n);
             vg::take(self.vg_pool, c.ptr(g).as_ptr());
         }
-        if self.cfg.quick && self.quick.admits(n as usize, self.in_use, self.peak) {
+        if self.cfg.quick_reuse && self.quick.admits(n as usize, self.in_use, self.peak) {
             // SAFETY: the pointer is rebuilt from the chunk base; the block is ours again.
             unsafe { self.quick.push(c.ptr(g), n as usize) };
             return;
         }
         // SAFETY: forwarded contract.
-        unsafe { self.release(c, g, n) };
+        unsafe { self.merge_free(c, g, n) };
         if self.quick.over(self.in_use, self.peak) {
             self.trim_quick();
         }
@@ -125,7 +131,7 @@ impl HeapCore {
             };
             if let Ok((c, g)) = self.locate(p, n as Gran) {
                 // SAFETY: a cached block is neither used nor free: it goes back now.
-                unsafe { self.release(c, g, n as Gran) };
+                unsafe { self.merge_free(c, g, n as Gran) };
             }
         }
     }
@@ -139,7 +145,7 @@ impl HeapCore {
                 // A cached block always lies in a chunk (`check()` verifies it).
                 if let Ok((c, g)) = self.locate(p, n as Gran) {
                     // SAFETY: a cached block is neither used nor free: it goes back now.
-                    unsafe { self.release(c, g, n as Gran) };
+                    unsafe { self.merge_free(c, g, n as Gran) };
                 }
             }
         }
@@ -150,7 +156,12 @@ impl HeapCore {
     ///
     /// # Safety
     /// `g..g+n` lies in `c`'s block area, is not free and nobody uses it any more.
-    pub(super) unsafe fn release(&mut self, c: Chunk, g: Gran, n: Gran) {
+    pub(super) unsafe fn merge_free(&mut self, c: Chunk, g: Gran, n: Gran) {
+        debug_assert!(
+            // SAFETY: c is live and g..g+n lies in its block area (contract).
+            n >= 1 && unsafe { c.first() <= g && g + n <= c.frontier() && !c.bit(g) },
+            "merge_free: {g}+{n} is not a taken span below the frontier"
+        );
         // SAFETY: c is live; neighbours are found through boundary bits and their tags.
         unsafe {
             let (start, end) = (g, g + n);

@@ -10,6 +10,11 @@ impl HeapCore {
     /// The span is inside `c`'s block area, belongs to nobody, and has no free neighbour.
     #[inline]
     pub(super) unsafe fn add_free(&mut self, c: Chunk, g: Gran, s: Gran) {
+        debug_assert!(
+            // SAFETY: c is live (contract); only header fields are read.
+            s >= 1 && unsafe { c.first() <= g && g + s <= c.frontier() },
+            "add_free: {g}+{s} is not inside the block area below the frontier"
+        );
         // SAFETY: forwarded contract.
         unsafe {
             c.mark_free(g, s);
@@ -25,6 +30,11 @@ impl HeapCore {
     /// `g` is an indexed free block of `c` of size `s`.
     #[inline]
     pub(super) unsafe fn take_free(&mut self, c: Chunk, g: Gran, s: Gran) {
+        debug_assert!(
+            // SAFETY: g is an indexed free block of live chunk c (contract).
+            unsafe { c.bit(g) && c.get(g, Size) == s },
+            "take_free: {g} is not a free block of {s} granules"
+        );
         // SAFETY: forwarded contract.
         unsafe {
             index::remove(c, g);
@@ -41,6 +51,11 @@ impl HeapCore {
     /// neighbour.
     #[inline]
     pub(super) unsafe fn resize_free(&mut self, c: Chunk, g: Gran, old: Gran, new: Gran) {
+        debug_assert!(
+            // SAFETY: g is an indexed free block of live chunk c (contract).
+            new >= 1 && unsafe { c.get(g, Size) == old && g + new <= c.frontier() },
+            "resize_free: {g} is not a free block of {old} granules, or {new} does not fit"
+        );
         // SAFETY: forwarded contract.
         unsafe {
             c.unmark_free(g, old);
@@ -64,6 +79,10 @@ impl HeapCore {
         new: Gran,
         size: Gran,
     ) {
+        debug_assert!(
+            size >= 1 && new as u64 + size as u64 == old as u64 + old_size as u64,
+            "shift_free: {old}+{old_size} moved to {new}+{size} does not keep its end"
+        );
         // SAFETY: forwarded contract.
         unsafe {
             c.unmark_free(old, old_size);

@@ -104,6 +104,11 @@ impl HeapCore {
         n_old: Gran,
         n_new: Gran,
     ) -> bool {
+        debug_assert!(
+            // SAFETY: c is live (contract); only header fields are read.
+            n_new >= n_old && n_old >= 1 && unsafe { g + n_old <= c.frontier() },
+            "extend_in_place: block {g}+{n_old} cannot grow to {n_new} granules"
+        );
         let need = n_new - n_old;
         if need == 0 {
             return true;
@@ -179,7 +184,7 @@ impl HeapCore {
             // SAFETY: the tail is part of the caller's block, which it gives up.
             unsafe {
                 self.scrub(c, g + n_new, n_old - n_new);
-                self.release(c, g + n_new, n_old - n_new);
+                self.merge_free(c, g + n_new, n_old - n_new);
             }
         }
         // SAFETY: g..g+n_new is the caller's block in c.

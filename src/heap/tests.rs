@@ -6,14 +6,14 @@ struct Core(HeapCore);
 
 impl Drop for Core {
     fn drop(&mut self) {
-        self.0.release_all();
+        self.0.give_back_all();
     }
 }
 
 impl Core {
     fn new() -> Core {
         Core(HeapCore::new(Config {
-            quick: false,
+            quick_reuse: false,
             checked: false,
             ..Config::DEFAULT
         }))

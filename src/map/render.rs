@@ -1,6 +1,8 @@
 //! The map's renderers: the text listing ([`Display`](core::fmt::Display)), one-line strips
 //! per chunk, and the SVG picture, with their binning and formatting helpers.
 
+#![forbid(unsafe_code)]
+
 use super::*;
 
 impl HeapMap<'_> {

@@ -1,6 +1,8 @@
 //! The arena lock: a test-and-test-and-set spin lock on one `AtomicBool`, and the guard that
 //! releases it (also on unwind).
 
+#![forbid(unsafe_code)]
+
 use super::*;
 
 pub(super) struct SpinLock(AtomicBool);

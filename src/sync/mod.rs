@@ -362,7 +362,7 @@ impl SyncHeap {
 impl Drop for SyncHeap {
     fn drop(&mut self) {
         for a in &mut self.arenas {
-            a.core.get_mut().release_all();
+            a.core.get_mut().give_back_all();
         }
     }
 }

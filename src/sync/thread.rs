@@ -2,6 +2,8 @@
 //! the thread's home arena. Both are const-initialised thread-locals without destructors, so
 //! reading them never allocates.
 
+#![forbid(unsafe_code)]
+
 use super::*;
 
 #[cfg(feature = "std")]
