@@ -9,6 +9,20 @@
 //! 4. `in_use + free_granules * GRANULE + frontier bytes + metadata == mapped`.
 //!
 //! `HeapCore` takes `&mut self`: the interior mutability and the trait edges are in `api`.
+//!
+//! One concept per file:
+//!
+//! | file | what |
+//! | --- | --- |
+//! | `mod.rs` | `HeapCore`, its counters and invariants, the chunk walk |
+//! | `config.rs` | `Config`, defaults, the builder's validation (`build`) |
+//! | `free_set.rs` | every change to the set of indexed free blocks (add, take, resize, shift) |
+//! | `alloc.rs` | quick lists, first fit in address order, frontiers, a new chunk |
+//! | `free.rs` | freeing: quick lists or `merge_free` with both neighbours |
+//! | `resize.rs` | grow in place or move, shrink in place |
+//! | `chunks.rs` | growth policy, mapping and linking chunks, finding a pointer's chunk, reset |
+//! | `decommit.rs` | giving free pages back to the OS while the heap lives |
+//! | `checked.rs` | checked mode as a layer: verification, poison, misuse reports |
 
 use crate::addr::{align_down, align_up, is_aligned};
 use crate::block::{
