@@ -173,7 +173,9 @@ unsafe fn insert_at(c: Chunk, link: NonNull<u32>, g: Gran) {
 /// Adds free block `g` to the index. Expected O(log n).
 ///
 /// # Safety
-/// `g` is a free block of live chunk `c` (marked with `mark_free`) and not in the index.
+/// 1. `c` is live;
+/// 2. `g` is a free block of it, marked with `mark_free` (size and boundary bits written);
+/// 3. `g` is not in the index.
 pub(crate) unsafe fn insert(c: Chunk, g: Gran) {
     // SAFETY: the root slot holds the whole index; g belongs anywhere in it.
     unsafe { insert_at(c, root(c), g) }
@@ -182,7 +184,9 @@ pub(crate) unsafe fn insert(c: Chunk, g: Gran) {
 /// Removes `g` from the subtree under `link`.
 ///
 /// # Safety
-/// `g` is a node in the subtree under `link`.
+/// 1. `c` is live and `link` points at a link slot of its index (the root link or a node's
+///    child link);
+/// 2. `g` is a node in the subtree under `link`.
 unsafe fn remove_at(c: Chunk, link: NonNull<u32>, g: Gran) {
     // SAFETY: every node reached is an index node; g is in the subtree, so the search ends.
     unsafe {
@@ -205,9 +209,11 @@ unsafe fn remove_at(c: Chunk, link: NonNull<u32>, g: Gran) {
 /// Removes free block `g` from the index. Expected O(log n).
 ///
 /// # Safety
-/// `g` is in the index of live chunk `c`.
+/// 1. `c` is live;
+/// 2. `g` is in its index.
 pub(crate) unsafe fn remove(c: Chunk, g: Gran) {
-    // SAFETY: forwarded contract.
+    // SAFETY: (1) `c` is live (this function's item 1) and `root(c)` is its root link; (2) `g`
+    // is in the index (item 2), which is exactly the subtree under the root link.
     unsafe { remove_at(c, root(c), g) }
 }
 
@@ -215,8 +221,10 @@ pub(crate) unsafe fn remove(c: Chunk, g: Gran) {
 /// it is taken out and put back: two passes, expected O(log n).
 ///
 /// # Safety
-/// `g` is in the index of live chunk `c`, and `g..g + size` is free and touches no other free
-/// block.
+/// 1. `c` is live;
+/// 2. `g` is in its index;
+/// 3. `g..g + size` is marked free (`mark_free`) and belongs to nobody else;
+/// 4. it touches no other free block.
 pub(crate) unsafe fn resize(c: Chunk, g: Gran, size: Gran) {
     // SAFETY: the span belongs to the heap; g is a node until removed, then re-inserted.
     unsafe {
@@ -232,11 +240,13 @@ pub(crate) unsafe fn resize(c: Chunk, g: Gran, size: Gran) {
 /// the maxima on its path are fixed: one pass, expected O(log n).
 ///
 /// # Safety
-/// `old` is in the index of live chunk `c`; `new + size == old + size(old)`; `new..new+size`
-/// is free, belongs to nobody else and no other free block starts in it or between it and
-/// `old`.
+/// 1. `c` is live and `old` is in its index;
+/// 2. `new + size == old + size(old)` (the `Size` field of `old`'s node);
+/// 3. `new..new+size` is free (marked with `mark_free`) and belongs to nobody else;
+/// 4. no other free block starts in it or between it and `old`.
 pub(crate) unsafe fn move_key(c: Chunk, old: Gran, new: Gran, size: Gran) {
-    // SAFETY: forwarded; the descent by `old` ends at its node.
+    // SAFETY: `move_at`: `move_key`'s items 1-4 are this function's; `old` is in the index
+    // (item 1), which is the subtree under the root link, so the descent ends at its node.
     unsafe { move_at(c, root(c), old, new, size) }
 }
 

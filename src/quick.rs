@@ -82,7 +82,8 @@ impl Quick {
             .rev()
             .find(|(_, b)| **b != 0)?;
         let n = w * 64 + (63 - bits.leading_zeros() as usize);
-        // SAFETY: forwarded contract.
+        // SAFETY: `pop`'s only item, the lists hold only blocks `push`ed by live heaps, is this
+        // function's contract.
         unsafe { self.pop(n, 1) }.map(|p| (p, n))
     }
 

@@ -199,10 +199,12 @@ impl Heap {
     /// expected O(log n) for the index. Zero-size layouts are a no-op.
     ///
     /// # Safety
-    /// `ptr` was returned by this heap for `layout` (its size may be anything between the one
-    /// requested and the length returned), and is not used afterwards. A pointer that does not
-    /// belong to this heap, or (in debug builds) a block freed twice, stops the program with a
-    /// message naming the address.
+    /// 1. `ptr` was returned by this heap for `layout` (its size may be anything between the one
+    ///    requested and the length returned);
+    /// 2. it is not used afterwards.
+    ///
+    /// A pointer that does not belong to this heap, or (in debug builds) a block freed twice,
+    /// stops the program with a message naming the address.
     #[inline]
     pub unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
         // SAFETY: `ptr` is a block of this heap allocated with `layout`, unused afterwards (this
@@ -217,8 +219,9 @@ impl Heap {
     /// (O(1) plus expected O(log n)), else by allocating, copying and freeing (O(size)).
     ///
     /// # Safety
-    /// `ptr` is a live block of this heap allocated with `old_layout`;
-    /// `new_layout.size() >= old_layout.size()`. On success `ptr` must not be used again.
+    /// 1. `ptr` is a live block of this heap allocated with `old_layout`;
+    /// 2. `new_layout.size() >= old_layout.size()`;
+    /// 3. on success `ptr` must not be used again.
     #[inline]
     pub unsafe fn grow(
         &self,
@@ -265,8 +268,10 @@ impl Heap {
     /// (expected O(log n)). It moves only if `new_layout` needs an alignment the block lacks.
     ///
     /// # Safety
-    /// `ptr` is a live block of this heap allocated with `old_layout`;
-    /// `new_layout.size() <= old_layout.size()`.
+    /// 1. `ptr` is a live block of this heap allocated with `old_layout`;
+    /// 2. `new_layout.size() <= old_layout.size()`;
+    /// 3. on success `ptr` must not be used again (the block may have moved, or been freed
+    ///    when `new_layout.size()` is 0).
     #[inline]
     pub unsafe fn shrink(
         &self,

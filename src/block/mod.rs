@@ -324,7 +324,9 @@ impl Chunk {
     /// The word of checked-mode bitmap `which` that holds granule `g`'s bit.
     ///
     /// # Safety
-    /// The chunk is live, checked, and `g < granules`.
+    /// 1. The chunk is live;
+    /// 2. it is checked (it has the used-block bitmaps);
+    /// 3. `g < granules`.
     #[inline]
     unsafe fn used_word(self, which: Used, g: Gran) -> NonNull<u64> {
         // SAFETY: a checked chunk has three bitmaps of `granules.div_ceil(64)` words each after
@@ -341,10 +343,14 @@ impl Chunk {
     /// Is granule `g`'s bit set in checked-mode bitmap `which`?
     ///
     /// # Safety
-    /// The chunk is live, checked, and `g < granules`.
+    /// 1. The chunk is live;
+    /// 2. it is checked;
+    /// 3. `g < granules`.
     #[inline]
     pub unsafe fn used_bit(self, which: Used, g: Gran) -> bool {
-        // SAFETY: forwarded contract.
+        // SAFETY: `used_word`: (1) live, (2) checked, (3) `g < granules`: this function's items
+        // 1-3. The word it returns lies in the chunk's metadata (aligned, initialised by `init`
+        // or zero from the OS), so the read is in bounds.
         unsafe { self.used_word(which, g).read() >> (g % 64) & 1 != 0 }
     }
 
@@ -386,8 +392,9 @@ impl Chunk {
     /// its boundary bits. Does not touch the index (links are left for it to write).
     ///
     /// # Safety
-    /// The chunk is live; `first <= g`, `g + size <= frontier`, `size >= 1`; the span is not
-    /// handed out to anyone and is not already a free block.
+    /// 1. The chunk is live;
+    /// 2. `first <= g`, `g + size <= frontier`, `size >= 1`;
+    /// 3. the span is not handed out to anyone and no granule of it is in a marked free block.
     #[inline]
     pub unsafe fn mark_free(self, g: Gran, size: Gran) {
         debug_assert!(size >= 1);
@@ -405,7 +412,8 @@ impl Chunk {
     /// or merged).
     ///
     /// # Safety
-    /// `g..g + size` is a free block of this live chunk.
+    /// 1. The chunk is live;
+    /// 2. `g..g + size` is a free block of it whose boundary bits are set (`mark_free`).
     #[inline]
     pub unsafe fn unmark_free(self, g: Gran, size: Gran) {
         // SAFETY: as promised by the caller, both bits are inside the chunk.
@@ -459,7 +467,8 @@ impl Chunk {
     /// Reads one node field of free block `g`.
     ///
     /// # Safety
-    /// `g` is a free block of this live chunk whose node has been written.
+    /// 1. The chunk is live;
+    /// 2. `g` is a free block of it whose node (the field read) has been written.
     #[inline]
     pub unsafe fn get(self, g: Gran, f: NodeField) -> u32 {
         // SAFETY: see the contract.

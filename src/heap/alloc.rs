@@ -141,7 +141,8 @@ impl HeapCore {
     /// padding before and the tail after back to the free set.
     ///
     /// # Safety
-    /// `g` is a free block of live chunk `c` that holds `a..a+n`.
+    /// 1. `c` is a live chunk of this heap and `g` an indexed free block of it;
+    /// 2. `n >= 1`, `g <= a` and `a + n <= g + size(g)`.
     pub(super) unsafe fn carve(
         &mut self,
         c: Chunk,
@@ -156,7 +157,20 @@ impl HeapCore {
                 && unsafe { c.bit(g) && a as u64 + n as u64 <= g as u64 + c.get(g, Size) as u64 },
             "carve: {a}+{n} is not inside free block {g}"
         );
-        // SAFETY: forwarded contract; the pieces lie inside the free block.
+        // SAFETY: `get`: (1) live, (2) `g` is a free block with its node written: item 1. With
+        // `s` its size, invariant 3 says `g - 1` and `g + s` are in no free block.
+        // `resize_free` (pad > 0): (1) live; (2) `g` indexed, of size `s`: item 1; (3) `1 <= pad <
+        // s` (item 2: `a + n <= g + s`, `n >= 1`), so `g..g+pad` is inside the block; (4) its
+        // neighbours are `g - 1` and `a`, handed out below.
+        // `add_free` (tail): (1) live, `a + n - g < s`, so the tail is inside the old block below
+        // the frontier; (2) `g`'s block now ends at `g + pad <= a`, so the tail is nobody's;
+        // (3) its neighbours are `a + n - 1`, handed out below, and `g + s`.
+        // `shift_free` (no pad, s > n): (1) `g` indexed, size `s`; (2) `n < s` and
+        // `(g + n) + (s - n) == g + s`; (3) `first <= g < g + n`, inside the block; (4) the
+        // span starts after `g`, and its neighbours are `g + n - 1`, handed out below, and
+        // `g + s`. `take_free` (s == n): (1)-(3) item 1 and `s` read above.
+        // `hand_out`: (1) live; (2) `n >= 1` and `a..a+n` lies inside `g`'s old block (item 2),
+        // so in `first..frontier`, and the branch above just took it out of the free set.
         unsafe {
             let s = c.get(g, Size);
             let pad = a - g;
@@ -247,7 +261,7 @@ impl HeapCore {
     /// First fit in one chunk: its index, then its frontier (a chunk made for this request).
     ///
     /// # Safety
-    /// `c` is a live chunk of this heap.
+    /// `c` is a live chunk of this heap (the one item of `fit_in` and `bump_in`).
     #[inline]
     pub(super) unsafe fn alloc_in(
         &mut self,
@@ -256,7 +270,8 @@ impl HeapCore {
         align: usize,
         zero: bool,
     ) -> Option<Block> {
-        // SAFETY: forwarded contract.
+        // SAFETY: `fit_in` and `bump_in` ask only that `c` be a live chunk of this heap: this
+        // function's contract (and `fit_in` gives no chunk back before `bump_in` runs).
         unsafe {
             self.fit_in(c, n, align, zero)
                 .or_else(|| self.bump_in(c, n, align, zero))
@@ -279,7 +294,9 @@ impl HeapCore {
     /// Accounts `g..g+n` as used, zeroes it if asked (only below the clean mark), returns it.
     ///
     /// # Safety
-    /// `g..g+n` was just taken from the free set or the frontier of live chunk `c`.
+    /// 1. `c` is a live chunk of this heap;
+    /// 2. `n >= 1`, `c.first() <= g`, `g + n <= c.frontier()`, and `g..g+n` was just taken from
+    ///    the free set or the frontier (nobody's, and now the caller's being served).
     #[inline]
     pub(super) unsafe fn hand_out(&mut self, c: Chunk, g: Gran, n: Gran, zero: bool) -> Block {
         debug_assert!(

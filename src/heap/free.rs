@@ -8,8 +8,9 @@ impl HeapCore {
     /// the neighbours, expected O(log n) to update the index.
     ///
     /// # Safety
-    /// `ptr` was returned by this heap for a block of `size` bytes (any size between the one
-    /// requested and the length returned) aligned to `align`, and is not used afterwards.
+    /// 1. `ptr` was returned by this heap for a block of `size` bytes (any size between the one
+    ///    requested and the length returned) aligned to `align`;
+    /// 2. it is not used afterwards.
     #[inline]
     pub(crate) unsafe fn dealloc(
         &mut self,
@@ -30,7 +31,7 @@ impl HeapCore {
     /// as `dealloc`, but its first 16 bytes hold the deferral, not the caller's data.
     ///
     /// # Safety
-    /// As for `dealloc`.
+    /// As for `dealloc` (items 1 and 2).
     #[cfg_attr(not(feature = "mmap"), allow(dead_code))]
     pub(crate) unsafe fn dealloc_deferred(
         &mut self,
@@ -39,7 +40,7 @@ impl HeapCore {
         align: usize,
     ) -> Result<(), Fail> {
         if !self.cfg.checked {
-            // SAFETY: forwarded contract.
+            // SAFETY: `dealloc`'s (1) and (2) are this function's items 1 and 2.
             return unsafe { self.dealloc(ptr, size, align) };
         }
         let (c, g) = self.locate(ptr, 1)?;
@@ -55,7 +56,7 @@ impl HeapCore {
     /// A used block is given up: unmarked (checked mode), then freed.
     ///
     /// # Safety
-    /// As for `free_block`.
+    /// As for `free_block` (items 1-3).
     #[inline]
     pub(super) unsafe fn retire(&mut self, c: Chunk, g: Gran, n: Gran) {
         debug_assert!(n >= 1, "retire: an empty block at {g}");
@@ -63,14 +64,17 @@ impl HeapCore {
             // SAFETY: g..g+n is a used block of c, a checked chunk.
             unsafe { c.mark_used(g, n, false) };
         }
-        // SAFETY: forwarded contract.
+        // SAFETY: `free_block`'s (1)-(3) are this function's items 1-3 (dropping the checked
+        // marks above does not make the block anyone else's).
         unsafe { self.free_block(c, g, n) };
     }
 
     /// Checked mode poisons, wiping mode zeroes the bytes of a block being freed.
     ///
     /// # Safety
-    /// `g..g+n` is a block of live chunk `c` that nobody uses any more.
+    /// 1. `c` is live;
+    /// 2. `g..g+n` is a block of it (in `first..frontier`);
+    /// 3. nobody uses it any more.
     #[inline]
     pub(super) unsafe fn scrub(&self, c: Chunk, g: Gran, n: Gran) {
         // SAFETY: the span is inside c and the heap's again.
@@ -93,7 +97,9 @@ impl HeapCore {
     /// free set.
     ///
     /// # Safety
-    /// `g..g+n` is a used block of live chunk `c` that nobody uses any more.
+    /// 1. `c` is a live chunk of this heap;
+    /// 2. `g..g+n` is a used block of it (handed out: not free, not on a quick list);
+    /// 3. nobody uses it any more.
     #[inline]
     pub(super) unsafe fn free_block(&mut self, c: Chunk, g: Gran, n: Gran) {
         debug_assert!(
@@ -102,7 +108,8 @@ impl HeapCore {
             self.in_use
         );
         self.in_use -= bytes(n);
-        // SAFETY: forwarded contract.
+        // SAFETY: `scrub`: (1) live: item 1; (2) a used block is a block of `c`: item 2; (3)
+        // item 3. `c.ptr(g)`: live, and `g < frontier <= granules` (item 2).
         unsafe {
             self.scrub(c, g, n);
             vg::take(self.vg_pool, c.ptr(g).as_ptr());
@@ -112,7 +119,9 @@ impl HeapCore {
             unsafe { self.quick.push(c.ptr(g), n as usize) };
             return;
         }
-        // SAFETY: forwarded contract.
+        // SAFETY: `merge_free`: (1) live and in the block area: items 1 and 2 (blocks tile
+        // `first..frontier`); (2) not free and, since the quick list did not take it, on no list:
+        // item 2; (3) item 3.
         unsafe { self.merge_free(c, g, n) };
         if self.quick.over(self.in_use, self.peak) {
             self.trim_quick();
@@ -155,7 +164,10 @@ impl HeapCore {
     /// frontier.
     ///
     /// # Safety
-    /// `g..g+n` lies in `c`'s block area, is not free and nobody uses it any more.
+    /// 1. `c` is a live chunk of this heap, `n >= 1`, and `g..g+n` lies in its block area
+    ///    (`c.first() <= g`, `g + n <= c.frontier()`);
+    /// 2. the span is no free block's and on no quick list;
+    /// 3. nobody uses it any more.
     pub(super) unsafe fn merge_free(&mut self, c: Chunk, g: Gran, n: Gran) {
         debug_assert!(
             // SAFETY: c is live and g..g+n lies in its block area (contract).

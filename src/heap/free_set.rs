@@ -7,7 +7,10 @@ impl HeapCore {
     /// Makes `g..g+s` a free block and indexes it.
     ///
     /// # Safety
-    /// The span is inside `c`'s block area, belongs to nobody, and has no free neighbour.
+    /// 1. `c` is a live chunk of this heap, `s >= 1`, and `c.first() <= g`,
+    ///    `g + s <= c.frontier()`;
+    /// 2. the span belongs to nobody: no user, no quick list, no free block;
+    /// 3. it has no free neighbour (invariant 3).
     #[inline]
     pub(super) unsafe fn add_free(&mut self, c: Chunk, g: Gran, s: Gran) {
         debug_assert!(
@@ -15,7 +18,10 @@ impl HeapCore {
             s >= 1 && unsafe { c.first() <= g && g + s <= c.frontier() },
             "add_free: {g}+{s} is not inside the block area below the frontier"
         );
-        // SAFETY: forwarded contract.
+        // SAFETY: `mark_free`: (1) live and (2) inside the block area, `s >= 1`: item 1; (3) not
+        // handed out, in no free block: item 2. `index::insert`: (1) live: item 1; (2) marked
+        // just above; (3) not in the index: it was in no free block (item 2) and only free
+        // blocks are indexed (invariant 2). Item 3 keeps invariant 3 for the new block.
         unsafe {
             c.mark_free(g, s);
             index::insert(c, g);
@@ -27,7 +33,9 @@ impl HeapCore {
     /// Takes indexed free block `g` (of size `s`) out of the free set.
     ///
     /// # Safety
-    /// `g` is an indexed free block of `c` of size `s`.
+    /// 1. `c` is a live chunk of this heap;
+    /// 2. `g` is an indexed free block of it;
+    /// 3. of size `s`.
     #[inline]
     pub(super) unsafe fn take_free(&mut self, c: Chunk, g: Gran, s: Gran) {
         debug_assert!(
@@ -35,7 +43,9 @@ impl HeapCore {
             unsafe { c.bit(g) && c.get(g, Size) == s },
             "take_free: {g} is not a free block of {s} granules"
         );
-        // SAFETY: forwarded contract.
+        // SAFETY: `index::remove`: (1) live: item 1; (2) in the index: item 2. `unmark_free`:
+        // (1) live: item 1; (2) `g..g+s` is a marked free block: items 2 and 3 (removing it
+        // from the index left its bits set).
         unsafe {
             index::remove(c, g);
             c.unmark_free(g, s);
@@ -47,8 +57,11 @@ impl HeapCore {
     /// Changes indexed free block `g` from `old` to `new` granules, same start.
     ///
     /// # Safety
-    /// `g` is an indexed free block of `c` of size `old`; `g..g+new` is free and has no free
-    /// neighbour.
+    /// 1. `c` is a live chunk of this heap;
+    /// 2. `g` is an indexed free block of it of size `old`;
+    /// 3. `new >= 1`, `g + new <= c.frontier()`, and `g..g+new` belongs to nobody (no user, no
+    ///    quick list, no free block but `g`'s own);
+    /// 4. it has no free neighbour.
     #[inline]
     pub(super) unsafe fn resize_free(&mut self, c: Chunk, g: Gran, old: Gran, new: Gran) {
         debug_assert!(
@@ -56,7 +69,11 @@ impl HeapCore {
             new >= 1 && unsafe { c.get(g, Size) == old && g + new <= c.frontier() },
             "resize_free: {g} is not a free block of {old} granules, or {new} does not fit"
         );
-        // SAFETY: forwarded contract.
+        // SAFETY: `unmark_free`: (1) live: item 1; (2) `g..g+old` is a marked free block: item
+        // 2. `mark_free`: (1) live: item 1; (2) `first <= g` (g is a block: item 2), `g + new <=
+        // frontier`, `new >= 1`: item 3; (3) nobody's and, `g`'s own bits cleared just above,
+        // in no marked free block: item 3. `index::resize`: (1) live: item 1; (2) `g` is still
+        // indexed (item 2; only bits changed); (3) just marked, nobody else's: item 3; (4) item 4.
         unsafe {
             c.unmark_free(g, old);
             c.mark_free(g, new);
@@ -68,8 +85,13 @@ impl HeapCore {
     /// Moves indexed free block `old` (size `old_size`) to `new..new+size`, keeping its end.
     ///
     /// # Safety
-    /// As for `index::move_key`: `new + size == old + old_size`, the span is free and has no
-    /// free neighbour.
+    /// 1. `c` is a live chunk of this heap and `old` an indexed free block of it of size
+    ///    `old_size`;
+    /// 2. `size >= 1` and `new + size == old + old_size`;
+    /// 3. `c.first() <= new`, and `new..new+size` belongs to nobody (no user, no quick list, no
+    ///    free block but `old`'s own);
+    /// 4. no other free block starts in it or between it and `old`, and it has no free
+    ///    neighbour.
     #[inline]
     pub(super) unsafe fn shift_free(
         &mut self,
@@ -83,7 +105,14 @@ impl HeapCore {
             size >= 1 && new as u64 + size as u64 == old as u64 + old_size as u64,
             "shift_free: {old}+{old_size} moved to {new}+{size} does not keep its end"
         );
-        // SAFETY: forwarded contract.
+        // SAFETY: `unmark_free`: (1) live: item 1; (2) `old..old+old_size` is a marked free
+        // block: item 1. `mark_free`: (1) live: item 1; (2) `first <= new`: item 3; `new + size
+        // == old + old_size <= frontier` (items 2 and 1: a free block lies below the frontier);
+        // `size >= 1`: item 2; (3) nobody's and, `old`'s bits cleared just above, in no marked
+        // free block: item 3. `index::move_key`: (1) `old` is still indexed (item 1; only bits
+        // and the node of `new` changed); (2) item 2, and `size(old)` still reads `old_size`
+        // (`mark_free` wrote the `Size` of granule `new`, which is `old` only if nothing moves);
+        // (3) just marked, nobody else's: item 3; (4) item 4.
         unsafe {
             c.unmark_free(old, old_size);
             c.mark_free(new, size);

@@ -10,7 +10,11 @@ impl HeapCore {
     /// `old` is refused (`Unsupported`) without touching the block.
     ///
     /// # Safety
-    /// `ptr` is a live block of this heap of `old` bytes aligned to `old_align`.
+    /// 1. `ptr` is a live block of this heap of `old` bytes (any size between the one requested
+    ///    and the length returned);
+    /// 2. it was allocated with alignment `old_align`;
+    /// 3. once this returns `Ok`, `ptr` is not used again (the block may have moved and the
+    ///    old one been freed).
     pub(crate) unsafe fn grow(
         &mut self,
         ptr: NonNull<u8>,
@@ -147,7 +151,11 @@ impl HeapCore {
     /// refused (`Unsupported`) without touching the block.
     ///
     /// # Safety
-    /// `ptr` is a live block of this heap of `old` bytes aligned to `old_align`.
+    /// 1. `ptr` is a live block of this heap of `old` bytes (any size between the one requested
+    ///    and the length returned);
+    /// 2. it was allocated with alignment `old_align`;
+    /// 3. once this returns `Ok`, `ptr` is not used again (the block may have moved, or been
+    ///    freed for `new == 0`).
     pub(crate) unsafe fn shrink(
         &mut self,
         ptr: NonNull<u8>,
@@ -162,7 +170,9 @@ impl HeapCore {
             return Err(Fail::Unsupported);
         }
         if new == 0 {
-            // SAFETY: forwarded contract.
+            // SAFETY: `dealloc`: (1) `ptr` was returned by this heap for `old` bytes at
+            // `old_align`: items 1 and 2; (2) on `Ok` the caller does not use it again (item 3),
+            // and on `Err` (a misuse, reported before anything changed) nothing was freed.
             unsafe { self.dealloc(ptr, old, old_align)? };
             return Ok(dangling(align));
         }

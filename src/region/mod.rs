@@ -171,8 +171,9 @@ pub(crate) fn last_errno() -> i32 {
 pub(crate) unsafe fn decommit(ptr: NonNull<u8>, len: usize) -> bool {
     #[cfg(all(feature = "mmap", target_os = "linux", not(miri)))]
     {
-        // SAFETY: (1) page-aligned, inside a live private anonymous mapping; (2) MADV_DONTNEED
-        // only drops the contents nobody needs (later reads see zero pages).
+        // SAFETY: `dont_need`: (1) page-aligned (this function's item 1); (2) inside one live
+        // mapping from `acquire` (item 1), and `acquire` maps only private anonymous memory;
+        // (3) holds nothing anyone needs (item 2).
         unsafe { os::dont_need(ptr, len) }
     }
     #[cfg(not(all(feature = "mmap", target_os = "linux", not(miri))))]

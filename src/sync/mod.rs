@@ -163,7 +163,8 @@ impl SyncHeap {
     }
 
     /// # Safety
-    /// As for `Heap::deallocate`, on this heap.
+    /// As for `Heap::deallocate`, on this heap: 1. `ptr` was returned by this heap for `layout`;
+    /// 2. it is not used afterwards.
     pub(crate) unsafe fn dealloc_raw(&self, ptr: NonNull<u8>, layout: Layout) -> Result<(), Fail> {
         let (size, align) = (layout.size(), layout.align());
         if size == 0 {
@@ -193,7 +194,10 @@ impl SyncHeap {
     }
 
     /// # Safety
-    /// As for `Heap::grow`/`Heap::shrink`, on this heap.
+    /// As for `Heap::grow`/`Heap::shrink`, on this heap:
+    /// 1. `ptr` is a live block of this heap allocated with `old`;
+    /// 2. `new.size()` is at least (`Resize::Grow`) or at most (`Resize::Shrink`) `old.size()`;
+    /// 3. on success `ptr` is not used again.
     pub(crate) unsafe fn resize_raw(
         &self,
         ptr: NonNull<u8>,
@@ -279,9 +283,10 @@ impl SyncHeap {
     /// goes onto its remote-free list without waiting.
     ///
     /// # Safety
-    /// As for [`Heap::deallocate`](crate::Heap::deallocate), on this heap.
+    /// As for [`Heap::deallocate`](crate::Heap::deallocate), on this heap (items 1 and 2).
     pub unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
-        // SAFETY: forwarded contract.
+        // SAFETY: `dealloc_raw`: (1) `ptr` was returned by this heap for `layout`; (2) it is not
+        // used afterwards: this function's items 1 and 2.
         let r = unsafe { self.dealloc_raw(ptr, layout) };
         let _ = edge(r);
     }
@@ -289,42 +294,48 @@ impl SyncHeap {
     /// Grows a block (in place when possible), in its owning arena.
     ///
     /// # Safety
-    /// As for [`Heap::grow`](crate::Heap::grow), on this heap.
+    /// As for [`Heap::grow`](crate::Heap::grow), on this heap (items 1-3).
     pub unsafe fn grow(
         &self,
         ptr: NonNull<u8>,
         old: Layout,
         new: Layout,
     ) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: forwarded contract.
+        // SAFETY: `resize_raw`: (1) a live block of this heap allocated with `old`; (2)
+        // `new.size() >= old.size()`, as `Resize::Grow` asks; (3) not used again on success:
+        // this function's items 1-3.
         edge(unsafe { self.resize_raw(ptr, old, new, false, Resize::Grow) })
     }
 
     /// Like [`grow`](Self::grow), the new bytes reading as zero.
     ///
     /// # Safety
-    /// As for [`Heap::grow`](crate::Heap::grow), on this heap.
+    /// As for [`Heap::grow`](crate::Heap::grow), on this heap (items 1-3).
     pub unsafe fn grow_zeroed(
         &self,
         ptr: NonNull<u8>,
         old: Layout,
         new: Layout,
     ) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: forwarded contract.
+        // SAFETY: `resize_raw`: (1) a live block of this heap allocated with `old`; (2)
+        // `new.size() >= old.size()`, as `Resize::Grow` asks; (3) not used again on success:
+        // this function's items 1-3.
         edge(unsafe { self.resize_raw(ptr, old, new, true, Resize::Grow) })
     }
 
     /// Shrinks a block in place, in its owning arena.
     ///
     /// # Safety
-    /// As for [`Heap::shrink`](crate::Heap::shrink), on this heap.
+    /// As for [`Heap::shrink`](crate::Heap::shrink), on this heap (items 1-3).
     pub unsafe fn shrink(
         &self,
         ptr: NonNull<u8>,
         old: Layout,
         new: Layout,
     ) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: forwarded contract.
+        // SAFETY: `resize_raw`: (1) a live block of this heap allocated with `old`; (2)
+        // `new.size() <= old.size()`, as `Resize::Shrink` asks; (3) not used again on success:
+        // this function's items 1-3.
         edge(unsafe { self.resize_raw(ptr, old, new, false, Resize::Shrink) })
     }
 
