@@ -12,7 +12,8 @@
 //! The files: `json.rs` (fallible building blocks, the document parser, the answer), `http.rs`
 //! (the server: heads, one request, connections, acceptor, workers), `client.rs` (documents and
 //! the load client that checks every answer), `metrics.rs` (counters, resident size, units);
-//! this one holds the options and the run.
+//! this one holds the options and the run. The pattern alone, without the load, is the
+//! library's `examples/per_request.rs`.
 //!
 //! The budget counts bytes *in use* in the heap, not the size of the body. A request whose body
 //! does not fit (refused while reading it) or whose document expands past the budget once parsed
