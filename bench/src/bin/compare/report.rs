@@ -114,6 +114,19 @@ pub(crate) fn cell_text(wl: Wl, c: &Cell, sys: Option<f64>) -> String {
     t
 }
 
+/// The header of a Markdown table with a column per subject.
+fn table_header(s: &mut String) {
+    let _ = write!(s, "| workload |");
+    for k in KINDS {
+        let _ = write!(s, " {} |", k.name());
+    }
+    let _ = write!(s, "\n|---|");
+    for _ in KINDS {
+        let _ = write!(s, "---:|");
+    }
+    s.push('\n');
+}
+
 pub(crate) fn report(
     wls: &[Wl],
     cells: &[Vec<Cell>],
@@ -128,15 +141,7 @@ pub(crate) fn report(
         "## ns per allocator call (median of {}; ratio to system in parentheses; lower is better)\n",
         cfg.reps
     );
-    let _ = write!(s, "| workload |");
-    for k in KINDS {
-        let _ = write!(s, " {} |", k.name());
-    }
-    let _ = write!(s, "\n|---|");
-    for _ in KINDS {
-        let _ = write!(s, "---:|");
-    }
-    s.push('\n');
+    table_header(&mut s);
     for (wi, &wl) in wls.iter().enumerate() {
         let sys = if wl == Wl::Efficiency {
             None
@@ -153,15 +158,7 @@ pub(crate) fn report(
         s,
         "\n## reallocs that stayed in place (pointer unchanged; median)\n"
     );
-    let _ = write!(s, "| workload |");
-    for k in KINDS {
-        let _ = write!(s, " {} |", k.name());
-    }
-    let _ = write!(s, "\n|---|");
-    for _ in KINDS {
-        let _ = write!(s, "---:|");
-    }
-    s.push('\n');
+    table_header(&mut s);
     for (wi, &wl) in wls.iter().enumerate() {
         if !wl.has_inplace() {
             continue;
