@@ -1,15 +1,15 @@
 //! Instructions per allocator call, counted by callgrind (stable on a noisy machine).
 //!
-//! `cargo run --release --example instr -- SUBJECT OPS` runs churn at 10,000 live blocks
-//! (sizes log-uniform 8 B..4 KiB, alignment 8, fixed seed): fill to 10,000 blocks, then OPS
-//! steps of one deallocate (a random live block) + one allocate. SUBJECT is `isoheap`, `talc`
-//! or `rlsf`. Run it twice under callgrind with different OPS and divide the difference in
+//! `cargo run --release -p isoheap-bench --bin instr -- SUBJECT OPS` runs churn at 10,000 live
+//! blocks (sizes log-uniform 8 B..4 KiB, alignment 8, fixed seed): fill to 10,000 blocks, then
+//! OPS steps of one deallocate (a random live block) + one allocate. SUBJECT is `isoheap`,
+//! `talc` or `rlsf`. Run it twice under callgrind with different OPS and divide the difference in
 //! instructions by twice the difference in OPS: setup and exit cancel out.
 //!
 //! ```text
-//! cargo build --release --example instr
+//! cargo build --release -p isoheap-bench --bin instr
 //! for s in isoheap talc rlsf; do for n in 200000 400000; do
-//!   valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/examples/instr $s $n 2>&1 |
+//!   valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/instr $s $n 2>&1 |
 //!     sed -n "s/.*Collected : //p"; done; done
 //! ```
 

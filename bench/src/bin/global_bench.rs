@@ -1,13 +1,13 @@
 //! Thread scaling of the thread-safe heap, against glibc malloc and mimalloc, side by side.
 //!
-//! `cargo run --release --example global_bench` runs churn (random allocate/free, sizes
-//! log-uniform 8 B..4 KiB, 10,000 live blocks per thread, a quarter of the frees done by
+//! `cargo run --release -p isoheap-bench --bin global_bench` runs churn (random allocate/free,
+//! sizes log-uniform 8 B..4 KiB, 10,000 live blocks per thread, a quarter of the frees done by
 //! another thread) with 1 and 2 threads, calling each allocator's `GlobalAlloc` methods
 //! directly, and prints million operations per second (median of 5).
 //!
-//! `cargo run --release --example global_bench -- std` instead runs a std-heavy workload
-//! (collections, strings, formatting, channels, a parallel sort on 4 threads) with the program's
-//! global allocator, which is `isoheap::GlobalHeap` unless the example is built with
+//! `cargo run --release -p isoheap-bench --bin global_bench -- std` instead runs a std-heavy
+//! workload (collections, strings, formatting, channels, a parallel sort on 4 threads) with the
+//! program's global allocator, which is `isoheap::GlobalHeap` unless the binary is built with
 //! `RUSTFLAGS="--cfg system_global"`; time it with `/usr/bin/time -v` to compare time and peak
 //! memory against glibc.
 

@@ -1,0 +1,81 @@
+//! One heap per request, with a budget: the pattern of the server example
+//! (`bench/examples/server/`) in a few lines. Run with `cargo run --release --example per_request`.
+//!
+//! A [`HeapPool`] lends each request a heap built with a budget on bytes in use. The request
+//! builds its collections in that heap with fallible calls only (`try_reserve` before each
+//! `push` and `insert`), so a request that needs more than its budget gets an `Err` and is
+//! refused; an infallible `push` would call the allocation failure handler and abort the
+//! process instead. Dropping the guard resets the heap (freeing whatever the request left) and
+//! gives it back to the pool, so the next request reuses it without mapping anything.
+
+use allocator_api2::vec::Vec;
+use hashbrown::{DefaultHashBuilder, HashMap};
+use isoheap::{Heap, HeapPool};
+
+/// Bytes in use each request's heap may hold.
+const BUDGET: usize = 64 << 10;
+
+/// The request needed more than its budget.
+#[derive(Debug)]
+struct OverBudget;
+
+/// Splits `body` into words and counts each distinct word, in the request's heap.
+fn handle(heap: &Heap, body: &str) -> Result<(usize, usize), OverBudget> {
+    let mut words: Vec<&str, &Heap> = Vec::new_in(heap);
+    let mut counts: HashMap<&str, usize, DefaultHashBuilder, &Heap> = HashMap::new_in(heap);
+    for word in body.split_whitespace() {
+        words.try_reserve(1).map_err(|_| OverBudget)?;
+        words.push(word);
+        counts.try_reserve(1).map_err(|_| OverBudget)?;
+        *counts.entry(word).or_insert(0) += 1;
+    }
+    Ok((words.len(), counts.len()))
+}
+
+fn main() {
+    // At most 4 idle heaps kept warm; each heap refuses allocations past BUDGET bytes in use.
+    let pool = HeapPool::new(Heap::builder().budget(BUDGET), 4);
+    let small = "the quick brown fox jumps over the lazy dog and the cat";
+    let large: String = (0..20_000).map(|i| format!("w{i} ")).collect();
+    let requests = [
+        ("small", small),
+        ("large", large.as_str()),
+        ("small", small),
+    ];
+
+    let (mut served, mut refused) = (0, 0);
+    for (i, (name, body)) in requests.into_iter().enumerate() {
+        let heap = pool.get().expect("a heap from the pool");
+        let answer = handle(&heap, body);
+        let stats = heap.stats();
+        match answer {
+            Ok((words, distinct)) => {
+                served += 1;
+                println!("request {i} ({name}): 200, {words} words, {distinct} distinct");
+                assert_eq!(stats.budget_refusals, 0);
+            }
+            Err(OverBudget) => {
+                refused += 1;
+                println!("request {i} ({name}): 413, over the budget of {BUDGET} B");
+                assert!(stats.budget_refusals > 0);
+            }
+        }
+        println!(
+            "  heap {}: peak in use {} B, {} budget refusal(s), {} B in use after the request",
+            heap.id(),
+            stats.peak_in_use,
+            stats.budget_refusals,
+            stats.in_use
+        );
+        assert!(stats.peak_in_use <= BUDGET);
+        // `heap` is dropped here: reset, then back in the pool for the next request.
+    }
+
+    assert_eq!((served, refused), (2, 1));
+    println!(
+        "pool: {} heap(s) created, {} idle: every request reused the same heap",
+        pool.created(),
+        pool.idle()
+    );
+    assert_eq!(pool.created(), 1);
+}
