@@ -162,9 +162,10 @@ impl Heap {
     }
 
     /// Runs `f` on the heap's state. The only way to reach it through `&self`: `f` is crate
-    /// code that runs no user code (no callbacks, no formatting, no panics: a misuse is returned
-    /// and reported by the caller after `f` has returned), so two `&mut HeapCore` never coexist.
-    /// Builds with debug assertions check that: a nested call panics.
+    /// code that runs no user code (no callbacks, no formatting; a misuse is returned and
+    /// reported by the caller after `f` has returned, so the only panic inside is a failed
+    /// internal debug assertion, a bug), so two `&mut HeapCore` never coexist. Builds with debug
+    /// assertions check that: a nested call panics.
     #[inline]
     pub(crate) fn with_core<R>(&self, f: impl FnOnce(&mut HeapCore) -> R) -> R {
         #[cfg(debug_assertions)]

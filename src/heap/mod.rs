@@ -129,7 +129,8 @@ impl HeapCore {
     /// The same walk without borrowing the heap, for loops that change the heap as they go.
     ///
     /// # Safety
-    /// The loop gives back no chunk but the one it was just handed.
+    /// The loop gives back no chunk but the one it was just handed, and links none (a chunk
+    /// linked after the current one would be skipped).
     #[inline]
     pub(crate) unsafe fn chunks_mut(&self) -> ChunkIter<'static> {
         // SAFETY: as for `chunks`, with the caller's promise for the loop body.

@@ -153,11 +153,12 @@ pub(crate) fn page() -> usize {
     4096
 }
 
-/// The calling thread's last OS error number (0 without an OS).
+/// The calling thread's last OS error number, for `HeapError::OsRefused` (0 where it is not
+/// known: without an OS, or on Unix systems other than Linux and Android).
 pub(crate) fn last_errno() -> i32 {
-    #[cfg(feature = "mmap")]
+    #[cfg(all(feature = "mmap", any(target_os = "linux", target_os = "android")))]
     return os::errno();
-    #[cfg(not(feature = "mmap"))]
+    #[cfg(not(all(feature = "mmap", any(target_os = "linux", target_os = "android"))))]
     0
 }
 
