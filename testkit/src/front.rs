@@ -128,17 +128,24 @@ impl Inspect for Heap {
     }
 }
 
-impl Inspect for isoheap::BufferHeap<'_> {
-    fn stats(&self) -> Stats {
-        Inspect::stats(&**self)
-    }
-    fn check(&self) -> Result<(), String> {
-        Inspect::check(&**self)
-    }
-    fn checked(&self) -> bool {
-        Inspect::checked(&**self)
-    }
+/// Implements [`Inspect`] for a handle that derefs to a heap that has it.
+macro_rules! inspect_through_deref {
+    ($handle:ty) => {
+        impl Inspect for $handle {
+            fn stats(&self) -> Stats {
+                Inspect::stats(&**self)
+            }
+            fn check(&self) -> Result<(), String> {
+                Inspect::check(&**self)
+            }
+            fn checked(&self) -> bool {
+                Inspect::checked(&**self)
+            }
+        }
+    };
 }
+
+inspect_through_deref!(isoheap::BufferHeap<'_>);
 
 #[cfg(feature = "mmap")]
 impl Inspect for isoheap::SyncHeap {
@@ -154,17 +161,7 @@ impl Inspect for isoheap::SyncHeap {
 }
 
 #[cfg(all(feature = "mmap", feature = "std"))]
-impl Inspect for isoheap::SharedHeap {
-    fn stats(&self) -> Stats {
-        Inspect::stats(&**self)
-    }
-    fn check(&self) -> Result<(), String> {
-        Inspect::check(&**self)
-    }
-    fn checked(&self) -> bool {
-        Inspect::checked(&**self)
-    }
-}
+inspect_through_deref!(isoheap::SharedHeap);
 
 impl<T: Inspect + ?Sized> Inspect for &T {
     fn stats(&self) -> Stats {
