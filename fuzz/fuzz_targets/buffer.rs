@@ -4,13 +4,13 @@
 //! are checked against their documentation.
 #![no_main]
 
-use allocator_api2::alloc::Allocator as A;
 use arbitrary::Arbitrary;
 use core::alloc::Layout;
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
 use isoheap::{BufferHeap, Heap, HeapError, Stats};
-use isoheap_fuzz::{Block, Caps, Front, GUARD, Op, run};
+use isoheap_fuzz::{Front, GUARD, Op, Target, run};
+use isoheap_testkit::{Api2, Block, Caps};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, Arbitrary)]
@@ -21,7 +21,7 @@ struct Setup {
     fill: u8,
 }
 
-struct BufferFront<'a> {
+struct BufferTarget<'a> {
     heap: BufferHeap<'a>,
     pre: &'a [MaybeUninit<u8>],
     post: &'a [MaybeUninit<u8>],
@@ -29,65 +29,72 @@ struct BufferFront<'a> {
     range: (usize, usize),
 }
 
-impl Front for BufferFront<'_> {
-    fn caps(&self) -> Caps {
-        Caps {
-            checked: self.heap.is_checked(),
-            ..Caps::ALLOCATOR
-        }
+/// The buffer heap through allocator-api2, whose `check()` also checks the guards.
+struct Guarded<'t> {
+    api: Api2<&'t Heap>,
+    t: &'t BufferTarget<'t>,
+}
+
+impl Front for Guarded<'_> {
+    fn name(&self) -> &str {
+        self.api.name()
     }
-    fn allocate(&self, l: Layout, zero: bool) -> Result<Block, ()> {
-        let a: &Heap = &self.heap;
-        if zero {
-            A::allocate_zeroed(&a, l)
-        } else {
-            A::allocate(&a, l)
-        }
-        .map_err(drop)
+    fn caps(&self) -> Caps {
+        self.api.caps()
+    }
+    fn allocate(&self, l: Layout) -> Block {
+        self.api.allocate(l)
+    }
+    fn allocate_zeroed(&self, l: Layout) -> Block {
+        self.api.allocate_zeroed(l)
     }
     unsafe fn deallocate(&self, p: NonNull<u8>, l: Layout) {
-        let a: &Heap = &self.heap;
         // SAFETY: forwarded contract.
-        unsafe { A::deallocate(&a, p, l) }
+        unsafe { self.api.deallocate(p, l) }
     }
-    unsafe fn grow(
-        &self,
-        p: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-        zero: bool,
-    ) -> Result<Block, ()> {
-        let a: &Heap = &self.heap;
+    unsafe fn grow(&self, p: NonNull<u8>, old: Layout, new: Layout) -> Block {
         // SAFETY: forwarded contract.
-        unsafe {
-            if zero {
-                A::grow_zeroed(&a, p, old, new)
-            } else {
-                A::grow(&a, p, old, new)
-            }
-        }
-        .map_err(drop)
+        unsafe { self.api.grow(p, old, new) }
     }
-    unsafe fn shrink(&self, p: NonNull<u8>, old: Layout, new: Layout) -> Result<Block, ()> {
-        let a: &Heap = &self.heap;
+    unsafe fn grow_zeroed(&self, p: NonNull<u8>, old: Layout, new: Layout) -> Block {
         // SAFETY: forwarded contract.
-        unsafe { A::shrink(&a, p, old, new) }.map_err(drop)
+        unsafe { self.api.grow_zeroed(p, old, new) }
+    }
+    unsafe fn shrink(&self, p: NonNull<u8>, old: Layout, new: Layout) -> Block {
+        // SAFETY: forwarded contract.
+        unsafe { self.api.shrink(p, old, new) }
+    }
+    fn stats(&self) -> Stats {
+        self.api.stats()
     }
     fn check(&self) -> Result<(), String> {
-        self.heap.check().map_err(|e| e.to_string())?;
-        for (side, g) in [("before", self.pre), ("after", self.post)] {
+        self.api.check()?;
+        for (side, g) in [("before", self.t.pre), ("after", self.t.post)] {
             // SAFETY: the guards were initialised with `fill` and are not the heap's.
             if let Some(i) = g
                 .iter()
-                .position(|b| unsafe { b.assume_init() } != self.fill)
+                .position(|b| unsafe { b.assume_init() } != self.t.fill)
             {
                 return Err(format!("guard byte {i} {side} the buffer was overwritten"));
             }
         }
         Ok(())
     }
-    fn stats(&self) -> Stats {
-        self.heap.stats()
+    fn checked(&self) -> bool {
+        self.api.checked()
+    }
+}
+
+impl<'a> Target for BufferTarget<'a> {
+    type F<'t>
+        = Guarded<'t>
+    where
+        Self: 't;
+    fn front(&self) -> Guarded<'_> {
+        Guarded {
+            api: Api2::new(&self.heap, "BufferHeap"),
+            t: self,
+        }
     }
     fn heap(&self) -> Option<&Heap> {
         Some(&self.heap)
@@ -142,7 +149,7 @@ fuzz_target!(|input: (Setup, bool, Vec<Op>)| {
         st.mapped == usable && st.in_use == 0 && st.chunks == 1,
         "fresh buffer heap of {len} bytes at {start:#x}: {st:?}"
     );
-    let mut f = BufferFront {
+    let mut f = BufferTarget {
         heap,
         pre,
         post,

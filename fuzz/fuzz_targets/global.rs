@@ -4,87 +4,43 @@
 //! allocate on other threads.
 #![no_main]
 
-use core::alloc::{GlobalAlloc, Layout};
+use core::alloc::Layout;
 use core::ptr::NonNull;
-use isoheap::{GlobalHeap, Stats};
-use isoheap_fuzz::{Block, Caps, Front, Op, Sendable, checked_default, run};
+use isoheap::{AllocError, GlobalHeap};
+use isoheap_fuzz::{Front, Op, Sendable, Target, run};
+use isoheap_testkit::Global;
 use libfuzzer_sys::fuzz_target;
 
-struct GlobalFront(GlobalHeap);
+struct GlobalTarget(GlobalHeap);
 
-fn block(p: *mut u8, size: usize) -> Result<Block, ()> {
-    NonNull::new(p)
-        .map(|p| NonNull::slice_from_raw_parts(p, size))
-        .ok_or(())
-}
-
-fn alloc(g: &GlobalHeap, l: Layout, zero: bool) -> Result<Block, ()> {
-    // SAFETY: the driver never asks `GlobalAlloc` for zero sizes.
-    block(
-        unsafe { if zero { g.alloc_zeroed(l) } else { g.alloc(l) } },
-        l.size(),
-    )
-}
-
-impl Front for GlobalFront {
-    fn caps(&self) -> Caps {
-        Caps {
-            checked: checked_default(),
-            ..Caps::GLOBAL
-        }
+impl Target for GlobalTarget {
+    type F<'a> = Global<'a>;
+    fn front(&self) -> Global<'_> {
+        Global(&self.0)
     }
-    fn allocate(&self, l: Layout, zero: bool) -> Result<Block, ()> {
-        alloc(&self.0, l, zero)
-    }
-    unsafe fn deallocate(&self, p: NonNull<u8>, l: Layout) {
-        // SAFETY: forwarded contract (exact layout).
-        unsafe { self.0.dealloc(p.as_ptr(), l) }
-    }
-    unsafe fn grow(
-        &self,
-        p: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-        _zero: bool,
-    ) -> Result<Block, ()> {
-        debug_assert_eq!(old.align(), new.align());
-        // SAFETY: forwarded contract; `new` is a valid layout, so its size rounded up to the
-        // alignment does not overflow isize.
-        block(
-            unsafe { self.0.realloc(p.as_ptr(), old, new.size()) },
-            new.size(),
-        )
-    }
-    unsafe fn shrink(&self, p: NonNull<u8>, old: Layout, new: Layout) -> Result<Block, ()> {
-        // SAFETY: as for grow; `new.size() > 0`.
-        block(
-            unsafe { self.0.realloc(p.as_ptr(), old, new.size()) },
-            new.size(),
-        )
-    }
-    fn check(&self) -> Result<(), String> {
-        self.0.heap().check().map_err(|e| e.to_string())
-    }
-    fn stats(&self) -> Stats {
-        self.0.heap().stats()
+    fn threads(&self) -> bool {
+        true
     }
     fn elsewhere(
         &self,
         frees: Vec<(Sendable<NonNull<u8>>, Layout)>,
         allocs: &[(Layout, bool)],
-    ) -> Vec<Result<Sendable<Block>, ()>> {
-        let g = &self.0;
+    ) -> Vec<Result<Sendable<NonNull<[u8]>>, AllocError>> {
         std::thread::scope(|s| {
             let freer = s.spawn(move || {
+                let g = Global(&self.0);
                 for (p, l) in frees {
                     // SAFETY: live blocks of this heap with their exact layouts.
-                    unsafe { g.dealloc(p.0.as_ptr(), l) };
+                    unsafe { g.deallocate(p.0, l) };
                 }
             });
             let allocator = s.spawn(move || {
+                let g = Global(&self.0);
                 allocs
                     .iter()
-                    .map(|&(l, z)| alloc(g, l, z).map(Sendable))
+                    .map(|&(l, z)| {
+                        if z { g.allocate_zeroed(l) } else { g.allocate(l) }.map(Sendable)
+                    })
                     .collect::<Vec<_>>()
             });
             freer.join().expect("freeing thread");
@@ -96,5 +52,5 @@ impl Front for GlobalFront {
 fuzz_target!(|input: (bool, Vec<Op>)| {
     let (free_at_end, ops) = input;
     isoheap::release_cached();
-    run(&mut GlobalFront(GlobalHeap::new()), &ops, free_at_end);
+    run(&mut GlobalTarget(GlobalHeap::new()), &ops, free_at_end);
 });

@@ -3,5 +3,5 @@
 //! renewals, budgets set on the fly, stats and map checks.
 #![no_main]
 
-use allocator_api2::alloc::Allocator as A;
+use isoheap_testkit::Api2 as Via;
 include!("../src/heap_front.rs");

@@ -2,7 +2,6 @@
 //! several ways (new, limit, no quick lists, budget, with_capacity, any builder), with resets,
 //! renewals, budgets set on the fly, stats and map checks.
 #![no_main]
-#![feature(allocator_api)]
 
-use core::alloc::Allocator as A;
+use isoheap_testkit::Core as Via;
 include!("../src/heap_front.rs");

@@ -9,72 +9,87 @@ use arbitrary::Arbitrary;
 use core::alloc::Layout;
 use core::ops::Deref;
 use core::ptr::NonNull;
-use isoheap::{SharedHeap, Stats, SyncHeap};
-use isoheap_fuzz::{Block, Caps, Front, Op, Sendable, checked_default, run};
+use isoheap::{AllocError, SharedHeap, Stats, SyncHeap};
+use isoheap_fuzz::{Front, Op, Sendable, Target, run};
+use isoheap_testkit::{Api2, Block, Inspect};
 use libfuzzer_sys::fuzz_target;
 
-struct SyncFront<H> {
+struct SyncTarget<H> {
     /// Allocates.
     a: H,
     /// Frees and resizes: the same heap (a copy of the reference, or a clone of the handle).
     b: H,
 }
 
-impl<H> Front for SyncFront<H>
+/// Allocations through one handle, frees and resizes through the other.
+struct Split<'t, H> {
+    a: Api2<&'t H>,
+    b: Api2<&'t H>,
+}
+
+impl<H> Front for Split<'_, H>
 where
-    H: A + Deref<Target = SyncHeap> + Clone + Send + Sync,
+    for<'h> &'h H: A + Inspect,
 {
-    fn caps(&self) -> Caps {
-        Caps {
-            threads: true,
-            checked: checked_default(),
-            ..Caps::ALLOCATOR
-        }
+    fn name(&self) -> &str {
+        self.a.name()
     }
-    fn allocate(&self, l: Layout, zero: bool) -> Result<Block, ()> {
-        if zero {
-            self.a.allocate_zeroed(l)
-        } else {
-            self.a.allocate(l)
-        }
-        .map_err(drop)
+    fn allocate(&self, l: Layout) -> Block {
+        self.a.allocate(l)
+    }
+    fn allocate_zeroed(&self, l: Layout) -> Block {
+        self.a.allocate_zeroed(l)
     }
     unsafe fn deallocate(&self, p: NonNull<u8>, l: Layout) {
         // SAFETY: forwarded contract; `b` is the same allocator as `a`.
-        unsafe { A::deallocate(&self.b, p, l) }
+        unsafe { self.b.deallocate(p, l) }
     }
-    unsafe fn grow(
-        &self,
-        p: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-        zero: bool,
-    ) -> Result<Block, ()> {
+    unsafe fn grow(&self, p: NonNull<u8>, old: Layout, new: Layout) -> Block {
         // SAFETY: forwarded contract.
-        unsafe {
-            if zero {
-                A::grow_zeroed(&self.b, p, old, new)
-            } else {
-                A::grow(&self.b, p, old, new)
-            }
-        }
-        .map_err(drop)
+        unsafe { self.b.grow(p, old, new) }
     }
-    unsafe fn shrink(&self, p: NonNull<u8>, old: Layout, new: Layout) -> Result<Block, ()> {
+    unsafe fn grow_zeroed(&self, p: NonNull<u8>, old: Layout, new: Layout) -> Block {
         // SAFETY: forwarded contract.
-        unsafe { A::shrink(&self.b, p, old, new) }.map_err(drop)
+        unsafe { self.b.grow_zeroed(p, old, new) }
     }
-    fn check(&self) -> Result<(), String> {
-        self.a.check().map_err(|e| e.to_string())
+    unsafe fn shrink(&self, p: NonNull<u8>, old: Layout, new: Layout) -> Block {
+        // SAFETY: forwarded contract.
+        unsafe { self.b.shrink(p, old, new) }
     }
     fn stats(&self) -> Stats {
         self.a.stats()
+    }
+    fn check(&self) -> Result<(), String> {
+        self.a.check()
+    }
+    fn checked(&self) -> bool {
+        self.a.checked()
+    }
+}
+
+impl<H> Target for SyncTarget<H>
+where
+    H: A + Deref<Target = SyncHeap> + Clone + Send + Sync,
+    for<'h> &'h H: A + Inspect,
+{
+    type F<'t>
+        = Split<'t, H>
+    where
+        Self: 't;
+    fn front(&self) -> Split<'_, H> {
+        Split {
+            a: Api2::new(&self.a, "SyncHeap (allocating handle)"),
+            b: Api2::new(&self.b, "SyncHeap (freeing handle)"),
+        }
+    }
+    fn threads(&self) -> bool {
+        true
     }
     fn elsewhere(
         &self,
         frees: Vec<(Sendable<NonNull<u8>>, Layout)>,
         allocs: &[(Layout, bool)],
-    ) -> Vec<Result<Sendable<Block>, ()>> {
+    ) -> Vec<Result<Sendable<NonNull<[u8]>>, AllocError>> {
         let (fa, aa) = (self.b.clone(), self.a.clone());
         std::thread::scope(|s| {
             let freer = s.spawn(move || {
@@ -93,7 +108,7 @@ where
                             aa.allocate(l)
                         }
                         .map(Sendable)
-                        .map_err(drop)
+                        .map_err(|_| AllocError)
                     })
                     .collect::<Vec<_>>()
             });
@@ -115,11 +130,11 @@ fuzz_target!(|input: (Setup, bool, Vec<Op>)| {
     match setup {
         Setup::Sync => {
             let heap = SyncHeap::new();
-            run(&mut SyncFront { a: &heap, b: &heap }, &ops, free_at_end);
+            run(&mut SyncTarget { a: &heap, b: &heap }, &ops, free_at_end);
         }
         Setup::Shared => {
             let heap = SharedHeap::new();
-            let mut f = SyncFront {
+            let mut f = SyncTarget {
                 a: heap.clone(),
                 b: heap,
             };

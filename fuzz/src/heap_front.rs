@@ -1,64 +1,20 @@
-// The `Heap` front end shared by the `heap` and `nightly` targets, which differ only in the
-// `Allocator` trait they drive: each target imports its trait as `A`, then includes this file.
+// The `Heap` target shared by the `heap` and `nightly` fuzz targets, which differ only in the
+// `Allocator` trait they drive: each target imports the test kit's front end for its trait as
+// `Via` (`Api2` or `Core`), then includes this file.
 
-use core::alloc::Layout;
-use core::ptr::NonNull;
-use isoheap::{Heap, Stats};
-use isoheap_fuzz::{Block, Built, Caps, Front, HeapSetup, Op, build_heap, run};
+use isoheap::Heap;
+use isoheap_fuzz::{Built, HeapSetup, Op, Target, build_heap, run};
 use libfuzzer_sys::fuzz_target;
 
-struct HeapFront {
+struct HeapTarget {
     setup: HeapSetup,
     built: Built,
 }
 
-impl Front for HeapFront {
-    fn caps(&self) -> Caps {
-        Caps {
-            checked: self.built.heap.is_checked(),
-            ..Caps::ALLOCATOR
-        }
-    }
-    fn allocate(&self, l: Layout, zero: bool) -> Result<Block, ()> {
-        let a: &Heap = &self.built.heap;
-        if zero {
-            A::allocate_zeroed(&a, l)
-        } else {
-            A::allocate(&a, l)
-        }
-        .map_err(drop)
-    }
-    unsafe fn deallocate(&self, p: NonNull<u8>, l: Layout) {
-        // SAFETY: forwarded contract.
-        unsafe { A::deallocate(&&self.built.heap, p, l) }
-    }
-    unsafe fn grow(
-        &self,
-        p: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-        zero: bool,
-    ) -> Result<Block, ()> {
-        let a: &Heap = &self.built.heap;
-        // SAFETY: forwarded contract.
-        unsafe {
-            if zero {
-                A::grow_zeroed(&a, p, old, new)
-            } else {
-                A::grow(&a, p, old, new)
-            }
-        }
-        .map_err(drop)
-    }
-    unsafe fn shrink(&self, p: NonNull<u8>, old: Layout, new: Layout) -> Result<Block, ()> {
-        // SAFETY: forwarded contract.
-        unsafe { A::shrink(&&self.built.heap, p, old, new) }.map_err(drop)
-    }
-    fn check(&self) -> Result<(), String> {
-        self.built.heap.check().map_err(|e| e.to_string())
-    }
-    fn stats(&self) -> Stats {
-        self.built.heap.stats()
+impl Target for HeapTarget {
+    type F<'a> = Via<&'a Heap>;
+    fn front(&self) -> Via<&Heap> {
+        Via::new(&self.built.heap, "Heap")
     }
     fn heap(&self) -> Option<&Heap> {
         Some(&self.built.heap)
@@ -88,6 +44,6 @@ fuzz_target!(|input: (HeapSetup, bool, Vec<Op>)| {
     let Some(built) = build_heap(setup) else {
         return;
     };
-    let mut f = HeapFront { setup, built };
-    run(&mut f, &ops, free_at_end);
+    let mut t = HeapTarget { setup, built };
+    run(&mut t, &ops, free_at_end);
 });

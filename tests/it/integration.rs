@@ -4,13 +4,14 @@
 //! zeroed reuse, OS mapping balance, growth in place and detected misuse.
 //!
 //! Tests run in parallel threads of one process, and [`os_counters`] is process-wide: every
-//! test that maps memory holds [`shared`] and the one test that compares the counters holds
-//! [`exclusive`].
-
-#![cfg_attr(feature = "nightly", feature(allocator_api, btreemap_alloc))]
+//! test here that maps memory holds [`shared`] and the tests that compare the counters hold
+//! [`exclusive`], and since the other modules of this binary map memory too, those run in a
+//! child process of their own (`isoheap_testkit::alone`).
 
 use isoheap::{GRANULE, Heap, HeapError, MAX_ALIGN, os_counters};
-use std::alloc::Layout;
+use isoheap_testkit::Rng;
+use isoheap_testkit::bytes::{assert_filled, byte, fill, layout};
+
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr::NonNull;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -27,24 +28,6 @@ fn exclusive() -> RwLockWriteGuard<'static, ()> {
     OS.write().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A small deterministic PRNG.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 fn check(heap: &Heap) {
     if let Err(e) = heap.check() {
         panic!("{e}");
@@ -58,42 +41,11 @@ fn tag(heap: &Heap) -> usize {
     if heap.is_checked() { 2 } else { 0 }
 }
 
-fn layout(size: usize, align: usize) -> Layout {
-    Layout::from_size_align(size, align).unwrap()
-}
-
 fn alloc(heap: &Heap, size: usize, align: usize) -> NonNull<u8> {
     let b = heap.allocate(layout(size, align)).expect("allocation");
     assert!(b.len() >= size);
     assert_eq!(b.cast::<u8>().addr().get() % align, 0);
     b.cast()
-}
-
-/// Fills `len` bytes at `p` with a pattern that differs for every position and `tag`.
-///
-/// # Safety
-/// `p..p+len` is writable.
-unsafe fn fill(p: NonNull<u8>, len: usize, tag: u8) {
-    for i in 0..len {
-        // SAFETY: inside the block (contract).
-        unsafe { p.add(i).write(byte(i, tag)) };
-    }
-}
-
-fn byte(i: usize, tag: u8) -> u8 {
-    (i as u8) ^ ((i >> 8) as u8).wrapping_mul(31) ^ tag
-}
-
-/// Asserts `len` bytes at `p` still hold the pattern of [`fill`].
-///
-/// # Safety
-/// `p..p+len` is readable.
-unsafe fn assert_filled(p: NonNull<u8>, len: usize, tag: u8) {
-    for i in 0..len {
-        // SAFETY: inside the block (contract).
-        let got = unsafe { p.add(i).read() };
-        assert_eq!(got, byte(i, tag), "byte {i} of {len} at {p:p}");
-    }
 }
 
 /// # Safety
@@ -514,7 +466,7 @@ fn huge_sizes_fail_without_panicking() {
         assert_eq!(heap.stats(), before, "a failed request changed the heap");
     }
     // SAFETY: still live and intact.
-    unsafe { assert_filled(keep, 100, 7) };
+    unsafe { assert_filled(keep, 100, 7, "block") };
     // The heap is still fully usable.
     let p = alloc(&heap, 5000, 64);
     check(&heap);
@@ -565,8 +517,8 @@ fn grow_that_moves_copies_exactly_the_old_bytes() {
             let b = heap.grow(a, layout(old, 1), layout(new, 1)).unwrap();
             assert_ne!(b.cast::<u8>(), a, "the guard block forces a move");
             assert!(b.len() >= new);
-            assert_filled(b.cast(), old, tag);
-            assert_filled(guard, 16, 0x55);
+            assert_filled(b.cast(), old, tag, "block");
+            assert_filled(guard, 16, 0x55, "block");
             check(&heap);
             heap.deallocate(b.cast(), layout(new, 1));
             heap.deallocate(guard, layout(16, 1));
@@ -593,7 +545,7 @@ fn grow_into_a_lower_hole_and_grow_zeroed_when_moving() {
             .grow_zeroed(a, layout(3000, 16), layout(15_000, 16))
             .unwrap();
         assert_eq!(b.cast::<u8>(), hole, "first fit: the lower hole");
-        assert_filled(b.cast(), 3000, 2);
+        assert_filled(b.cast(), 3000, 2, "block");
         assert!(all_zero(b.cast::<u8>().add(3000), b.len() - 3000));
         check(&heap);
         for (p, size) in [(b.cast(), 15_000), (lead, 16), (guard, 16)] {
@@ -614,11 +566,11 @@ fn shrink_then_grow_keeps_the_prefix() {
         fill(a, 1000, 3);
         let s = heap.shrink(a, layout(1000, 8), layout(100, 8)).unwrap();
         assert_eq!(s.cast::<u8>(), a, "shrink stays in place");
-        assert_filled(a, 100, 3);
+        assert_filled(a, 100, 3, "block");
         check(&heap);
         let g = heap.grow(a, layout(100, 8), layout(1000, 8)).unwrap();
         assert_eq!(g.cast::<u8>(), a, "the freed tail is taken back in place");
-        assert_filled(a, 100, 3);
+        assert_filled(a, 100, 3, "block");
         check(&heap);
         heap.deallocate(a, layout(1000, 8));
         heap.deallocate(guard, layout(16, 8));
@@ -640,7 +592,7 @@ fn move_next_to_a_free_predecessor_keeps_data() {
         fill(a, 256, 4);
         heap.deallocate(p, layout(256, 16));
         let b = heap.grow(a, layout(256, 16), layout(400, 16)).unwrap();
-        assert_filled(b.cast(), 256, 4);
+        assert_filled(b.cast(), 256, 4, "block");
         check(&heap);
         // Shrinking to an alignment the block lacks moves it too.
         let b = b.cast::<u8>();
@@ -652,7 +604,7 @@ fn move_next_to_a_free_predecessor_keeps_data() {
         };
         let c = heap.shrink(b, layout(400, 16), layout(50, align)).unwrap();
         assert_eq!(c.cast::<u8>().addr().get() % align, 0);
-        assert_filled(c.cast(), 50, 5);
+        assert_filled(c.cast(), 50, 5, "block");
         check(&heap);
         heap.deallocate(c.cast(), layout(50, align));
         heap.deallocate(guard, layout(16, 16));
@@ -679,7 +631,7 @@ fn alignment_larger_than_the_block() {
     }
     for &(p, size, align) in &live {
         // SAFETY: still live.
-        unsafe { assert_filled(p, size, align.trailing_zeros() as u8) };
+        unsafe { assert_filled(p, size, align.trailing_zeros() as u8, "block") };
     }
     let before = heap.stats();
     assert!(heap.allocate(layout(8, MAX_ALIGN * 2)).is_err());
@@ -854,7 +806,15 @@ fn limit_reached_then_usable_after_freeing() {
 
 #[test]
 fn os_maps_and_unmaps_balance() {
+    // Alone in a process: the other tests of this binary map and unmap meanwhile.
+    if !isoheap_testkit::alone(module_path!(), "os_maps_and_unmaps_balance") {
+        return;
+    }
     let _os = exclusive();
+    // A fresh process maps a table of the process-wide page map the first time a chunk lands
+    // in its address range, and keeps it: map one chunk first, as the tests that ran before
+    // this one in a shared process did.
+    drop(Heap::with_capacity(300 << 10).unwrap());
     // Dropped heaps leave up to a few mappings in a process cache; start and end empty.
     isoheap::release_cached();
     let before = os_counters();
@@ -949,20 +909,20 @@ fn grow_in_place_into_a_freed_neighbour() {
         heap.deallocate(b, layout(4096 - t, 16));
         let g = heap.grow(a, layout(64 - t, 16), layout(2000, 16)).unwrap();
         assert_eq!(g.cast::<u8>(), a);
-        assert_filled(a, 64 - t, 9);
+        assert_filled(a, 64 - t, 9, "block");
         check(&heap);
         // The rest of the freed neighbour is still one free block right behind.
         let both = 64 + 4096 - t;
         let g = heap.grow(a, layout(2000, 16), layout(both, 16)).unwrap();
         assert_eq!(g.cast::<u8>(), a, "exactly the two blocks together");
-        assert_filled(a, 64 - t, 9);
+        assert_filled(a, 64 - t, 9, "block");
         check(&heap);
         // One byte more needs a granule the guard holds: the block moves.
         let m = heap
             .grow(a, layout(both, 16), layout(both + 1, 16))
             .unwrap();
         assert_ne!(m.cast::<u8>(), a);
-        assert_filled(m.cast(), 64 - t, 9);
+        assert_filled(m.cast(), 64 - t, 9, "block");
         heap.deallocate(m.cast(), layout(both + 1, 16));
         heap.deallocate(guard, layout(16, 16));
     }
@@ -1218,6 +1178,10 @@ fn budget_refuses_cleanly() {
 fn pool_shares_heaps_between_threads() {
     use std::collections::HashSet;
     use std::sync::Mutex;
+    // Alone in a process: the other tests of this binary map and unmap meanwhile.
+    if !isoheap_testkit::alone(module_path!(), "pool_shares_heaps_between_threads") {
+        return;
+    }
     let _os = exclusive();
     isoheap::release_cached();
     let maps_before = os_counters().maps;
@@ -1454,7 +1418,7 @@ fn misaligned_buffer_is_aligned_up_and_every_block_stays_inside() {
         for (p, size, align, tag) in blocks {
             // SAFETY: live blocks allocated above with these layouts.
             unsafe {
-                assert_filled(p, size, tag);
+                assert_filled(p, size, tag, "block");
                 heap.deallocate(p, layout(size, align));
             }
         }
@@ -1507,7 +1471,7 @@ fn full_buffer_fails_cleanly_and_stays_usable() {
     let again = alloc(&heap, 1000, 16);
     for (i, p) in blocks.iter().enumerate().skip(1).step_by(2) {
         // SAFETY: live blocks, filled above.
-        unsafe { assert_filled(*p, 1000, i as u8) };
+        unsafe { assert_filled(*p, 1000, i as u8, "block") };
     }
     // SAFETY: freeing everything still live.
     unsafe {
@@ -1552,6 +1516,10 @@ fn buffer_heap_reset_and_reuse_of_the_buffer() {
 /// A heap over a buffer never asks the OS for anything: no map, unmap, cache use or madvise.
 #[test]
 fn buffer_heap_makes_no_system_call() {
+    // Alone in a process: the other tests of this binary map and unmap meanwhile.
+    if !isoheap_testkit::alone(module_path!(), "buffer_heap_makes_no_system_call") {
+        return;
+    }
     let _os = exclusive();
     let before = os_counters();
     let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 1 << 20].into_boxed_slice();

@@ -14,380 +14,21 @@
 //!
 //! After every refused request the heap must still work (a block is allocated, written, freed),
 //! `check()` must pass, and once everything is freed `stats().in_use` must be 0. Misuse (wrong
-//! layout on free, double free, foreign pointers) is covered by `tests/faults.rs`.
+//! layout on free, double free, foreign pointers) is covered by `faults` (`tests/it/faults.rs`).
 
-#![cfg_attr(feature = "nightly", feature(allocator_api))]
-
-use isoheap::{
-    AllocError, BufferHeap, CheckError, GRANULE, GlobalHeap, Heap, HeapError, MAX_ALIGN,
-    SharedHeap, Stats, SyncHeap,
+use isoheap::{AllocError, BufferHeap, GRANULE, GlobalHeap, Heap, HeapError, MAX_ALIGN, Stats};
+#[cfg(feature = "nightly")]
+use isoheap_testkit::Core;
+use isoheap_testkit::bytes::{
+    addr, assert_filled, assert_zero, attempt, buffer, fill, layout, report,
 };
+use isoheap_testkit::{Api2, Front, Methods, front_tests, span};
 use std::alloc::{GlobalAlloc, Layout};
 use std::mem::MaybeUninit;
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::panic::catch_unwind;
 use std::ptr::NonNull;
 
-type Block = Result<NonNull<[u8]>, AllocError>;
-
-// ---- the front ends, behind one trait ----
-
-/// One way into a heap: the allocation methods (errors mapped to `isoheap::AllocError`, which
-/// every front end's error type is, a unit struct) and the heap's `stats`/`check`.
-trait Front {
-    fn name(&self) -> &'static str;
-    fn allocate(&self, l: Layout) -> Block;
-    fn allocate_zeroed(&self, l: Layout) -> Block;
-    /// # Safety
-    /// As for `Allocator::deallocate`.
-    unsafe fn deallocate(&self, p: NonNull<u8>, l: Layout);
-    /// # Safety
-    /// As for `Allocator::grow`, except that `new.size() < old.size()` is allowed (the heap
-    /// refuses it).
-    unsafe fn grow(&self, p: NonNull<u8>, old: Layout, new: Layout) -> Block;
-    /// # Safety
-    /// As for [`Front::grow`].
-    unsafe fn grow_zeroed(&self, p: NonNull<u8>, old: Layout, new: Layout) -> Block;
-    /// # Safety
-    /// As for `Allocator::shrink`, except that `new.size() > old.size()` is allowed (the heap
-    /// refuses it).
-    unsafe fn shrink(&self, p: NonNull<u8>, old: Layout, new: Layout) -> Block;
-    fn stats(&self) -> Stats;
-    fn check(&self) -> Result<(), CheckError>;
-    /// Is the heap in checked mode (`HeapBuilder::checked`)?
-    fn checked(&self) -> bool;
-}
-
-/// The heap behind a front end.
-trait Inspect {
-    fn stats(&self) -> Stats;
-    fn check(&self) -> Result<(), CheckError>;
-    fn checked(&self) -> bool;
-}
-
-impl Inspect for Heap {
-    fn stats(&self) -> Stats {
-        Heap::stats(self)
-    }
-    fn check(&self) -> Result<(), CheckError> {
-        Heap::check(self)
-    }
-    fn checked(&self) -> bool {
-        self.is_checked()
-    }
-}
-
-impl Inspect for SyncHeap {
-    fn stats(&self) -> Stats {
-        SyncHeap::stats(self)
-    }
-    fn check(&self) -> Result<(), CheckError> {
-        SyncHeap::check(self)
-    }
-    fn checked(&self) -> bool {
-        sync_checked()
-    }
-}
-
-/// Whether the arenas of a `SyncHeap` are in checked mode: they take the default, as
-/// `Heap::new()` does (on with debug assertions or the `checked` feature).
-fn sync_checked() -> bool {
-    Heap::new().is_checked()
-}
-
-/// An allocator trait's impl as a front end: `a` is the allocator (`&Heap`, `&SyncHeap`,
-/// `SharedHeap`), `h` the heap it allocates from.
-struct Via<'h, A, H: ?Sized> {
-    a: A,
-    h: &'h H,
-    name: &'static str,
-}
-
-macro_rules! trait_front {
-    ($trait_:path, $err:path) => {
-        impl<A: $trait_, H: Inspect + ?Sized> Front for Via<'_, A, H> {
-            fn name(&self) -> &'static str {
-                self.name
-            }
-            fn allocate(&self, l: Layout) -> Block {
-                <A as $trait_>::allocate(&self.a, l).map_err(|$err| AllocError)
-            }
-            fn allocate_zeroed(&self, l: Layout) -> Block {
-                <A as $trait_>::allocate_zeroed(&self.a, l).map_err(|$err| AllocError)
-            }
-            unsafe fn deallocate(&self, p: NonNull<u8>, l: Layout) {
-                // SAFETY: forwarded contract.
-                unsafe { <A as $trait_>::deallocate(&self.a, p, l) }
-            }
-            unsafe fn grow(&self, p: NonNull<u8>, old: Layout, new: Layout) -> Block {
-                // SAFETY: forwarded contract.
-                unsafe { <A as $trait_>::grow(&self.a, p, old, new) }.map_err(|$err| AllocError)
-            }
-            unsafe fn grow_zeroed(&self, p: NonNull<u8>, old: Layout, new: Layout) -> Block {
-                // SAFETY: forwarded contract.
-                unsafe { <A as $trait_>::grow_zeroed(&self.a, p, old, new) }
-                    .map_err(|$err| AllocError)
-            }
-            unsafe fn shrink(&self, p: NonNull<u8>, old: Layout, new: Layout) -> Block {
-                // SAFETY: forwarded contract.
-                unsafe { <A as $trait_>::shrink(&self.a, p, old, new) }.map_err(|$err| AllocError)
-            }
-            fn stats(&self) -> Stats {
-                self.h.stats()
-            }
-            fn check(&self) -> Result<(), CheckError> {
-                self.h.check()
-            }
-            fn checked(&self) -> bool {
-                self.h.checked()
-            }
-        }
-    };
-}
-
-trait_front!(
-    allocator_api2::alloc::Allocator,
-    allocator_api2::alloc::AllocError
-);
-
-/// `core::alloc::Allocator` as a front end (feature `nightly`).
-#[cfg(feature = "nightly")]
-struct ViaCore<'h, A, H: ?Sized>(Via<'h, A, H>);
-
-#[cfg(feature = "nightly")]
-mod core_front {
-    use super::*;
-    macro_rules! core_front {
-        ($trait_:path, $err:path) => {
-            impl<A: $trait_, H: Inspect + ?Sized> Front for ViaCore<'_, A, H> {
-                fn name(&self) -> &'static str {
-                    self.0.name
-                }
-                fn allocate(&self, l: Layout) -> Block {
-                    <A as $trait_>::allocate(&self.0.a, l).map_err(|$err| AllocError)
-                }
-                fn allocate_zeroed(&self, l: Layout) -> Block {
-                    <A as $trait_>::allocate_zeroed(&self.0.a, l).map_err(|$err| AllocError)
-                }
-                unsafe fn deallocate(&self, p: NonNull<u8>, l: Layout) {
-                    // SAFETY: forwarded contract.
-                    unsafe { <A as $trait_>::deallocate(&self.0.a, p, l) }
-                }
-                unsafe fn grow(&self, p: NonNull<u8>, old: Layout, new: Layout) -> Block {
-                    // SAFETY: forwarded contract.
-                    unsafe { <A as $trait_>::grow(&self.0.a, p, old, new) }
-                        .map_err(|$err| AllocError)
-                }
-                unsafe fn grow_zeroed(&self, p: NonNull<u8>, old: Layout, new: Layout) -> Block {
-                    // SAFETY: forwarded contract.
-                    unsafe { <A as $trait_>::grow_zeroed(&self.0.a, p, old, new) }
-                        .map_err(|$err| AllocError)
-                }
-                unsafe fn shrink(&self, p: NonNull<u8>, old: Layout, new: Layout) -> Block {
-                    // SAFETY: forwarded contract.
-                    unsafe { <A as $trait_>::shrink(&self.0.a, p, old, new) }
-                        .map_err(|$err| AllocError)
-                }
-                fn stats(&self) -> Stats {
-                    self.0.h.stats()
-                }
-                fn check(&self) -> Result<(), CheckError> {
-                    self.0.h.check()
-                }
-                fn checked(&self) -> bool {
-                    self.0.h.checked()
-                }
-            }
-        };
-    }
-    core_front!(core::alloc::Allocator, core::alloc::AllocError);
-}
-
-/// The inherent methods of `Heap` (and so of a `BufferHeap`, through `Deref`) and of
-/// `SyncHeap` as a front end.
-macro_rules! inherent_front {
-    ($name:ident, $heap:ty, $label:literal) => {
-        struct $name<'h>(&'h $heap);
-
-        impl Front for $name<'_> {
-            fn name(&self) -> &'static str {
-                $label
-            }
-            fn allocate(&self, l: Layout) -> Block {
-                self.0.allocate(l)
-            }
-            fn allocate_zeroed(&self, l: Layout) -> Block {
-                self.0.allocate_zeroed(l)
-            }
-            unsafe fn deallocate(&self, p: NonNull<u8>, l: Layout) {
-                // SAFETY: forwarded contract.
-                unsafe { self.0.deallocate(p, l) }
-            }
-            unsafe fn grow(&self, p: NonNull<u8>, old: Layout, new: Layout) -> Block {
-                // SAFETY: forwarded contract.
-                unsafe { self.0.grow(p, old, new) }
-            }
-            unsafe fn grow_zeroed(&self, p: NonNull<u8>, old: Layout, new: Layout) -> Block {
-                // SAFETY: forwarded contract.
-                unsafe { self.0.grow_zeroed(p, old, new) }
-            }
-            unsafe fn shrink(&self, p: NonNull<u8>, old: Layout, new: Layout) -> Block {
-                // SAFETY: forwarded contract.
-                unsafe { self.0.shrink(p, old, new) }
-            }
-            fn stats(&self) -> Stats {
-                self.0.stats()
-            }
-            fn check(&self) -> Result<(), CheckError> {
-                self.0.check()
-            }
-            fn checked(&self) -> bool {
-                Inspect::checked(self.0)
-            }
-        }
-    };
-}
-
-inherent_front!(HeapMethods, Heap, "Heap (inherent methods)");
-inherent_front!(SyncMethods, SyncHeap, "SyncHeap (inherent methods)");
-
-/// Runs `row` on `&Heap` through allocator-api2 and through the inherent methods (each on a
-/// fresh heap), and on a strict heap (no quick lists).
-fn heap_fronts(row: impl Fn(&dyn Front)) {
-    let heap = Heap::new();
-    row(&Via {
-        a: &heap,
-        h: &heap,
-        name: "&Heap as allocator_api2::Allocator",
-    });
-    let heap = Heap::new();
-    row(&HeapMethods(&heap));
-    let strict = Heap::builder().quick_reuse(false).build().unwrap();
-    row(&Via {
-        a: &strict,
-        h: &strict,
-        name: "&Heap (quick_reuse(false)) as allocator_api2::Allocator",
-    });
-    // Checked mode is on by default in debug builds (every `cargo test`); the release path too.
-    let unchecked = Heap::builder().checked(false).build().unwrap();
-    row(&Via {
-        a: &unchecked,
-        h: &unchecked,
-        name: "&Heap (checked(false)) as allocator_api2::Allocator",
-    });
-}
-
-/// Runs `row` on `&Heap` through `core::alloc::Allocator`: a mapped heap and a buffer heap of
-/// `buffer_len` bytes.
-#[cfg(feature = "nightly")]
-fn core_fronts(buffer_len: usize, row: impl Fn(&dyn Front)) {
-    let heap = Heap::new();
-    row(&ViaCore(Via {
-        a: &heap,
-        h: &heap,
-        name: "&Heap as core::alloc::Allocator",
-    }));
-    let mut buf = buffer(buffer_len);
-    let heap = Heap::from_buffer(&mut buf).unwrap();
-    row(&ViaCore(Via {
-        a: &*heap,
-        h: &*heap,
-        name: "&BufferHeap as core::alloc::Allocator",
-    }));
-}
-
-/// Runs `row` on a `BufferHeap` over `len` bytes, through allocator-api2 and inherent methods.
-fn buffer_fronts(len: usize, row: impl Fn(&dyn Front)) {
-    let mut buf = buffer(len);
-    let heap = Heap::from_buffer(&mut buf).unwrap();
-    row(&Via {
-        a: &*heap,
-        h: &*heap,
-        name: "BufferHeap as allocator_api2::Allocator",
-    });
-    drop(heap);
-    let heap = Heap::from_buffer(&mut buf).unwrap();
-    row(&HeapMethods(&heap));
-}
-
-/// Runs `row` on `&SyncHeap` through allocator-api2 and inherent methods, and on `SharedHeap`.
-fn sync_fronts(row: impl Fn(&dyn Front)) {
-    let heap = SyncHeap::new();
-    row(&Via {
-        a: &heap,
-        h: &heap,
-        name: "&SyncHeap as allocator_api2::Allocator",
-    });
-    let heap = SyncHeap::new();
-    row(&SyncMethods(&heap));
-    let shared = SharedHeap::new();
-    row(&Via {
-        a: shared.clone(),
-        h: &*shared,
-        name: "SharedHeap as allocator_api2::Allocator",
-    });
-}
-
-// ---- helpers ----
-
-fn layout(size: usize, align: usize) -> Layout {
-    Layout::from_size_align(size, align).unwrap()
-}
-
-fn buffer(len: usize) -> Box<[MaybeUninit<u8>]> {
-    vec![MaybeUninit::uninit(); len].into_boxed_slice()
-}
-
-fn addr<T: ?Sized>(p: NonNull<T>) -> usize {
-    p.cast::<u8>().addr().get()
-}
-
-fn byte(i: usize, tag: u8) -> u8 {
-    (i as u8) ^ ((i >> 8) as u8).wrapping_mul(31) ^ tag
-}
-
-/// # Safety
-/// `p..p+len` is writable.
-unsafe fn fill(p: NonNull<u8>, len: usize, tag: u8) {
-    for i in 0..len {
-        // SAFETY: inside the block (contract).
-        unsafe { p.add(i).write(byte(i, tag)) };
-    }
-}
-
-/// # Safety
-/// `p..p+len` is readable.
-unsafe fn assert_filled(p: NonNull<u8>, len: usize, tag: u8, what: &str) {
-    for i in 0..len {
-        // SAFETY: inside the block (contract).
-        let got = unsafe { p.add(i).read() };
-        assert_eq!(got, byte(i, tag), "{what}: byte {i} of {len} at {p:p}");
-    }
-}
-
-/// # Safety
-/// `p..p+len` is readable.
-unsafe fn assert_zero(p: NonNull<u8>, len: usize, what: &str) {
-    // SAFETY: forwarded contract.
-    let s = unsafe { std::slice::from_raw_parts(p.as_ptr(), len) };
-    if let Some(i) = s.iter().position(|&b| b != 0) {
-        panic!(
-            "{what}: byte {i} of {len} at {p:p} is {:#x}, not zero",
-            s[i]
-        );
-    }
-}
-
-/// Bytes checked mode adds to every block: a 2-byte tag after the caller's bytes
-/// (`HeapBuilder::checked`).
-fn tag_bytes(f: &dyn Front) -> usize {
-    if f.checked() { 2 } else { 0 }
-}
-
-/// Bytes a block of `size` takes in the heap (and counts in `stats().in_use`): the size plus
-/// the tag in checked mode, rounded up to 16.
-fn span(f: &dyn Front, size: usize) -> usize {
-    (size + tag_bytes(f)).next_multiple_of(GRANULE)
-}
+// ---- helpers (the front ends, one trait over all of them, are the kit's) ----
 
 /// The length `allocate` returns for `size` bytes: exactly `size` in checked mode, else the
 /// size rounded up to 16 (the whole block).
@@ -452,28 +93,6 @@ fn assert_unchanged(f: &dyn Front, before: &Stats, what: &str) {
         (before.in_use, before.mapped),
         "{}: {what} changed the heap: before {before:?}, after {now:?}",
         f.name()
-    );
-}
-
-/// Runs `f`, recording a panic as a failure named `what` (so one test reports every failing
-/// case of a loop, not only the first).
-fn attempt(failures: &mut Vec<String>, what: String, f: impl FnOnce()) {
-    if let Err(e) = catch_unwind(AssertUnwindSafe(f)) {
-        let msg = e
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default();
-        failures.push(format!("{what}: {msg}"));
-    }
-}
-
-fn report(failures: Vec<String>) {
-    assert!(
-        failures.is_empty(),
-        "{} failing case(s):\n{}",
-        failures.len(),
-        failures.join("\n")
     );
 }
 
@@ -593,31 +212,18 @@ fn zero_size(f: &dyn Front) {
     finish(f);
 }
 
-#[test]
-fn zero_size_heap() {
-    heap_fronts(zero_size);
-    // Zero-size allocations map nothing.
-    let heap = Heap::new();
-    let _ = heap.allocate(layout(0, 4096)).unwrap();
-    assert_eq!(heap.stats().mapped, 0);
-}
-
-#[cfg(feature = "nightly")]
-#[test]
-fn zero_size_core() {
-    core_fronts(3 << 20, zero_size);
-}
-
-#[test]
-fn zero_size_buffer() {
-    // Big enough for a 100-byte block at 1 MiB alignment.
-    buffer_fronts(3 << 20, zero_size);
-}
-
-#[test]
-fn zero_size_sync() {
-    sync_fronts(zero_size);
-}
+// The buffers: big enough for a 100-byte block at 1 MiB alignment.
+front_tests!(zero_size {
+    heap => zero_size_heap {
+        // Zero-size allocations map nothing.
+        let heap = Heap::new();
+        let _ = heap.allocate(layout(0, 4096)).unwrap();
+        assert_eq!(heap.stats().mapped, 0);
+    },
+    core(3 << 20) => zero_size_core,
+    buffer(3 << 20) => zero_size_buffer,
+    sync => zero_size_sync,
+});
 
 // ---- row: alignments 1 ..= 2^29 ----
 
@@ -680,39 +286,22 @@ fn align_range(f: &dyn Front) {
 /// (1/128) and the blocks' granules are ever written.
 const ALIGN_BUFFER: usize = 3 * MAX_ALIGN + (1 << 20);
 
-#[test]
-fn align_range_heap() {
-    heap_fronts(align_range);
-}
-
-#[cfg(feature = "nightly")]
-#[test]
-fn align_range_core() {
-    core_fronts(ALIGN_BUFFER, align_range);
-}
-
-#[test]
-fn align_range_buffer() {
-    buffer_fronts(ALIGN_BUFFER, align_range);
-    // A small buffer refuses an alignment it has no room for, and stays usable.
-    let mut buf = buffer(64 << 10);
-    let heap = Heap::from_buffer(&mut buf).unwrap();
-    let f = Via {
-        a: &*heap,
-        h: &*heap,
-        name: "BufferHeap of 64 KiB",
-    };
-    let before = f.stats();
-    assert_eq!(f.allocate(layout(24, 1 << 20)), Err(AllocError));
-    assert_unchanged(&f, &before, "a 1 MiB alignment in a 64 KiB buffer");
-    still_works(&f, "a 1 MiB alignment in a 64 KiB buffer");
-    finish(&f);
-}
-
-#[test]
-fn align_range_sync() {
-    sync_fronts(align_range);
-}
+front_tests!(align_range {
+    heap => align_range_heap,
+    core(ALIGN_BUFFER) => align_range_core,
+    buffer(ALIGN_BUFFER) => align_range_buffer {
+        // A small buffer refuses an alignment it has no room for, and stays usable.
+        let mut buf = buffer(64 << 10);
+        let heap = Heap::from_buffer(&mut buf).unwrap();
+        let f = Api2::new(&*heap, "BufferHeap of 64 KiB");
+        let before = f.stats();
+        assert_eq!(f.allocate(layout(24, 1 << 20)), Err(AllocError));
+        assert_unchanged(&f, &before, "a 1 MiB alignment in a 64 KiB buffer");
+        still_works(&f, "a 1 MiB alignment in a 64 KiB buffer");
+        finish(&f);
+    },
+    sync => align_range_sync,
+});
 
 // ---- row: sizes near isize::MAX and rounding overflow ----
 
@@ -794,29 +383,16 @@ fn huge_size(f: &dyn Front) {
     finish(f);
 }
 
-#[test]
-fn huge_size_heap() {
-    heap_fronts(huge_size);
-    // A limited heap too.
-    let heap = Heap::builder().limit(1 << 20).build().unwrap();
-    huge_size(&HeapMethods(&heap));
-}
-
-#[cfg(feature = "nightly")]
-#[test]
-fn huge_size_core() {
-    core_fronts(64 << 10, huge_size);
-}
-
-#[test]
-fn huge_size_buffer() {
-    buffer_fronts(64 << 10, huge_size);
-}
-
-#[test]
-fn huge_size_sync() {
-    sync_fronts(huge_size);
-}
+front_tests!(huge_size {
+    heap => huge_size_heap {
+        // A limited heap too.
+        let heap = Heap::builder().limit(1 << 20).build().unwrap();
+        huge_size(&Methods(&heap, "Heap (inherent methods)"));
+    },
+    core(64 << 10) => huge_size_core,
+    buffer(64 << 10) => huge_size_buffer,
+    sync => huge_size_sync,
+});
 
 // ---- row: grow to a smaller size, shrink to a larger one ----
 
@@ -873,26 +449,12 @@ fn wrong_direction(f: &dyn Front) {
     finish(f);
 }
 
-#[test]
-fn wrong_direction_heap() {
-    heap_fronts(wrong_direction);
-}
-
-#[cfg(feature = "nightly")]
-#[test]
-fn wrong_direction_core() {
-    core_fronts(64 << 10, wrong_direction);
-}
-
-#[test]
-fn wrong_direction_buffer() {
-    buffer_fronts(64 << 10, wrong_direction);
-}
-
-#[test]
-fn wrong_direction_sync() {
-    sync_fronts(wrong_direction);
-}
+front_tests!(wrong_direction {
+    heap => wrong_direction_heap,
+    core(64 << 10) => wrong_direction_core,
+    buffer(64 << 10) => wrong_direction_buffer,
+    sync => wrong_direction_sync,
+});
 
 // ---- row: grow and shrink that change the alignment ----
 
@@ -993,26 +555,12 @@ fn realign(f: &dyn Front) {
     }
 }
 
-#[test]
-fn realign_heap() {
-    heap_fronts(realign);
-}
-
-#[cfg(feature = "nightly")]
-#[test]
-fn realign_core() {
-    core_fronts(256 << 10, realign);
-}
-
-#[test]
-fn realign_buffer() {
-    buffer_fronts(256 << 10, realign);
-}
-
-#[test]
-fn realign_sync() {
-    sync_fronts(realign);
-}
+front_tests!(realign {
+    heap => realign_heap,
+    core(256 << 10) => realign_core,
+    buffer(256 << 10) => realign_buffer,
+    sync => realign_sync,
+});
 
 // ---- row: heap too small, misaligned or empty buffer ----
 
@@ -1077,7 +625,7 @@ fn too_small_heap() {
     assert_is_error(e);
     // The minimum itself works: one block, then Err, then usable again.
     let heap = Heap::builder().limit(minimum).build().unwrap();
-    let f = HeapMethods(&heap);
+    let f = Methods(&heap, "Heap (inherent methods)");
     let p = alloc_filled(&f, layout(GRANULE, 1), 1);
     assert!(heap.stats().mapped <= minimum);
     // SAFETY: p is live with this layout.
@@ -1153,9 +701,9 @@ fn too_small_buffer() {
         {
             let heap = Heap::from_buffer(slice_of(&mut mem, start, len)).unwrap();
             assert_eq!(heap.stats().free, GRANULE, "offset {offset}");
-            let f = HeapMethods(&heap);
+            let f = Methods(&*heap, "Heap (inherent methods)");
             // The largest request one granule holds: 16 bytes, 14 in checked mode (the tag).
-            let l = layout(GRANULE - tag_bytes(&f), 1);
+            let l = layout(GRANULE - isoheap_testkit::tag_bytes(&f), 1);
             let p = alloc_filled(&f, l, 9);
             assert_eq!(
                 f.allocate(layout(1, 1)),
@@ -1195,11 +743,7 @@ fn misaligned_buffer() {
             let s = heap.stats();
             assert_eq!(s.mapped, used.len(), "offset {offset}: {s:?}");
             assert_eq!(s.chunks, 1);
-            let f = Via {
-                a: &*heap,
-                h: &*heap,
-                name: "misaligned BufferHeap",
-            };
+            let f = Api2::new(&*heap, "misaligned BufferHeap");
             let mut blocks = Vec::new();
             for i in 0usize.. {
                 let l = layout(1 + (i * 37) % 700, 1 << (i % 8));
@@ -1310,7 +854,7 @@ fn out_of_memory_heap() {
             .quick_reuse(quick)
             .build()
             .unwrap();
-        fill_until_refused(&HeapMethods(&heap), l, 10_000);
+        fill_until_refused(&Methods(&heap, "Heap (inherent methods)"), l, 10_000);
         assert!(heap.stats().mapped <= 1 << 20);
         let heap = Heap::builder()
             .limit(1 << 20)
@@ -1318,11 +862,7 @@ fn out_of_memory_heap() {
             .build()
             .unwrap();
         fill_until_refused(
-            &Via {
-                a: &heap,
-                h: &heap,
-                name: "&Heap as allocator_api2::Allocator, limit 1 MiB",
-            },
+            &Api2::new(&heap, "&Heap as allocator_api2::Allocator, limit 1 MiB"),
             l,
             10_000,
         );
@@ -1335,7 +875,7 @@ fn out_of_memory_heap() {
     drop(v);
     // An unlimited heap asked for more than the OS grants.
     if let Some(size) = os_refused_size() {
-        heap_fronts(|f| {
+        isoheap_testkit::rows::heap(|f| {
             let before = f.stats();
             assert_eq!(
                 f.allocate(layout(size, 16)),
@@ -1354,11 +894,7 @@ fn out_of_memory_heap() {
 fn out_of_memory_core() {
     let heap = Heap::builder().limit(1 << 20).build().unwrap();
     fill_until_refused(
-        &ViaCore(Via {
-            a: &heap,
-            h: &heap,
-            name: "&Heap as core::alloc::Allocator, limit 1 MiB",
-        }),
+        &Core::new(&heap, "&Heap as core::alloc::Allocator, limit 1 MiB"),
         layout(1000, 16),
         10_000,
     );
@@ -1373,15 +909,11 @@ fn out_of_memory_buffer() {
     for l in [layout(1000, 16), layout(5000, 64), layout(20_000, 4096)] {
         let mut buf = buffer(256 << 10);
         let heap = Heap::from_buffer(&mut buf).unwrap();
-        fill_until_refused(&HeapMethods(&heap), l, 10_000);
+        fill_until_refused(&Methods(&*heap, "Heap (inherent methods)"), l, 10_000);
         drop(heap);
         let heap = Heap::from_buffer(&mut buf).unwrap();
         fill_until_refused(
-            &Via {
-                a: &*heap,
-                h: &*heap,
-                name: "BufferHeap as allocator_api2::Allocator",
-            },
+            &Api2::new(&*heap, "BufferHeap as allocator_api2::Allocator"),
             l,
             10_000,
         );
@@ -1413,10 +945,9 @@ fn refused_by_the_os(f: &dyn Front) {
     finish(f);
 }
 
-#[test]
-fn out_of_memory_sync() {
-    sync_fronts(refused_by_the_os);
-}
+front_tests!(refused_by_the_os {
+    sync => out_of_memory_sync,
+});
 
 // ---- row: the budget ----
 
@@ -1465,14 +996,10 @@ fn budget_refusal(f: &dyn Front, budget: usize) {
 #[test]
 fn budget_heap() {
     let heap = Heap::builder().budget(64 << 10).build().unwrap();
-    budget_refusal(&HeapMethods(&heap), 64 << 10);
+    budget_refusal(&Methods(&heap, "Heap (inherent methods)"), 64 << 10);
     let heap = Heap::builder().budget(64 << 10).build().unwrap();
     budget_refusal(
-        &Via {
-            a: &heap,
-            h: &heap,
-            name: "&Heap as allocator_api2::Allocator, budget 64 KiB",
-        },
+        &Api2::new(&heap, "&Heap as allocator_api2::Allocator, budget 64 KiB"),
         64 << 10,
     );
 }
@@ -1482,7 +1009,7 @@ fn budget_buffer() {
     let mut buf = buffer(256 << 10);
     let heap = Heap::from_buffer(&mut buf).unwrap();
     heap.set_budget(Some(64 << 10));
-    budget_refusal(&HeapMethods(&heap), 64 << 10);
+    budget_refusal(&Methods(&*heap, "Heap (inherent methods)"), 64 << 10);
 }
 
 // ---- GlobalHeap through GlobalAlloc, in a child process ----

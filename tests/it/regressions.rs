@@ -12,223 +12,27 @@
 //! - `aligned_free_block_is_reused_when_full`: a false out-of-memory for an aligned request
 //!   that a free block holds exactly.
 //!
-//! `tests/integration.rs` has lighter versions of some of these
+//! `integration` (`tests/it/integration.rs`) has lighter versions of some of these
 //! (`huge_sizes_fail_without_panicking`, `grow_that_moves_copies_exactly_the_old_bytes`,
 //! `move_next_to_a_free_predecessor_keeps_data`); the ones here run on every front end and
 //! check more: the bytes past the old size, every offset of a realigning move, every alignment
 //! and builder value at the edges, the guard bytes around a region.
 
 use isoheap::{AllocError, BufferHeap, GRANULE, GlobalHeap, Heap, MAX_ALIGN, SharedHeap, SyncHeap};
+use isoheap_testkit::bytes::{addr, all_are, assert_pattern, buffer, fill, layout, panic_text};
+use isoheap_testkit::{Api2, Front, Global, Methods, Rng, span, tag_bytes};
 use std::alloc::{GlobalAlloc, Layout};
 use std::collections::BTreeMap;
 use std::mem::MaybeUninit;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr::NonNull;
 
-type Block = Result<NonNull<[u8]>, AllocError>;
+// ---- front ends (the kit's; see `bad_input` for the full set) ----
 
-// ---- front ends ----
-
-/// One way into a heap (see `tests/bad_input.rs` for the full set). `resizes_align` says
-/// whether grow/shrink may change the alignment (not through `GlobalAlloc::realloc`), and
-/// `zeroes` whether `grow_zeroed` is real.
-trait Front {
-    fn name(&self) -> &'static str;
-    fn allocate(&self, l: Layout) -> Block;
-    /// # Safety
-    /// As for `Allocator::deallocate`.
-    unsafe fn deallocate(&self, p: NonNull<u8>, l: Layout);
-    /// # Safety
-    /// As for `Allocator::grow`.
-    unsafe fn grow(&self, p: NonNull<u8>, old: Layout, new: Layout) -> Block;
-    /// # Safety
-    /// As for `Allocator::grow_zeroed`; `None` if the front end has none.
-    unsafe fn grow_zeroed(&self, p: NonNull<u8>, old: Layout, new: Layout) -> Option<Block>;
-    /// # Safety
-    /// As for `Allocator::shrink`.
-    unsafe fn shrink(&self, p: NonNull<u8>, old: Layout, new: Layout) -> Block;
-    fn in_use(&self) -> usize;
-    fn check(&self);
-    /// Is the heap in checked mode (`HeapBuilder::checked`: a 2-byte tag after every block)?
-    fn checked(&self) -> bool;
-    fn resizes_align(&self) -> bool {
-        true
-    }
-}
-
-macro_rules! methods_front {
-    ($name:ident, $heap:ty) => {
-        struct $name<'h>(&'h $heap, &'static str);
-
-        impl Front for $name<'_> {
-            fn name(&self) -> &'static str {
-                self.1
-            }
-            fn allocate(&self, l: Layout) -> Block {
-                self.0.allocate(l)
-            }
-            unsafe fn deallocate(&self, p: NonNull<u8>, l: Layout) {
-                // SAFETY: forwarded contract.
-                unsafe { self.0.deallocate(p, l) }
-            }
-            unsafe fn grow(&self, p: NonNull<u8>, old: Layout, new: Layout) -> Block {
-                // SAFETY: forwarded contract.
-                unsafe { self.0.grow(p, old, new) }
-            }
-            unsafe fn grow_zeroed(
-                &self,
-                p: NonNull<u8>,
-                old: Layout,
-                new: Layout,
-            ) -> Option<Block> {
-                // SAFETY: forwarded contract.
-                Some(unsafe { self.0.grow_zeroed(p, old, new) })
-            }
-            unsafe fn shrink(&self, p: NonNull<u8>, old: Layout, new: Layout) -> Block {
-                // SAFETY: forwarded contract.
-                unsafe { self.0.shrink(p, old, new) }
-            }
-            fn in_use(&self) -> usize {
-                self.0.stats().in_use
-            }
-            fn checked(&self) -> bool {
-                Checked::checked(self.0)
-            }
-            fn check(&self) {
-                if let Err(e) = self.0.check() {
-                    panic!("{}: {e}", self.1);
-                }
-            }
-        }
-    };
-}
-
-methods_front!(HeapFront, Heap);
-methods_front!(SyncFront, SyncHeap);
-
-trait Checked {
-    fn checked(&self) -> bool;
-}
-
-impl Checked for Heap {
-    fn checked(&self) -> bool {
-        self.is_checked()
-    }
-}
-
-impl Checked for SyncHeap {
-    fn checked(&self) -> bool {
-        sync_checked()
-    }
-}
-
-/// Whether a `SyncHeap`'s arenas are in checked mode: they take the default, as `Heap::new()`
-/// does (on with debug assertions or the `checked` feature).
-fn sync_checked() -> bool {
-    Heap::new().is_checked()
-}
-
-/// Bytes a block of `size` takes in its heap and counts in `stats().in_use`: the size, plus
-/// the 2-byte tag in checked mode, rounded up to 16.
-fn span(f: &dyn Front, size: usize) -> usize {
-    (size + tag_bytes(f)).next_multiple_of(GRANULE)
-}
-
-fn tag_bytes(f: &dyn Front) -> usize {
-    if f.checked() { 2 } else { 0 }
-}
-
-/// `SharedHeap` through allocator-api2's trait.
-struct SharedFront(SharedHeap);
-
-impl Front for SharedFront {
-    fn name(&self) -> &'static str {
-        "SharedHeap as allocator_api2::Allocator"
-    }
-    fn allocate(&self, l: Layout) -> Block {
-        allocator_api2::alloc::Allocator::allocate(&self.0, l).map_err(|_| AllocError)
-    }
-    unsafe fn deallocate(&self, p: NonNull<u8>, l: Layout) {
-        // SAFETY: forwarded contract.
-        unsafe { allocator_api2::alloc::Allocator::deallocate(&self.0, p, l) }
-    }
-    unsafe fn grow(&self, p: NonNull<u8>, old: Layout, new: Layout) -> Block {
-        // SAFETY: forwarded contract.
-        unsafe { allocator_api2::alloc::Allocator::grow(&self.0, p, old, new) }
-            .map_err(|_| AllocError)
-    }
-    unsafe fn grow_zeroed(&self, p: NonNull<u8>, old: Layout, new: Layout) -> Option<Block> {
-        // SAFETY: forwarded contract.
-        Some(
-            unsafe { allocator_api2::alloc::Allocator::grow_zeroed(&self.0, p, old, new) }
-                .map_err(|_| AllocError),
-        )
-    }
-    unsafe fn shrink(&self, p: NonNull<u8>, old: Layout, new: Layout) -> Block {
-        // SAFETY: forwarded contract.
-        unsafe { allocator_api2::alloc::Allocator::shrink(&self.0, p, old, new) }
-            .map_err(|_| AllocError)
-    }
-    fn in_use(&self) -> usize {
-        self.0.stats().in_use
-    }
-    fn check(&self) {
-        if let Err(e) = self.0.check() {
-            panic!("{}: {e}", self.name());
-        }
-    }
-    fn checked(&self) -> bool {
-        sync_checked()
-    }
-}
-
-/// A `GlobalHeap` (not the program's allocator) through `GlobalAlloc`: grow and shrink are
-/// `realloc`, which keeps the alignment; there is no `grow_zeroed`.
-struct GlobalFront(&'static GlobalHeap);
-
-impl Front for GlobalFront {
-    fn name(&self) -> &'static str {
-        "GlobalHeap as GlobalAlloc"
-    }
-    fn allocate(&self, l: Layout) -> Block {
-        assert!(l.size() > 0, "GlobalAlloc::alloc takes no zero size");
-        // SAFETY: non-zero size.
-        let p = NonNull::new(unsafe { self.0.alloc(l) }).ok_or(AllocError)?;
-        Ok(NonNull::slice_from_raw_parts(p, l.size()))
-    }
-    unsafe fn deallocate(&self, p: NonNull<u8>, l: Layout) {
-        // SAFETY: forwarded contract.
-        unsafe { self.0.dealloc(p.as_ptr(), l) }
-    }
-    unsafe fn grow(&self, p: NonNull<u8>, old: Layout, new: Layout) -> Block {
-        assert_eq!(old.align(), new.align(), "realloc keeps the alignment");
-        // SAFETY: forwarded contract (realloc's is grow's, same alignment).
-        let q = unsafe { self.0.realloc(p.as_ptr(), old, new.size()) };
-        Ok(NonNull::slice_from_raw_parts(
-            NonNull::new(q).ok_or(AllocError)?,
-            new.size(),
-        ))
-    }
-    unsafe fn grow_zeroed(&self, _: NonNull<u8>, _: Layout, _: Layout) -> Option<Block> {
-        None
-    }
-    unsafe fn shrink(&self, p: NonNull<u8>, old: Layout, new: Layout) -> Block {
-        // SAFETY: as for grow.
-        unsafe { self.grow(p, old, new) }
-    }
-    fn in_use(&self) -> usize {
-        self.0.heap().stats().in_use
-    }
-    fn checked(&self) -> bool {
-        sync_checked()
-    }
-    fn check(&self) {
-        if let Err(e) = self.0.heap().check() {
-            panic!("{}: {e}", self.name());
-        }
-    }
-    fn resizes_align(&self) -> bool {
-        false
+/// `f`'s heap passes `check()`.
+fn check(f: &dyn Front) {
+    if let Err(e) = f.check() {
+        panic!("{}: {e}", f.name());
     }
 }
 
@@ -240,86 +44,30 @@ impl Front for GlobalFront {
 /// the process cache, a block could grow in place where the row expects a move).
 fn every_front(buffer_len: usize, global: &'static GlobalHeap, mut row: impl FnMut(&dyn Front)) {
     let heap = Heap::builder().initial(buffer_len).build().unwrap();
-    row(&HeapFront(&heap, "Heap"));
+    row(&Methods(&heap, "Heap"));
     let strict = Heap::builder()
         .initial(buffer_len)
         .quick_reuse(false)
         .build()
         .unwrap();
-    row(&HeapFront(&strict, "Heap, quick_reuse(false)"));
+    row(&Methods(&strict, "Heap, quick_reuse(false)"));
     let unchecked = Heap::builder()
         .initial(buffer_len)
         .checked(false)
         .build()
         .unwrap();
-    row(&HeapFront(&unchecked, "Heap, checked(false)"));
+    row(&Methods(&unchecked, "Heap, checked(false)"));
     let mut buf = buffer(buffer_len);
     let bh = Heap::from_buffer(&mut buf).unwrap();
-    row(&HeapFront(&bh, "BufferHeap"));
+    row(&Methods(&*bh, "BufferHeap"));
     drop(bh);
     let sync = SyncHeap::new();
-    row(&SyncFront(&sync, "SyncHeap"));
-    row(&SharedFront(SharedHeap::new()));
-    row(&GlobalFront(global));
-}
-
-// ---- helpers ----
-
-fn layout(size: usize, align: usize) -> Layout {
-    Layout::from_size_align(size, align).unwrap()
-}
-
-fn buffer(len: usize) -> Box<[MaybeUninit<u8>]> {
-    vec![MaybeUninit::uninit(); len].into_boxed_slice()
-}
-
-fn addr<T: ?Sized>(p: NonNull<T>) -> usize {
-    p.cast::<u8>().addr().get()
-}
-
-fn byte(i: usize, tag: u8) -> u8 {
-    (i as u8) ^ ((i >> 8) as u8).wrapping_mul(31) ^ tag
-}
-
-/// # Safety
-/// `p..p+len` is writable.
-unsafe fn fill(p: NonNull<u8>, len: usize, tag: u8) {
-    for i in 0..len {
-        // SAFETY: inside the block (contract).
-        unsafe { p.add(i).write(byte(i, tag)) };
-    }
-}
-
-/// Checks bytes `from..to` of the pattern `fill(p, _, tag)` wrote.
-///
-/// # Safety
-/// `p+from..p+to` is readable.
-unsafe fn assert_pattern(p: NonNull<u8>, from: usize, to: usize, tag: u8, what: &str) {
-    for i in from..to {
-        // SAFETY: inside the block (contract).
-        let got = unsafe { p.add(i).read() };
-        assert_eq!(
-            got,
-            byte(i, tag),
-            "{what}: byte {i} (of {from}..{to}) at {p:p}"
-        );
-    }
-}
-
-/// # Safety
-/// `p..p+len` is readable.
-unsafe fn all_are(p: NonNull<u8>, len: usize, v: u8) -> bool {
-    // SAFETY: forwarded contract.
-    let s = unsafe { std::slice::from_raw_parts(p.as_ptr(), len) };
-    // One memcmp of the slice with itself shifted: fast in debug builds.
-    s.first().is_none_or(|&b| b == v) && s[1..] == s[..len - 1]
-}
-
-fn panic_text(e: Box<dyn std::any::Any + Send>) -> String {
-    e.downcast_ref::<String>()
-        .cloned()
-        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_default()
+    row(&Methods(&sync, "SyncHeap"));
+    row(&Api2::new(
+        SharedHeap::new(),
+        "SharedHeap as allocator_api2::Allocator",
+    ));
+    row(&Global(global));
 }
 
 // ---- out-of-bounds writes on a small region ----
@@ -376,7 +124,7 @@ fn oob_write_on_small_region() {
             .checked(checked)
             .build()
             .unwrap();
-        let f = HeapFront(&heap, "Heap, limit = minimum");
+        let f = Methods(&heap, "Heap, limit = minimum");
         let first = heap.allocate(layout(1, 1)).unwrap();
         // SAFETY: a live 1-byte block.
         unsafe { heap.deallocate(first.cast(), layout(1, 1)) };
@@ -400,7 +148,7 @@ fn oob_write_on_small_region() {
 /// Fills a heap over `lo..hi` to its last granule in several ways, writing every byte of every
 /// block, and checks blocks stay inside and intact.
 fn fill_small_region(heap: &Heap, lo: usize, hi: usize) {
-    let f = HeapFront(heap, "BufferHeap");
+    let f = Methods(heap, "BufferHeap");
     let tag_len = tag_bytes(&f);
     let inside = |b: NonNull<[u8]>| {
         assert!(
@@ -583,7 +331,7 @@ fn realloc_copies_exactly_old_size() {
                 }
                 assert_pattern(before.cast(), 0, 48, 0xB0, "block before");
                 assert_pattern(after.cast(), 0, 16, 0xAF, "neighbour after");
-                f.check();
+                check(f);
                 f.deallocate(g.cast(), nl);
 
                 // grow_zeroed: zero from exactly `old` on.
@@ -591,8 +339,10 @@ fn realloc_copies_exactly_old_size() {
                 let guard = f.allocate(layout(16, 16)).expect("guard");
                 fill(a.cast(), a.len(), tag);
                 fill(guard.cast(), 16, 0xAE);
-                if let Some(r) = f.grow_zeroed(a.cast(), ol, nl) {
-                    let g = r.unwrap_or_else(|e| panic!("{n}: grow_zeroed {old}: {e}"));
+                if f.caps().grow_zeroes {
+                    let g = f
+                        .grow_zeroed(a.cast(), ol, nl)
+                        .unwrap_or_else(|e| panic!("{n}: grow_zeroed {old}: {e}"));
                     assert_ne!(addr(g), addr(a), "{n}: the guard forces a move");
                     assert_pattern(g.cast(), 0, old, tag, "grow_zeroed: kept bytes");
                     assert!(
@@ -610,8 +360,8 @@ fn realloc_copies_exactly_old_size() {
                 f.deallocate(before.cast(), layout(48, 16));
                 f.deallocate(after.cast(), layout(16, 16));
             }
-            f.check();
-            assert_eq!(f.in_use(), 0, "{n}: old size {old}");
+            check(f);
+            assert_eq!(f.stats().in_use, 0, "{n}: old size {old}");
         }
     });
 }
@@ -629,7 +379,7 @@ fn shrink_with_overlapping_copy() {
         for off in (16..4096).step_by(16 * 13) {
             for new_size in [1, 100, 3000, 4097, 6000] {
                 let heap = Heap::builder().quick_reuse(quick).build().unwrap();
-                let f = HeapFront(&heap, "Heap");
+                let f = Methods(&heap, "Heap");
                 let r = catch_unwind(AssertUnwindSafe(|| overlapping_resize(&f, off, new_size)));
                 if let Err(e) = r {
                     failures.push(format!(
@@ -644,11 +394,11 @@ fn shrink_with_overlapping_copy() {
     let mut buf = buffer(1 << 20);
     for off in (16..4096).step_by(16 * 29) {
         let heap = Heap::from_buffer(&mut buf).unwrap();
-        overlapping_resize(&HeapFront(&heap, "BufferHeap"), off, 3000);
+        overlapping_resize(&Methods(&*heap, "BufferHeap"), off, 3000);
     }
     for off in (16..4096).step_by(16 * 29) {
         let heap = SyncHeap::new();
-        overlapping_resize(&SyncFront(&heap, "SyncHeap"), off, 3000);
+        overlapping_resize(&Methods(&heap, "SyncHeap"), off, 3000);
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -687,7 +437,7 @@ fn overlapping_resize(f: &dyn Front, off: usize, new_size: usize) {
         assert_ne!(addr(s), addr(x), "{n}: the block had to move");
         assert_pattern(s.cast(), 0, new_size.min(8192), 0x42, "moved block");
         assert_pattern(after.cast(), 0, 64, 0xAF, "neighbour after");
-        f.check();
+        check(f);
         // And growing to the larger alignment from a misaligned start (same overlap).
         let yl = layout(8192, 16);
         let y = f.allocate(yl).unwrap();
@@ -707,8 +457,8 @@ fn overlapping_resize(f: &dyn Front, off: usize, new_size: usize) {
             f.deallocate(p.cast(), l);
         }
     }
-    f.check();
-    assert_eq!(f.in_use(), 0, "{n}");
+    check(f);
+    assert_eq!(f.stats().in_use, 0, "{n}");
 }
 
 // ---- huge layouts never panic ----
@@ -755,15 +505,15 @@ fn huge_layouts_do_not_panic() {
                 // SAFETY: keep is live with keep_l; a refused grow or shrink leaves it so, a
                 // successful shrink is undone by growing back, and keep follows the block.
                 unsafe {
-                    if l.size() >= 100 && (f.resizes_align() || l.align() == 8) {
+                    if l.size() >= 100 && (f.caps().align_change || l.align() == 8) {
                         if let Ok(g) = f.grow(keep.get(), keep_l, l) {
                             panic!("grow to {l:?} succeeded at {:p}", g.cast::<u8>());
                         }
-                        if let Some(Ok(_)) = f.grow_zeroed(keep.get(), keep_l, l) {
+                        if f.caps().grow_zeroes && f.grow_zeroed(keep.get(), keep_l, l).is_ok() {
                             panic!("grow_zeroed to {l:?} succeeded");
                         }
                     }
-                    if f.resizes_align() && l.align() > 8 {
+                    if f.caps().align_change && l.align() > 8 {
                         let sl = layout(16, l.align());
                         if let Ok(s) = f.shrink(keep.get(), keep_l, sl) {
                             // Above MAX_ALIGN only in place, where the block happens to be
@@ -788,8 +538,8 @@ fn huge_layouts_do_not_panic() {
         }
         // SAFETY: keep is live with keep_l.
         unsafe { f.deallocate(keep.get(), keep_l) };
-        f.check();
-        assert_eq!(f.in_use(), 0, "{}", f.name());
+        check(f);
+        assert_eq!(f.stats().in_use, 0, "{}", f.name());
     });
     // GlobalAlloc::realloc takes a bare usize: values no Layout allows.
     let keep_l = layout(100, 8);
@@ -930,7 +680,7 @@ fn size_flags_for_large_blocks() {
                 );
                 continue;
             };
-            three_blocks_merge(&HeapFront(&heap, "Heap::builder().initial(..)"), size);
+            three_blocks_merge(&Methods(&heap, "Heap::builder().initial(..)"), size);
             assert_eq!(
                 heap.stats().chunks,
                 1,
@@ -986,7 +736,7 @@ fn size_flags_for_large_blocks() {
         let heap = Heap::from_buffer(buf).unwrap();
         let s = heap.stats();
         assert_eq!((s.chunks, s.mapped), (1, max_piece), "{s:?}");
-        let f = HeapFront(&heap, "BufferHeap of 2^32 granules");
+        let f = Methods(&*heap, "BufferHeap of 2^32 granules");
         // Blocks spanning 2^31 granules exactly, the rest minus one granule, the last granule
         // (each request less the tag in checked mode, so that it spans exactly that).
         let t = tag_bytes(&f);
@@ -1014,7 +764,7 @@ fn size_flags_for_large_blocks() {
                 "a free block of 2^31 granules"
             );
             f.deallocate(pb, bl);
-            f.check();
+            check(&f);
             assert_eq!(
                 heap.stats().largest_free,
                 a + b,
@@ -1088,10 +838,10 @@ fn three_blocks_merge(f: &dyn Front, size: usize) {
     unsafe {
         f.deallocate(ps[0], l);
         f.deallocate(ps[2], l);
-        f.check();
+        check(f);
         assert_pattern(ps[1], 0, GRANULE.min(size), 2, "middle block");
         f.deallocate(ps[1], l);
-        f.check();
+        check(f);
         let all = layout(3 * step - tag_bytes(f), 16);
         let whole = touch_ends(f, all, 5);
         assert_eq!(
@@ -1102,25 +852,11 @@ fn three_blocks_merge(f: &dyn Front, size: usize) {
         f.deallocate(whole, all);
         f.deallocate(guard, layout(GRANULE, 16));
     }
-    f.check();
-    assert_eq!(f.in_use(), 0);
+    check(f);
+    assert_eq!(f.stats().in_use, 0);
 }
 
 // ---- merging never hands out a block twice ----
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 /// The live blocks, by start address: (pointer, layout, tag).
 type Shadow = BTreeMap<usize, (NonNull<u8>, Layout, u8)>;
@@ -1183,12 +919,12 @@ fn verify_all(f: &dyn Front, live: &Shadow) {
     }
     let used: usize = live.values().map(|&(_, l, _)| span(f, l.size())).sum();
     assert_eq!(
-        f.in_use(),
+        f.stats().in_use,
         used,
         "{}: in_use disagrees with the live blocks",
         f.name()
     );
-    f.check();
+    check(f);
 }
 
 /// Random allocation and freeing with frees arranged to merge with both neighbours; a shadow
@@ -1213,7 +949,7 @@ fn merge_never_hands_out_a_block_twice() {
                 1..=3 => 1 + rng.below(16),
                 _ => 1 + rng.below(700),
             };
-            let align = if f.resizes_align() {
+            let align = if f.caps().align_change {
                 1 << rng.below(9)
             } else {
                 8
@@ -1281,7 +1017,7 @@ fn merge_never_hands_out_a_block_twice() {
             release(f, &mut live, s);
         }
         verify_all(f, &live);
-        assert_eq!(f.in_use(), 0);
+        assert_eq!(f.stats().in_use, 0);
         // Allocate everything again: to the end of a bounded heap, else a few thousand blocks.
         let mut refused = 0;
         for _ in 0..if bounded { 100_000 } else { 4000 } {
@@ -1303,7 +1039,7 @@ fn merge_never_hands_out_a_block_twice() {
             release(f, &mut live, s);
         }
         verify_all(f, &live);
-        assert_eq!(f.in_use(), 0);
+        assert_eq!(f.stats().in_use, 0);
     });
 }
 

@@ -5,22 +5,13 @@
 
 use allocator_api2::vec::Vec as AVec;
 use isoheap::{SharedHeap, SyncHeap};
+use isoheap_testkit::Rng;
 use std::alloc::Layout;
 use std::ptr::NonNull;
 use std::sync::mpsc;
 
 const THREADS: usize = if cfg!(miri) { 3 } else { 8 };
 const OPS: usize = if cfg!(miri) { 60 } else { 20_000 };
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
 
 /// A block with a known fill, so corruption is seen when it is freed.
 struct Tagged {

@@ -8,19 +8,23 @@
 //! Not under Miri (it cannot spawn processes; `heap::checked_tests` covers the same detections
 //! in-process there), and only where checked mode is on by default (debug assertions or the
 //! `checked` feature), which is how `cargo test` runs.
-#![cfg(all(not(miri), any(debug_assertions, feature = "checked")))]
-#![cfg_attr(feature = "nightly", feature(allocator_api))]
 
-use core::alloc::{GlobalAlloc, Layout};
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
 use isoheap::{GlobalHeap, Heap, SharedHeap, SyncHeap};
+#[cfg(feature = "nightly")]
+use isoheap_testkit::Core;
+use isoheap_testkit::bytes::layout;
+use isoheap_testkit::{Api2, Front, Global};
 use std::process::Command;
 
 const ENV: &str = "ISOHEAP_FAULT";
 
-/// One way to reach a heap: allocate, free and resize through that front end's own API.
-trait Front {
+/// The child's test, by its full name in this binary.
+const CHILD: &str = "faults::fault_child";
+
+/// Allocate, free and resize through a front end's own API, with the faults' arguments.
+trait Plants {
     fn alloc(&self, size: usize, align: usize) -> NonNull<u8>;
     /// # Safety
     /// Deliberately none: the faults call it with bad arguments.
@@ -30,78 +34,23 @@ trait Front {
     unsafe fn grow(&self, p: NonNull<u8>, old: usize, new: usize, align: usize);
 }
 
-fn layout(size: usize, align: usize) -> Layout {
-    Layout::from_size_align(size, align).unwrap()
-}
-
-/// Implements [`Front`] for a wrapper of `&$heap` through the `Allocator` trait `$tr`.
-macro_rules! allocator_front {
-    ($(#[$m:meta])* $name:ident, $heap:ty, $tr:path) => {
-        $(#[$m])*
-        struct $name<'h>(&'h $heap);
-
-        $(#[$m])*
-        impl Front for $name<'_> {
-            fn alloc(&self, size: usize, align: usize) -> NonNull<u8> {
-                use $tr as A;
-                A::allocate(&self.0, layout(size, align)).unwrap().cast()
-            }
-            unsafe fn free(&self, p: NonNull<u8>, size: usize, align: usize) {
-                use $tr as A;
-                // SAFETY: none (faults under test).
-                unsafe { A::deallocate(&self.0, p, layout(size, align)) }
-            }
-            unsafe fn grow(&self, p: NonNull<u8>, old: usize, new: usize, align: usize) {
-                use $tr as A;
-                // SAFETY: none (faults under test).
-                let r = unsafe { A::grow(&self.0, p, layout(old, align), layout(new, align)) };
-                r.unwrap();
-            }
-        }
-    };
-}
-
-allocator_front!(
-    /// `&Heap` through allocator-api2's `Allocator` (the stable front end); also `BufferHeap`.
-    Api2,
-    Heap,
-    allocator_api2::alloc::Allocator
-);
-allocator_front!(
-    /// `&Heap` through core's `Allocator` (feature `nightly`).
-    #[cfg(feature = "nightly")]
-    Core,
-    Heap,
-    core::alloc::Allocator
-);
-allocator_front!(
-    /// `&SyncHeap` (and `SharedHeap`, which derefs to it) through allocator-api2.
-    Sync,
-    SyncHeap,
-    allocator_api2::alloc::Allocator
-);
-
-/// `GlobalHeap` through `GlobalAlloc` (a detected misuse aborts).
-struct Global<'h>(&'h GlobalHeap);
-
-impl Front for Global<'_> {
+impl<F: Front + ?Sized> Plants for F {
     fn alloc(&self, size: usize, align: usize) -> NonNull<u8> {
-        // SAFETY: non-zero size.
-        NonNull::new(unsafe { self.0.alloc(layout(size, align)) }).unwrap()
+        self.allocate(layout(size, align)).unwrap().cast()
     }
     unsafe fn free(&self, p: NonNull<u8>, size: usize, align: usize) {
-        // SAFETY: none (faults under test).
-        unsafe { self.0.dealloc(p.as_ptr(), layout(size, align)) }
+        // SAFETY: none (faults under test): the heap must catch the misuse.
+        unsafe { self.deallocate(p, layout(size, align)) }
     }
     unsafe fn grow(&self, p: NonNull<u8>, old: usize, new: usize, align: usize) {
-        // SAFETY: none (faults under test).
-        let q = unsafe { self.0.realloc(p.as_ptr(), layout(old, align), new) };
-        assert!(!q.is_null());
+        // SAFETY: none (faults under test): the heap must catch the misuse.
+        let r = unsafe { Front::grow(self, p, layout(old, align), layout(new, align)) };
+        r.unwrap();
     }
 }
 
 /// A planted fault: returns the address it misused (printed before the misuse).
-type Plant = fn(&dyn Front, &dyn Front);
+type Plant = fn(&dyn Plants, &dyn Plants);
 
 /// Prints the address about to be misused, so the parent can find it in the message.
 fn planted(p: NonNull<u8>) {
@@ -283,12 +232,12 @@ fn run(front: &str, name: &str) {
     match front {
         "heap_api2" => {
             let (h, o) = (Heap::new(), Heap::new());
-            plant(&Api2(&h), &Api2(&o));
+            plant(&Api2::new(&h, "heap"), &Api2::new(&o, "other"));
         }
         #[cfg(feature = "nightly")]
         "heap_core" => {
             let (h, o) = (Heap::new(), Heap::new());
-            plant(&Core(&h), &Core(&o));
+            plant(&Core::new(&h, "heap"), &Core::new(&o, "other"));
         }
         "buffer" => {
             let mut a = vec![MaybeUninit::<u8>::uninit(); 1 << 20];
@@ -297,15 +246,15 @@ fn run(front: &str, name: &str) {
                 Heap::from_buffer(&mut a).unwrap(),
                 Heap::from_buffer(&mut b).unwrap(),
             );
-            plant(&Api2(&h), &Api2(&o));
+            plant(&Api2::new(&*h, "heap"), &Api2::new(&*o, "other"));
         }
         "sync" => {
             let (h, o) = (SyncHeap::new(), SyncHeap::new());
-            plant(&Sync(&h), &Sync(&o));
+            plant(&Api2::new(&h, "heap"), &Api2::new(&o, "other"));
         }
         "shared" => {
             let (h, o) = (SharedHeap::new(), SharedHeap::new());
-            plant(&Sync(&h), &Sync(&o));
+            plant(&Api2::new(&*h, "heap"), &Api2::new(&*o, "other"));
         }
         "global" => {
             static G: GlobalHeap = GlobalHeap::new();
@@ -332,7 +281,7 @@ fn fault_child() {
 /// naming the planted address and containing `expect`, else what happened.
 fn detected(front: &str, name: &str, expect: &str) -> Result<(), String> {
     let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "fault_child", "--nocapture", "--test-threads=1"])
+        .args(["--exact", CHILD, "--nocapture", "--test-threads=1"])
         .env(ENV, format!("{front}/{name}"))
         .env("RUST_BACKTRACE", "0")
         .output()
