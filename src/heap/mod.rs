@@ -46,7 +46,7 @@ mod resize;
 #[cfg(test)]
 /// Checked mode, at the core: every misuse is reported (as `Fail::Misuse`, before anything
 /// changes) with the right reason, and the heap stays consistent afterwards. These run under
-/// Miri too (the panicking edge and the child-process tests in `tests/faults.rs` cannot).
+/// Miri too (the panicking edge and the child-process tests in `tests/it/faults.rs` cannot).
 mod checked_tests;
 #[cfg(test)]
 mod tests;
