@@ -125,6 +125,33 @@ impl HeapCore {
         }
     }
 
+    /// Takes chunk `c` out of the list and the counters and gives it back to the region.
+    ///
+    /// # Safety
+    /// 1. `c` is a chunk of this heap's list;
+    /// 2. it holds no block (used, cached or free): its frontier is at its first granule.
+    pub(super) unsafe fn give_back_chunk(&mut self, c: Chunk) {
+        // SAFETY: (1) c is live; only header fields are read and written, the list's links by
+        // the heap that owns it (`&mut self`).
+        unsafe {
+            debug_assert!(
+                c.frontier() == c.first(),
+                "give_back_chunk: chunk {:p} still holds blocks",
+                c.base()
+            );
+            if self.head == Some(c) {
+                self.head = c.next();
+            } else if let Some(prev) = self.chunks().find(|p| p.next() == Some(c)) {
+                prev.set_next(c.next());
+            }
+            self.mapped -= c.len();
+            self.meta -= bytes(c.first());
+            self.chunks -= 1;
+            // (1) unlinked now, and (2) nothing of it is used: never touched again.
+            return_chunk(c);
+        }
+    }
+
     /// Links a fresh chunk into the address-ordered list and counts it.
     ///
     /// # Safety
@@ -253,11 +280,7 @@ impl HeapCore {
             unsafe {
                 let len = c.len();
                 if self.cfg.zero_on_free {
-                    let from = c.first();
-                    let (p, len) = (c.ptr(from).as_ptr(), bytes(c.frontier() - from));
-                    vg::defined(p, len);
-                    core::ptr::write_bytes(p, 0, len);
-                    vg::noaccess(p, len);
+                    wipe_blocks(c);
                 }
                 if kept + len <= warm || !c.mapped() {
                     c.clear_blocks();
@@ -285,16 +308,39 @@ impl HeapCore {
         self.free_blocks = 0;
     }
 
-    /// Unmaps every chunk this heap mapped.
+    /// Gives back every chunk this heap has (to the region; a buffer's to its owner). A heap
+    /// that zeroes on free zeroes every block first, the ones still allocated too: a mapping
+    /// may go to the next heap through the process cache, a buffer back to its owner.
     pub(crate) fn give_back_all(&mut self) {
         self.quick.clear();
         vg::forget_all(&mut self.vg_pool);
         // SAFETY: the loop gives back only the chunk it was handed.
         for c in unsafe { ChunkIter::new(self.head.take()) } {
-            // SAFETY: c is live and unlinked (the list was taken), never used again.
-            unsafe { return_chunk(c) };
+            // SAFETY: c is live and unlinked (the list was taken), never used again; nobody
+            // uses its blocks any more (the heap is being dropped or emptied).
+            unsafe {
+                if self.cfg.zero_on_free {
+                    wipe_blocks(c);
+                }
+                return_chunk(c);
+            }
         }
         *self = HeapCore::new(self.cfg);
+    }
+}
+
+/// Zeroes every byte of chunk `c`'s block area that was ever handed out (`first..frontier`).
+///
+/// # Safety
+/// `c` is live and nobody uses any of its blocks any more.
+unsafe fn wipe_blocks(c: Chunk) {
+    // SAFETY: the span lies in c's block area, which is the heap's alone (contract).
+    unsafe {
+        let from = c.first();
+        let (p, len) = (c.ptr(from).as_ptr(), bytes(c.frontier() - from));
+        vg::defined(p, len);
+        core::ptr::write_bytes(p, 0, len);
+        vg::noaccess(p, len);
     }
 }
 

@@ -27,6 +27,13 @@ impl HeapCore {
         // SAFETY: c is live; the pages lie between the frontier and the clean mark, which hold
         // no blocks.
         unsafe {
+            if c.single() && c.frontier() == c.first() {
+                // An arena's chunk made for one large block, now empty: it goes back at once.
+                // Kept, it would take small blocks (its frontier is free) and never serve a large
+                // one again, so each round of "big temporary, small keeper" mapped a new one.
+                self.give_back_chunk(c);
+                return;
+            }
             let gap = bytes(c.clean() - c.frontier());
             if gap >= self.cfg.give_back && c.mapped() && self.surplus(gap) {
                 let from = align_up(bytes(c.frontier()), page()).unwrap_or(usize::MAX);

@@ -161,7 +161,8 @@ impl HeapCore {
     }
 
     /// Returns `g..g+n` (no longer used) to the free set, merging with free neighbours or the
-    /// frontier.
+    /// frontier. An arena's single-block chunk left empty is given back at once (see
+    /// `give_back_tail`): the caller must not use `c` afterwards unless a block remains in it.
     ///
     /// # Safety
     /// 1. `c` is a live chunk of this heap, `n >= 1`, and `g..g+n` lies in its block area

@@ -7,6 +7,7 @@
 //! - `bad_input`: bad and extreme input through every front end (the table in
 //!   `docs/bad-input.md`);
 //! - `regressions`: one test per class of allocator bug;
+//! - `reliability`: one test per confirmed reliability bug (mapping, peak, wiping on drop);
 //! - `sync`: the thread-safe heap from many threads (also under Miri);
 //! - `faults`: planted misuses, each in a child process (this binary run again with
 //!   `ISOHEAP_FAULT`); not under Miri, and only where checked mode is on by default.
@@ -21,4 +22,5 @@ mod faults;
 mod integration;
 mod model;
 mod regressions;
+mod reliability;
 mod sync;
