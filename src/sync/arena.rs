@@ -4,6 +4,39 @@
 use super::*;
 use crate::block::{remote_layout, remote_next, remote_next_set, set_remote};
 
+/// A `SyncHeap`'s bytes in use across its arenas and the most it ever had in use at once. Every
+/// arena operation adds what it changed (one atomic add; a `fetch_max` when use grew), so the
+/// peak is exact: it is the highest sum the heap reached, not the sum of the arenas' peaks.
+pub(super) struct Totals {
+    in_use: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl Totals {
+    pub(super) const fn new() -> Totals {
+        Totals {
+            in_use: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+        }
+    }
+
+    /// An arena's bytes in use went from `before` to `after`.
+    #[inline]
+    pub(super) fn add(&self, before: usize, after: usize) {
+        if after > before {
+            let now = self.in_use.fetch_add(after - before, Relaxed) + (after - before);
+            self.peak.fetch_max(now, Relaxed);
+        } else if after < before {
+            self.in_use.fetch_sub(before - after, Relaxed);
+        }
+    }
+
+    /// The most the heap had in use at once.
+    pub(super) fn peak(&self) -> usize {
+        self.peak.load(Relaxed)
+    }
+}
+
 /// One arena: a heap of its own behind a lock, plus the blocks other threads freed into it.
 pub(super) struct Arena {
     pub(super) lock: SpinLock,
@@ -50,12 +83,19 @@ impl Arena {
     /// those turns out to be a misuse (checked mode), the rest are still merged, then the program
     /// stops (before `f`).
     ///
+    /// What the call changes in the arena's bytes in use is added to `totals`.
+    ///
     /// # Safety
     /// The caller holds this arena's lock for the whole call (a panic here unwinds through the
     /// caller's `Held` guard, which releases it).
-    pub(super) unsafe fn locked<R>(&self, f: impl FnOnce(&mut HeapCore) -> R) -> R {
+    pub(super) unsafe fn locked<R>(
+        &self,
+        totals: &Totals,
+        f: impl FnOnce(&mut HeapCore) -> R,
+    ) -> R {
         // SAFETY: the lock makes this the only reference to the core.
         let core = unsafe { &mut *self.core.get() };
+        let before = core.in_use;
         if core.cfg.owner == 0 {
             let id = crate::region::next_owner();
             core.cfg.owner = id;
@@ -86,7 +126,9 @@ impl Arena {
             // A misuse another thread committed, found now (checked mode): stop the program.
             stop(m, self.abort);
         }
-        f(core)
+        let r = f(core);
+        totals.add(before, core.in_use);
+        r
     }
 
     /// Pushes block `b` of `size` bytes onto the remote-free stack. Lock-free.

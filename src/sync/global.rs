@@ -21,8 +21,10 @@ use super::*;
 /// stderr, since a global allocator must not unwind. For programs that fork while other
 /// threads allocate, see [`fork_safe`](Self::fork_safe).
 pub struct GlobalHeap {
-    heap: SyncHeap,
+    pub(super) heap: SyncHeap,
     forks: AtomicBool,
+    /// The next heap made fork-safe before this one (see `fork`).
+    pub(super) fork_next: AtomicPtr<GlobalHeap>,
 }
 
 impl GlobalHeap {
@@ -31,6 +33,7 @@ impl GlobalHeap {
         GlobalHeap {
             heap: SyncHeap::for_global(),
             forks: AtomicBool::new(false),
+            fork_next: AtomicPtr::new(core::ptr::null_mut()),
         }
     }
 
@@ -44,7 +47,7 @@ impl GlobalHeap {
         if self.forks.swap(true, AcqRel) {
             return;
         }
-        fork::register(&self.heap);
+        fork::register(self);
     }
 }
 
@@ -164,11 +167,18 @@ unsafe impl core::alloc::GlobalAlloc for GlobalHeap {
 }
 
 impl GlobalHeap {
-    /// Makes `fork` safe for this heap: registers `pthread_atfork` handlers (once) that hold
-    /// every arena lock across `fork`, so the child never inherits a lock held by a thread
-    /// that does not exist there. A program that forks while other threads allocate calls
-    /// this once, early in `main`: `GLOBAL.fork_safe()`. It needs `&'static self`, which a
-    /// `#[global_allocator]` static gives, so the handlers can never see a dropped heap.
+    /// Makes `fork` safe for this heap: registers `pthread_atfork` handlers (once for all
+    /// fork-safe heaps) that hold every arena lock of every fork-safe heap across `fork`, so
+    /// the child never inherits a lock held by a thread that does not exist there. A program
+    /// that forks while other threads allocate calls this once, early in `main`:
+    /// `GLOBAL.fork_safe()`. It needs `&'static self`, which a `#[global_allocator]` static
+    /// gives, so the handlers can never see a dropped heap. Several heaps may be made
+    /// fork-safe; calling it again for one heap does nothing.
+    ///
+    /// An atfork handler registered before this call (a C library's) runs after this heap's
+    /// while `fork` holds the locks; if it allocates from this heap, the allocation is served
+    /// (the forking thread holds the locks, so it uses its home arena directly) instead of
+    /// deadlocking. That needs the `std` feature (a thread-local says which thread holds them).
     pub fn fork_safe(&'static self) {
         self.register_fork();
     }

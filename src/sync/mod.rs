@@ -79,6 +79,11 @@ extern crate std;
 /// ```
 pub struct SyncHeap {
     arenas: [Arena; ARENAS],
+    /// Bytes in use across the arenas and the most ever in use at once (`stats().peak_in_use`).
+    totals: Totals,
+    /// Made fork-safe (a `GlobalHeap`'s, see `fork`): inside `fork` the forking thread holds
+    /// every arena lock.
+    fork_safe: AtomicBool,
 }
 
 // SAFETY: every arena's core is reached only under its lock (or, for `remote` and `id`,
@@ -98,6 +103,8 @@ impl SyncHeap {
     pub const fn new() -> SyncHeap {
         SyncHeap {
             arenas: [const { Arena::new(false) }; ARENAS],
+            totals: Totals::new(),
+            fork_safe: AtomicBool::new(false),
         }
     }
 
@@ -105,6 +112,8 @@ impl SyncHeap {
     const fn for_global() -> SyncHeap {
         SyncHeap {
             arenas: [const { Arena::new(true) }; ARENAS],
+            totals: Totals::new(),
+            fork_safe: AtomicBool::new(false),
         }
     }
 
@@ -119,7 +128,7 @@ impl SyncHeap {
                 let a = &self.arenas[(home + k) % ARENAS];
                 if let Some(_held) = a.lock.try_hold() {
                     // SAFETY: we hold a's lock until after the call.
-                    return Some(unsafe { a.locked(f) });
+                    return Some(unsafe { a.locked(&self.totals, f) });
                 }
             }
             core::hint::spin_loop();
@@ -128,9 +137,22 @@ impl SyncHeap {
             return None;
         }
         let a = &self.arenas[home];
-        let _held = a.lock.hold();
+        let _held = self.lock(a);
         // SAFETY: we hold a's lock until after the call.
-        Some(unsafe { a.locked(f) })
+        Some(unsafe { a.locked(&self.totals, f) })
+    }
+
+    /// Takes `a`'s lock, waiting for it; `None` when this thread holds it already because it is
+    /// inside `fork` (see `fork`: an atfork handler that allocates), and may use `a` as is.
+    #[inline]
+    fn lock<'a>(&self, a: &'a Arena) -> Option<Held<'a>> {
+        if let Some(held) = a.lock.try_hold() {
+            return Some(held);
+        }
+        if self.fork_safe.load(Relaxed) && in_fork() {
+            return None;
+        }
+        Some(a.lock.hold())
     }
 
     /// The arena that owns the block at `addr` and the block's pointer rebuilt from its
@@ -175,9 +197,9 @@ impl SyncHeap {
         if CHECKED_DEFAULT && !inside.reentrant {
             // Checked mode verifies every free before anything is written to the block, so it
             // waits for the owner's lock (a deferral writes into the block first).
-            let _held = a.lock.hold();
+            let _held = self.lock(a);
             // SAFETY: we hold a's lock until after the call; the caller's contract.
-            return unsafe { a.locked(|c| c.dealloc(p, size, align)) };
+            return unsafe { a.locked(&self.totals, |c| c.dealloc(p, size, align)) };
         }
         // A block of this thread's home arena is freed at once if the lock is free; a block of
         // another arena (allocated by another thread, typically) goes onto that arena's remote
@@ -186,7 +208,7 @@ impl SyncHeap {
             && let Some(_held) = a.lock.try_hold()
         {
             // SAFETY: we hold a's lock until after the call; the caller's contract.
-            return unsafe { a.locked(|c| c.dealloc(p, size, align)) };
+            return unsafe { a.locked(&self.totals, |c| c.dealloc(p, size, align)) };
         }
         // SAFETY: p is the caller's live block, rebuilt with its chunk's provenance.
         unsafe { a.push_remote(p, size, align) };
@@ -220,7 +242,7 @@ impl SyncHeap {
             // Re-entered: the owner's lock may be the one this thread holds, so never wait for
             // it. If it is busy, move the block: a new one from any free arena, the bytes
             // copied, the old one freed through the owner's deferred list.
-            let Some(held) = a.lock.try_hold() else {
+            let Some(held) = a.lock.try_hold().map(Some) else {
                 let b = self
                     .with_any(true, |c| c.alloc(new.size(), new.align(), zero))
                     .unwrap_or(Err(Fail::Os))?;
@@ -235,11 +257,11 @@ impl SyncHeap {
             };
             held
         } else {
-            a.lock.hold()
+            self.lock(a)
         };
         // SAFETY: we hold a's lock until after the call; the caller's contract.
         let r = unsafe {
-            a.locked(|c| {
+            a.locked(&self.totals, |c| {
                 if new.size() >= old.size() {
                     c.grow(
                         p,
@@ -261,9 +283,9 @@ impl SyncHeap {
         let _in = Inside::enter();
         let mut out = [const { None }; ARENAS];
         for (a, slot) in self.arenas.iter().zip(out.iter_mut()) {
-            let _held = a.lock.hold();
+            let _held = self.lock(a);
             // SAFETY: we hold a's lock until after the call.
-            *slot = Some(unsafe { a.locked(&mut f) });
+            *slot = Some(unsafe { a.locked(&self.totals, &mut f) });
         }
         out.into_iter().flatten()
     }
@@ -340,6 +362,8 @@ impl SyncHeap {
     }
 
     /// Counters summed over the arenas (each merged first: remote frees, quick lists).
+    /// `peak_in_use` is the most the whole heap had in use at once (blocks freed by another
+    /// thread count as in use until their arena merges them).
     pub fn stats(&self) -> Stats {
         let mut t = Stats::default();
         for s in self.each(|c| c.flushed_stats()) {
@@ -349,11 +373,12 @@ impl SyncHeap {
             t.largest_free = t.largest_free.max(s.largest_free);
             t.mapped += s.mapped;
             t.metadata += s.metadata;
-            t.peak_in_use += s.peak_in_use;
             t.chunks += s.chunks;
             t.budget_refusals += s.budget_refusals;
             t.cached_before += s.cached_before;
         }
+        // The arenas' own peaks were reached at different times: their sum is not a peak.
+        t.peak_in_use = self.totals.peak();
         t
     }
 

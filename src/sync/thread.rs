@@ -13,6 +13,33 @@ std::thread_local! {
     static DEPTH: core::cell::Cell<u32> = const { core::cell::Cell::new(0) };
 }
 
+#[cfg(feature = "std")]
+std::thread_local! {
+    /// Set while this thread is inside `fork`, between the prepare handler (which took every
+    /// arena lock of every fork-safe heap) and the parent's or child's handler (which releases
+    /// them). Const-initialised, no destructor.
+    static IN_FORK: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
+
+/// Marks this thread as holding every fork-safe heap's locks (`fork`'s prepare handler), or no
+/// longer. Without `std` there is no thread-local: a no-op.
+pub(super) fn set_in_fork(on: bool) {
+    #[cfg(feature = "std")]
+    let _ = IN_FORK.try_with(|f| f.set(on));
+    #[cfg(not(feature = "std"))]
+    let _ = on;
+}
+
+/// Does this thread hold every fork-safe heap's locks (inside `fork`, after the prepare
+/// handler)? Always false without `std`.
+#[inline]
+pub(super) fn in_fork() -> bool {
+    #[cfg(feature = "std")]
+    return IN_FORK.try_with(|f| f.get()).unwrap_or(false);
+    #[cfg(not(feature = "std"))]
+    false
+}
+
 /// This thread is inside the allocator for the guard's life. `reentrant`: it already was (a
 /// signal handler that interrupted an allocation, or an allocation from inside one): then it
 /// must never wait for a lock, which may be the one it holds. Without `std` there is no
