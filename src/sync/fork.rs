@@ -17,20 +17,29 @@ use super::*;
 static HEAPS: AtomicPtr<GlobalHeap> = AtomicPtr::new(core::ptr::null_mut());
 /// Whether the handlers are registered with `pthread_atfork`.
 static HANDLERS: AtomicBool = AtomicBool::new(false);
+/// Held from `prepare` to `after_fork`, and by `register`: the list cannot change between the
+/// locking and the unlocking of one fork (so the same heaps are unlocked that were locked), and
+/// two threads forking at once take turns.
+static GATE: SpinLock = SpinLock::new();
 
 /// Adds `heap` to the heaps the handlers lock (once per heap: the caller checks), registering
 /// the handlers with the first heap.
 pub(super) fn register(heap: &'static GlobalHeap) {
-    let me = (heap as *const GlobalHeap).cast_mut();
-    let mut head = HEAPS.load(Acquire);
-    loop {
-        heap.fork_next.store(head, Relaxed);
-        match HEAPS.compare_exchange_weak(head, me, AcqRel, Acquire) {
-            Ok(_) => break,
-            Err(h) => head = h,
+    {
+        let _gate = GATE.hold();
+        let me = (heap as *const GlobalHeap).cast_mut();
+        let mut head = HEAPS.load(Acquire);
+        loop {
+            heap.fork_next.store(head, Relaxed);
+            match HEAPS.compare_exchange_weak(head, me, AcqRel, Acquire) {
+                Ok(_) => break,
+                Err(h) => head = h,
+            }
         }
+        heap.heap.fork_safe.store(true, Release);
     }
-    heap.heap.fork_safe.store(true, Release);
+    // Outside the gate: `pthread_atfork` takes libc's fork lock, which a concurrent `fork`
+    // holds while its prepare handler waits for the gate.
     if !HANDLERS.swap(true, AcqRel) {
         // The handlers are plain functions that only take and release spin locks of 'static
         // heaps.
@@ -53,6 +62,7 @@ fn heaps() -> impl Iterator<Item = &'static GlobalHeap> {
 extern "C" fn prepare() {
     // First, so that an allocation while the locks are being taken (none is expected) or after
     // (an earlier-registered handler's) sees that this thread holds them.
+    GATE.lock();
     set_in_fork(true);
     for h in heaps() {
         for a in &h.heap.arenas {
@@ -68,4 +78,5 @@ extern "C" fn after_fork() {
         }
     }
     set_in_fork(false);
+    GATE.unlock();
 }

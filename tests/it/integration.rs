@@ -1082,7 +1082,10 @@ fn reset_frees_everything_and_keeps_warm_memory() {
     // Alone in a process: the process cache of mappings may hand this heap a larger mapping
     // that another test's heap left (up to 4x the size asked for), and then its first chunk
     // alone is over the warm amount.
-    if !isoheap_testkit::alone(module_path!(), "reset_frees_everything_and_keeps_warm_memory") {
+    if !isoheap_testkit::alone(
+        module_path!(),
+        "reset_frees_everything_and_keeps_warm_memory",
+    ) {
         return;
     }
     let mut heap = Heap::builder()
