@@ -5,8 +5,9 @@ use super::*;
 use crate::block::{remote_layout, remote_next, remote_next_set, set_remote};
 
 /// A `SyncHeap`'s bytes in use across its arenas and the most it ever had in use at once. Every
-/// arena operation adds what it changed (one atomic add; a `fetch_max` when use grew), so the
-/// peak is exact: it is the highest sum the heap reached, not the sum of the arenas' peaks.
+/// arena operation adds what it changed (one atomic add; a `fetch_max` only when a new peak is
+/// reached), so the peak is exact: it is the highest sum the heap reached, not the sum of the
+/// arenas' peaks.
 pub(super) struct Totals {
     in_use: AtomicUsize,
     peak: AtomicUsize,
@@ -25,7 +26,10 @@ impl Totals {
     pub(super) fn add(&self, before: usize, after: usize) {
         if after > before {
             let now = self.in_use.fetch_add(after - before, Relaxed) + (after - before);
-            self.peak.fetch_max(now, Relaxed);
+            // A plain load first: the read-modify-write only when a new peak is reached.
+            if now > self.peak.load(Relaxed) {
+                self.peak.fetch_max(now, Relaxed);
+            }
         } else if after < before {
             self.in_use.fetch_sub(before - after, Relaxed);
         }
