@@ -2,7 +2,7 @@
 //! other threads freed into it while it was busy (drained under the lock).
 
 use super::*;
-use crate::block::{remote_layout, remote_next, remote_next_set, set_remote};
+use crate::block::{remote_layout, set_remote};
 
 /// A `SyncHeap`'s bytes in use across its arenas and the most it ever had in use at once. Every
 /// arena operation adds what it changed (one atomic add; a `fetch_max` only when a new peak is
@@ -47,10 +47,10 @@ pub(super) struct Arena {
     /// This arena's identity (written into its chunks); 0 until its first use.
     pub(super) id: AtomicUsize,
     pub(super) core: UnsafeCell<HeapCore>,
-    /// Blocks freed by threads that could not take the lock: a lock-free stack linked through
-    /// the blocks (first word: next block, second word: size in bytes, log2 of the alignment
-    /// in its top 6 bits).
-    pub(super) remote: AtomicPtr<u8>,
+    /// Blocks freed by threads that could not take the lock (or that left them to their
+    /// owner): a lock-free stack linked through the blocks (`remote`; first word: next block,
+    /// second word: size in bytes, log2 of the alignment in its top 6 bits).
+    pub(super) remote: RemoteStack,
     /// A misuse found while merging deferred frees aborts (the global allocator) instead of
     /// panicking.
     pub(super) abort: bool,
@@ -79,7 +79,7 @@ impl Arena {
                 arena: true,
                 ..Config::DEFAULT
             })),
-            remote: AtomicPtr::new(null_mut()),
+            remote: RemoteStack::new(),
         }
     }
 
@@ -105,20 +105,13 @@ impl Arena {
             core.cfg.owner = id;
             self.id.store(id, Release);
         }
-        // Merge what other threads freed meanwhile (a plain load first: the swap is an atomic
-        // read-modify-write, too dear for every operation).
-        let mut p = if self.remote.load(Relaxed).is_null() {
-            null_mut()
-        } else {
-            self.remote.swap(null_mut(), Acquire)
-        };
+        // Merge what other threads freed meanwhile.
         let mut bad = None;
-        while let Some(b) = NonNull::new(p) {
+        for b in self.remote.take() {
             // SAFETY: a remote block's record was written by `push_remote`, through a pointer
-            // derived from its chunk's base, and published by the Release CAS that the swap
-            // above acquired; the block is ours to free now (as its owner gave it up).
+            // derived from its chunk's base, and published to this thread by the stack (see
+            // `remote`); the block is ours to free now (its user gave it up).
             let r = unsafe {
-                p = remote_next(b);
                 let (size, align) = remote_layout(b);
                 core.dealloc_deferred(b, size, align)
             };
@@ -135,26 +128,37 @@ impl Arena {
         r
     }
 
-    /// Pushes block `b` of `size` bytes onto the remote-free stack. Lock-free.
+    /// Pushes block `b` of `size` bytes onto the remote-free stack. Lock-free, unless the stack
+    /// then holds [`REMOTE_DRAIN`] bytes or more and the arena is idle: then this thread merges
+    /// them (the arena's owner may have exited, and nobody else may use the arena for long).
     ///
     /// # Safety
     /// `b` is a live block of this arena (pointer with its chunk's provenance), at least 16
     /// bytes, that nobody uses any more.
-    pub(super) unsafe fn push_remote(&self, b: NonNull<u8>, size: usize, align: usize) {
-        // SAFETY: the block was given up by its user (contract) and is at least a granule;
-        // nobody else writes it until the arena drains it.
-        unsafe { set_remote(b, size, align) };
-        let mut head = self.remote.load(Relaxed);
-        loop {
-            // SAFETY: as above; the link is rewritten before each publication attempt.
-            unsafe { remote_next_set(b, head) };
-            match self
-                .remote
-                .compare_exchange_weak(head, b.as_ptr(), Release, Relaxed)
-            {
-                Ok(_) => return,
-                Err(h) => head = h,
-            }
+    pub(super) unsafe fn push_remote(
+        &self,
+        totals: &Totals,
+        b: NonNull<u8>,
+        size: usize,
+        align: usize,
+    ) {
+        // SAFETY: `set_remote`: (1) the block was given up by its user (contract) and is at
+        // least a granule, with its chunk's provenance; (2) nobody else writes it until the
+        // arena takes it. `push`: (1) the same; (2) it was live, so on no stack.
+        let pending = unsafe {
+            set_remote(b, size, align);
+            self.remote.push(b, size)
+        };
+        if pending >= REMOTE_DRAIN
+            && let Some(_held) = self.lock.try_hold()
+        {
+            // SAFETY: we hold the lock until after the call.
+            unsafe { self.locked(totals, |_| ()) };
         }
     }
 }
+
+/// Bytes on an arena's remote-free stack past which the thread pushing merges them itself if
+/// the arena is idle. So an arena nobody uses any more (its thread has exited) holds at most
+/// this much freed-but-unmerged memory, plus one block per thread pushing at that moment.
+pub(super) const REMOTE_DRAIN: usize = 256 << 10;

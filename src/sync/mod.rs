@@ -41,16 +41,44 @@ pub(crate) enum Resize {
 /// Number of arenas in a [`SyncHeap`].
 pub const ARENAS: usize = 8;
 
+/// `const fn` here; a plain `fn` in the loom models (`loom/`), whose atomics have no `const`
+/// constructor. The files the models share (`lock`, `remote`, `gate`) declare constructors
+/// through it.
+macro_rules! maybe_const {
+    ($vis:vis fn $($rest:tt)*) => {
+        $vis const fn $($rest)*
+    };
+}
+
+/// A spin-wait's back-off, after `spins` failed tries: the CPU's spin hint, then (with `std`)
+/// the rest of the time slice. (The loom models yield to the model's scheduler instead.)
+#[inline]
+fn relax(spins: u32) {
+    if spins < 256 {
+        core::hint::spin_loop();
+    } else {
+        #[cfg(feature = "std")]
+        std::thread::yield_now();
+        #[cfg(not(feature = "std"))]
+        core::hint::spin_loop();
+    }
+}
+
 mod arena;
 mod fork;
+mod gate;
 mod global;
 mod lock;
+mod remote;
 mod thread;
 
+use crate::block::{remote_next, remote_next_set};
 use arena::*;
+use gate::*;
 pub use global::GlobalHeap;
 use global::*;
 use lock::*;
+use remote::*;
 use thread::*;
 
 #[cfg(feature = "std")]
@@ -123,22 +151,17 @@ impl SyncHeap {
     fn with_any<R>(&self, reentrant: bool, f: impl FnOnce(&mut HeapCore) -> R) -> Option<R> {
         let home = home();
         let rounds = if reentrant { REENTRANT_ROUNDS } else { 1 };
-        for _ in 0..rounds {
-            for k in 0..ARENAS {
-                let a = &self.arenas[(home + k) % ARENAS];
-                if let Some(_held) = a.lock.try_hold() {
-                    // SAFETY: we hold a's lock until after the call.
-                    return Some(unsafe { a.locked(&self.totals, f) });
-                }
-            }
-            core::hint::spin_loop();
+        if let Some((i, _held)) = hold_first(ARENAS, home, rounds, |i| &self.arenas[i].lock) {
+            // SAFETY: we hold the arena's lock until after the call.
+            return Some(unsafe { self.arenas[i].locked(&self.totals, f) });
         }
         if reentrant {
             return None;
         }
         let a = &self.arenas[home];
         let _held = self.lock(a);
-        // SAFETY: we hold a's lock until after the call.
+        // SAFETY: we hold a's lock until after the call (or, inside `fork`, this thread holds
+        // it already).
         Some(unsafe { a.locked(&self.totals, f) })
     }
 
@@ -146,13 +169,7 @@ impl SyncHeap {
     /// inside `fork` (see `fork`: an atfork handler that allocates), and may use `a` as is.
     #[inline]
     fn lock<'a>(&self, a: &'a Arena) -> Option<Held<'a>> {
-        if let Some(held) = a.lock.try_hold() {
-            return Some(held);
-        }
-        if self.fork_safe.load(Relaxed) && in_fork() {
-            return None;
-        }
-        Some(a.lock.hold())
+        a.lock.hold_unless_forking(self.fork_safe.load(Relaxed))
     }
 
     /// The arena that owns the block at `addr` and the block's pointer rebuilt from its
@@ -211,7 +228,7 @@ impl SyncHeap {
             return unsafe { a.locked(&self.totals, |c| c.dealloc(p, size, align)) };
         }
         // SAFETY: p is the caller's live block, rebuilt with its chunk's provenance.
-        unsafe { a.push_remote(p, size, align) };
+        unsafe { a.push_remote(&self.totals, p, size, align) };
         Ok(())
     }
 
@@ -251,7 +268,7 @@ impl SyncHeap {
                 unsafe {
                     let keep = old.size().min(new.size());
                     core::ptr::copy_nonoverlapping(p.as_ptr(), b.cast::<u8>().as_ptr(), keep);
-                    a.push_remote(p, old.size(), old.align());
+                    a.push_remote(&self.totals, p, old.size(), old.align());
                 }
                 return Ok(b);
             };
