@@ -1,9 +1,13 @@
 //! Thread scaling of the thread-safe heap, against glibc malloc and mimalloc, side by side.
 //!
-//! `cargo run --release -p isoheap-bench --bin global_bench` runs churn (random allocate/free,
-//! sizes log-uniform 8 B..4 KiB, 10,000 live blocks per thread, a quarter of the frees done by
-//! another thread) with 1 and 2 threads, calling each allocator's `GlobalAlloc` methods
-//! directly, and prints million operations per second (median of 5).
+//! `cargo run --release -p isoheap-bench --bin global_bench` runs, with 1 and 2 threads,
+//! calling each allocator's `GlobalAlloc` methods directly, and prints million allocator calls
+//! per second (median of 5, subjects interleaved):
+//! - churn (random allocate/free, sizes 8 B..4 KiB, 10,000 live blocks per thread, a quarter
+//!   of the frees done by another thread);
+//! - the multi-threaded patterns of well-known allocator benchmarks, re-implemented from their
+//!   published descriptions: larson (server simulation: blocks freed by other, newly created
+//!   threads), xmalloc (producer/consumer) and cache-scratch (false sharing).
 //!
 //! `cargo run --release -p isoheap-bench --bin global_bench -- std` instead runs a std-heavy
 //! workload (collections, strings, formatting, channels, a parallel sort on 4 threads) with the
@@ -94,6 +98,153 @@ fn churn(a: &'static (dyn GlobalAlloc + Sync), threads: usize) -> f64 {
     (threads * OPS) as f64 / start.elapsed().as_secs_f64() / 1e6
 }
 
+/// After Larson and Krishnan's server simulation (mimalloc-bench's larsonN; from its published
+/// description): each thread owns an array of `SLOTS` blocks (8..1000 B) and repeatedly frees a
+/// random one and allocates a replacement; after each round of `ROUND` replacements every
+/// thread exits and a new thread takes over another thread's array, so blocks allocated by one
+/// thread are freed by another ("bleeding"), by threads that keep being created.
+fn larson(a: &'static (dyn GlobalAlloc + Sync), threads: usize) -> f64 {
+    const SLOTS: usize = 1000;
+    const ROUND: usize = 20_000;
+    const ROUNDS: usize = 25;
+    let size = |r: u64| 8 + (r % 993) as usize;
+    let mut arrays: Vec<Vec<Ptr>> = (0..threads)
+        .map(|t| {
+            let mut rng = Rng(0xA5A5 + t as u64);
+            (0..SLOTS)
+                .map(|_| {
+                    let l = Layout::from_size_align(size(rng.next()), 8).unwrap();
+                    // SAFETY: non-zero size.
+                    Ptr(unsafe { a.alloc(l) }, l)
+                })
+                .collect()
+        })
+        .collect();
+    let start = Instant::now();
+    for round in 0..ROUNDS {
+        arrays.rotate_left(1);
+        arrays = std::thread::scope(|s| {
+            let hs: Vec<_> = arrays
+                .drain(..)
+                .enumerate()
+                .map(|(t, mut arr)| {
+                    s.spawn(move || {
+                        let mut rng = Rng(0x5EED + (round * threads + t) as u64);
+                        for _ in 0..ROUND {
+                            let r = rng.next();
+                            let slot = &mut arr[(r >> 32) as usize % SLOTS];
+                            // SAFETY: allocated by `a` with this layout, freed once.
+                            unsafe { a.dealloc(slot.0, slot.1) };
+                            let l = Layout::from_size_align(size(r), 8).unwrap();
+                            // SAFETY: non-zero size.
+                            let p = unsafe { a.alloc(l) };
+                            assert!(!p.is_null());
+                            *slot = Ptr(p, l);
+                        }
+                        arr
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+    }
+    let secs = start.elapsed().as_secs_f64();
+    for b in arrays.into_iter().flatten() {
+        // SAFETY: allocated by `a` with this layout.
+        unsafe { a.dealloc(b.0, b.1) };
+    }
+    (threads * ROUNDS * ROUND * 2) as f64 / secs / 1e6
+}
+
+/// After mimalloc-bench's xmalloc-test (from its description): producers allocate blocks
+/// (16..256 B) in batches and hand them to consumers, which free them. With one thread the
+/// thread frees its own batches; with more, half the threads produce and half consume.
+fn xmalloc(a: &'static (dyn GlobalAlloc + Sync), threads: usize) -> f64 {
+    const BATCH: usize = 256;
+    const BATCHES: usize = 2_000;
+    let producers = threads.div_ceil(2);
+    let (tx, rx) = mpsc::sync_channel::<Vec<Ptr>>(64);
+    let rx = std::sync::Mutex::new(rx);
+    let rx = &rx;
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..producers {
+            let tx = tx.clone();
+            s.spawn(move || {
+                let mut rng = Rng(0xBEEF + t as u64);
+                for _ in 0..BATCHES {
+                    let batch: Vec<Ptr> = (0..BATCH)
+                        .map(|_| {
+                            let l = Layout::from_size_align(16 + (rng.next() % 241) as usize, 8)
+                                .unwrap();
+                            // SAFETY: non-zero size.
+                            let p = unsafe { a.alloc(l) };
+                            assert!(!p.is_null());
+                            Ptr(p, l)
+                        })
+                        .collect();
+                    if threads == 1 {
+                        for b in batch {
+                            // SAFETY: allocated by `a` with this layout.
+                            unsafe { a.dealloc(b.0, b.1) };
+                        }
+                    } else {
+                        tx.send(batch).unwrap();
+                    }
+                }
+            });
+        }
+        drop(tx);
+        for _ in producers..threads {
+            s.spawn(move || {
+                loop {
+                    let got = rx.lock().unwrap().recv();
+                    let Ok(batch) = got else { break };
+                    for b in batch {
+                        // SAFETY: allocated by `a` (in a producer) with this layout.
+                        unsafe { a.dealloc(b.0, b.1) };
+                    }
+                }
+            });
+        }
+    });
+    (producers * BATCHES * BATCH * 2) as f64 / start.elapsed().as_secs_f64() / 1e6
+}
+
+/// After Hoard's cache-scratch (from its description): each thread is handed one small block
+/// the main thread allocated, frees it, then repeatedly allocates an 8-byte block, writes it
+/// a few times and frees it: passive false sharing shows as slowdown with more threads.
+fn cache_scratch(a: &'static (dyn GlobalAlloc + Sync), threads: usize) -> f64 {
+    const ITERS: usize = 1_000_000;
+    let l = Layout::from_size_align(8, 8).unwrap();
+    let given: Vec<Ptr> = (0..threads)
+        // SAFETY: non-zero size.
+        .map(|_| Ptr(unsafe { a.alloc(l) }, l))
+        .collect();
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for g in given {
+            s.spawn(move || {
+                let g = g; // the whole `Ptr` (which is Send), not its fields
+                // SAFETY: allocated by `a` with this layout (by the main thread).
+                unsafe { a.dealloc(g.0, g.1) };
+                for i in 0..ITERS {
+                    // SAFETY: non-zero size.
+                    let p = unsafe { a.alloc(l) };
+                    assert!(!p.is_null());
+                    for k in 0..8u8 {
+                        // SAFETY: p is a fresh 8-byte block.
+                        unsafe { p.add(usize::from(k)).write_volatile(i as u8 ^ k) };
+                    }
+                    // SAFETY: allocated just above.
+                    unsafe { a.dealloc(p, l) };
+                }
+            });
+        }
+    });
+    (threads * ITERS * 2) as f64 / start.elapsed().as_secs_f64() / 1e6
+}
+
 fn std_work() {
     let t0 = Instant::now();
     let (tx, rx) = mpsc::channel::<String>();
@@ -155,21 +306,36 @@ fn main() {
         ("glibc malloc", &System),
         ("mimalloc", &MI),
     ];
-    println!("| threads | {} |", subjects.map(|s| s.0).join(" | "));
-    println!("|---|---:|---:|---:|");
-    for threads in [1, 2] {
-        let mut runs: Vec<Vec<f64>> = vec![Vec::new(); subjects.len()];
-        for rep in 0..5 {
-            for (i, (name, a)) in subjects.iter().enumerate() {
-                eprint!("\r{threads} thread(s), rep {rep}, {name}        ");
-                runs[i].push(churn(*a, threads));
+    type Bench = fn(&'static (dyn GlobalAlloc + Sync), usize) -> f64;
+    let benches: [(&str, Bench); 4] = [
+        ("churn", churn),
+        ("larson", larson),
+        ("xmalloc", xmalloc),
+        ("cache-scratch", cache_scratch),
+    ];
+    println!(
+        "| workload | threads | {} |",
+        subjects.map(|s| s.0).join(" | ")
+    );
+    println!("|---|---|---:|---:|---:|");
+    for (bench, f) in benches {
+        for threads in [1, 2] {
+            let mut runs: Vec<Vec<f64>> = vec![Vec::new(); subjects.len()];
+            for rep in 0..5 {
+                for j in 0..subjects.len() {
+                    // The subjects take turns in a rotating order.
+                    let i = (j + rep) % subjects.len();
+                    let (name, a) = subjects[i];
+                    eprint!("\r{bench}, {threads} thread(s), rep {rep}, {name}        ");
+                    runs[i].push(f(a, threads));
+                }
             }
+            eprintln!();
+            let m: Vec<String> = runs
+                .into_iter()
+                .map(|r| format!("{:.1} Mops/s", median(r)))
+                .collect();
+            println!("| {bench} | {threads} | {} |", m.join(" | "));
         }
-        eprintln!();
-        let m: Vec<String> = runs
-            .into_iter()
-            .map(|r| format!("{:.1} Mops/s", median(r)))
-            .collect();
-        println!("| {threads} | {} |", m.join(" | "));
     }
 }

@@ -55,19 +55,41 @@
 //! - **realloc_strings**: 1 000 strings (align 1); each step picks one uniformly: new strings
 //!   start at 1..16 B, then grow by 1..16 B appends through exact-size realloc until their
 //!   target (log-uniform 16 B..8 KiB), then are freed. Reports the in-place fraction too.
+//! - **sizes D, L** (the grid; workloads other people's benchmarks vary systematically): a
+//!   size distribution D (64 B fixed; uniform 8 B..4 KiB; log-uniform 8 B..4 KiB; powers of two
+//!   8 B..4 KiB; bimodal 90 % 16..64 B / 10 % 4..64 KiB; log-uniform 8 B..64 KiB) and a
+//!   lifetime order L (LIFO, FIFO, random): 1 000 live blocks, each step an allocation or the
+//!   free of the newest / oldest / a random block (as churn, alignment mix as churn). The full
+//!   run has all 18 cells; `--quick` one per distribution, the lifetimes taking turns.
+//! - **glibc-simple**: after glibc's `benchtests/bench-malloc-simple.c` (in mimalloc-bench):
+//!   batches of 25, 100, 400 and 1 600 blocks of one size (16, 64, 256, 1 024, 4 096 B),
+//!   allocated then freed in allocation order.
+//! - **random actions (talc)**: after talc's `random_actions` benchmark: 1/7 realloc of a
+//!   random block to 1..3x the maximum size, 3/7 allocate (always below 300 live), 3/7 free a
+//!   random block; sizes biased small up to 1 000, 3 000, 10 000, 30 000 B in turn, alignment
+//!   1..64 B.
+//! - **stress (rlsf)**: after rlsf's stress benchmark: 1 024 live blocks; free a random one,
+//!   allocate one of a size in `min..=min+mask` (ten ranges from 1..8 to 128..255, in turn)
+//!   at alignment `4 << (r & 3)`.
 //! - **efficiency**: a fixed 64 MiB heap (isoheap: `Heap::builder().initial(64 MiB).limit(64
 //!   MiB)`; talc, rlsf, linked_list_allocator: a 64 MiB region; bumpalo: `Bump` with an
 //!   allocation limit of 64 MiB; system and mimalloc have no fixed heap and are skipped). Steps:
 //!   55 % allocate, 20 % free a random block, 25 % realloc a random block to a new log-uniform
 //!   8 B..4 KiB size (alignment mix as in churn), until the first allocation or realloc fails.
 //!   Reports the bytes requested by live blocks at that moment / 64 MiB (higher is better).
-//!   Deterministic, so it runs once.
+//!   Deterministic, so it runs once. Also with every distribution of the sizes grid (in
+//!   `--quick`: log-uniform and bimodal).
+//!
+//! The multi-threaded patterns of the same suites (larson, xmalloc, cache-scratch) run on
+//! `SyncHeap` and `GlobalHeap` in `global_bench`.
 //!
 //! # Output
 //! Medians over the repetitions (subject order rotates each repetition). A Markdown table of
 //! ns per allocator call with the ratio to the system allocator (lower is better), a table of
 //! in-place realloc fractions, the same as CSV in `target/compare/compare.csv` (and `.md`),
-//! and `target/compare/churn.svg` (ns per call against live blocks, both axes log-scale).
+//! `target/compare/churn.svg` (ns per call against live blocks, both axes log-scale) and
+//! `target/compare/families.svg` (isoheap's time over the best freeing peer's, per workload).
+//! The table's last column is that ratio (for efficiency: the difference in points).
 //! isoheap's heap invariants (`Heap::check`, and `in_use == 0` once everything is freed) are
 //! checked after every run, outside the timing.
 
@@ -76,12 +98,13 @@ mod report;
 mod workloads;
 
 use peers::{BIG_REGION, BumpS, FIXED_HEAP, Iso, KINDS, Kind, Lla, Mi, RlsfS, Subject, Sys, TalcS};
-use report::{Cell, churn_svg, cpu_model, csv, report, utc_now};
+use report::{Cell, churn_svg, cpu_model, csv, families_svg, report, utc_now};
 use std::fmt::Write as _;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 use workloads::{
-    Dists, LogTable, Outcome, Wl, churn, efficiency, realloc_strings, request, vec_push,
+    DISTS, Dist, Dists, LIVES, LogTable, Outcome, Wl, churn, efficiency, glibc_simple,
+    random_actions, realloc_strings, request, rlsf_stress, sizes, vec_push,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -95,6 +118,10 @@ pub(crate) struct Cfg {
     pub(crate) requests: usize,
     pub(crate) vec_steps: usize,
     pub(crate) str_steps: usize,
+    pub(crate) sizes_ops: usize,
+    pub(crate) glibc_rounds: usize,
+    pub(crate) ra_ops: usize,
+    pub(crate) stress_ops: usize,
 }
 
 /// Churn op cap for linked_list_allocator (O(free blocks) per call), by K.
@@ -112,7 +139,7 @@ enum Plan {
 fn plan(kind: Kind, wl: Wl) -> Plan {
     match (kind, wl) {
         (Kind::Lla, Wl::Churn(k)) if k >= 1_000_000 => Plan::Skip("skipped (O(n))"),
-        (Kind::System | Kind::Mimalloc, Wl::Efficiency) => Plan::Skip("no fixed heap"),
+        (Kind::System | Kind::Mimalloc, Wl::Efficiency(_)) => Plan::Skip("no fixed heap"),
         // Checked mode's cost is measured on churn and requests (the workloads).
         (Kind::IsoChecked, Wl::Churn(_) | Wl::Request { .. }) => Plan::Run,
         (Kind::IsoChecked, _) => Plan::Skip("not measured"),
@@ -158,12 +185,16 @@ fn run_on<S: Subject>(
         Wl::Request { reset } => request(s, cfg.requests, reset, seed),
         Wl::VecPush { isolated } => vec_push(s, 1000, cfg.vec_steps, isolated, seed, d),
         Wl::ReallocStrings => realloc_strings(s, 1000, cfg.str_steps, seed, d),
-        Wl::Efficiency => efficiency(s, seed, d, 20_000_000),
+        Wl::Efficiency(dist) => efficiency(s, seed, &d.grid[dist as usize], 20_000_000),
+        Wl::Sizes(dist, life) => sizes(s, &d.grid[dist as usize], life, 1000, cfg.sizes_ops, seed),
+        Wl::GlibcSimple => glibc_simple(s, cfg.glibc_rounds, seed),
+        Wl::RandomActions => random_actions(s, cfg.ra_ops, seed),
+        Wl::RlsfStress => rlsf_stress(s, cfg.stress_ops, seed),
     }
 }
 
 fn run_one(kind: Kind, wl: Wl, cfg: &Cfg, d: &Dists) -> Result<Outcome, String> {
-    let fixed = wl == Wl::Efficiency;
+    let fixed = wl.is_eff();
     let region = if fixed { FIXED_HEAP } else { BIG_REGION };
     match kind {
         Kind::Isoheap => {
@@ -250,6 +281,10 @@ fn main() {
             requests: 60,
             vec_steps: 100_000,
             str_steps: 300_000,
+            sizes_ops: 200_000,
+            glibc_rounds: 10,
+            ra_ops: 300_000,
+            stress_ops: 300_000,
         }
     } else {
         Cfg {
@@ -259,6 +294,10 @@ fn main() {
             requests: 300,
             vec_steps: 400_000,
             str_steps: 1_500_000,
+            sizes_ops: 1_000_000,
+            glibc_rounds: 40,
+            ra_ops: 1_500_000,
+            stress_ops: 1_500_000,
         }
     };
     let dir = out_dir(out);
@@ -266,8 +305,26 @@ fn main() {
         small: LogTable::new(8, 4096),
         vec_len: LogTable::new(1, 16_384),
         str_len: LogTable::new(16, 8192),
+        grid: DISTS.iter().map(|d| d.table()).collect(),
     };
-    let all_wls = [
+    // The size grid: every distribution with every lifetime in the full run; in --quick, each
+    // distribution once, the lifetimes taking turns (so each family has a cell).
+    let grid: Vec<Wl> = DISTS
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &d)| {
+            LIVES
+                .iter()
+                .enumerate()
+                .filter(move |&(j, _)| !quick || j == i % LIVES.len())
+                .map(move |(_, &l)| Wl::Sizes(d, l))
+        })
+        .collect();
+    let effs = DISTS
+        .iter()
+        .filter(|&&d| !quick || matches!(d, Dist::LogUniform | Dist::Bimodal))
+        .map(|&d| Wl::Efficiency(d));
+    let all_wls: Vec<Wl> = [
         Wl::Churn(100),
         Wl::Churn(10_000),
         Wl::Churn(100_000),
@@ -277,8 +334,14 @@ fn main() {
         Wl::VecPush { isolated: false },
         Wl::VecPush { isolated: true },
         Wl::ReallocStrings,
-        Wl::Efficiency,
-    ];
+        Wl::GlibcSimple,
+        Wl::RandomActions,
+        Wl::RlsfStress,
+    ]
+    .into_iter()
+    .chain(grid)
+    .chain(effs)
+    .collect();
     let wls: Vec<Wl> = all_wls
         .into_iter()
         .filter(|w| {
@@ -300,13 +363,17 @@ fn main() {
     println!("- date: {date}");
     println!("- cpu: {cpu}");
     println!(
-        "- mode: {} ({} repetitions, medians; churn {} ops after the fill, request x{}, vec_push {} steps, realloc_strings {} steps)",
+        "- mode: {} ({} repetitions, medians; churn {} ops after the fill, request x{}, vec_push {} steps, realloc_strings {} steps, sizes {} steps, glibc-simple x{}, random actions {} steps, stress {} steps)",
         if cfg.quick { "--quick" } else { "full" },
         cfg.reps,
         cfg.churn_ops,
         cfg.requests,
         cfg.vec_steps,
-        cfg.str_steps
+        cfg.str_steps,
+        cfg.sizes_ops,
+        cfg.glibc_rounds,
+        cfg.ra_ops,
+        cfg.stress_ops
     );
     println!();
 
@@ -316,7 +383,7 @@ fn main() {
         .collect();
     for rep in 0..cfg.reps {
         for (wi, &wl) in wls.iter().enumerate() {
-            if wl == Wl::Efficiency && rep > 0 {
+            if wl.is_eff() && rep > 0 {
                 continue; // deterministic: once is enough
             }
             let t_wl = Instant::now();
@@ -412,4 +479,5 @@ fn main() {
         format!("# isoheap comparison\n\n- date: {date}\n- cpu: {cpu}\n\n{md}"),
     );
     write("churn.svg", churn_svg(&wls, &cells, &cfg));
+    write("families.svg", families_svg(&wls, &cells, &cfg));
 }

@@ -91,7 +91,7 @@ pub(crate) fn cell_text(wl: Wl, c: &Cell, sys: Option<f64>) -> String {
             "—".into()
         };
     }
-    let mut t = if wl == Wl::Efficiency {
+    let mut t = if wl.is_eff() {
         match c.eff {
             Some(e) => format!("{:.1}%", e * 100.0),
             None => "—".into(),
@@ -120,11 +120,55 @@ fn table_header(s: &mut String) {
     for k in KINDS {
         let _ = write!(s, " {} |", k.name());
     }
+    let _ = write!(s, " isoheap vs best freeing peer |");
     let _ = write!(s, "\n|---|");
     for _ in KINDS {
         let _ = write!(s, "---:|");
     }
-    s.push('\n');
+    s.push_str("---:|\n");
+}
+
+/// The subjects that free (what isoheap's speed targets compare with): not bumpalo, not
+/// isoheap itself.
+const FREEING_PEERS: [Kind; 5] = [
+    Kind::System,
+    Kind::Mimalloc,
+    Kind::Talc,
+    Kind::Rlsf,
+    Kind::Lla,
+];
+
+/// isoheap against the best freeing peer on one workload: (isoheap's median / the best peer's,
+/// the peer) for times; (isoheap's fraction - the best peer's, the peer) for efficiency.
+pub(crate) fn vs_best(wl: Wl, row: &[Cell]) -> Option<(f64, Kind)> {
+    let at = |k: Kind| KINDS.iter().position(|&x| x == k);
+    let ok = |c: &Cell| c.error.is_none() && c.skip.is_none();
+    let iso = &row[at(Kind::Isoheap)?];
+    if !ok(iso) {
+        return None;
+    }
+    let peers = FREEING_PEERS
+        .iter()
+        .filter_map(|&k| Some((k, &row[at(k)?])))
+        .filter(|(_, c)| ok(c));
+    if wl.is_eff() {
+        let (k, best) = peers
+            .filter_map(|(k, c)| Some((k, c.eff?)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))?;
+        return Some((iso.eff? - best, k));
+    }
+    let (k, best) = peers
+        .filter_map(|(k, c)| Some((k, median(&c.ns)?)))
+        .min_by(|a, b| a.1.total_cmp(&b.1))?;
+    Some((median(&iso.ns)? / best, k))
+}
+
+fn vs_best_text(wl: Wl, row: &[Cell]) -> String {
+    match vs_best(wl, row) {
+        Some((d, k)) if wl.is_eff() => format!("{:+.1} pt ({})", d * 100.0, k.name()),
+        Some((r, k)) => format!("{r:.2}× ({})", k.name()),
+        None => "—".into(),
+    }
 }
 
 pub(crate) fn report(
@@ -143,7 +187,7 @@ pub(crate) fn report(
     );
     table_header(&mut s);
     for (wi, &wl) in wls.iter().enumerate() {
-        let sys = if wl == Wl::Efficiency {
+        let sys = if wl.is_eff() {
             None
         } else {
             median(&cells[wi][sys_idx()].ns)
@@ -152,7 +196,7 @@ pub(crate) fn report(
         for c in &cells[wi] {
             let _ = write!(s, " {} |", cell_text(wl, c, sys));
         }
-        s.push('\n');
+        let _ = writeln!(s, " {} |", vs_best_text(wl, &cells[wi]));
     }
     let _ = writeln!(
         s,
@@ -172,7 +216,7 @@ pub(crate) fn report(
             };
             let _ = write!(s, " {t} |");
         }
-        s.push('\n');
+        s.push_str(" — |\n");
     }
     let mut notes = String::new();
     for (wi, &wl) in wls.iter().enumerate() {
@@ -225,7 +269,7 @@ pub(crate) fn csv(wls: &[Wl], cells: &[Vec<Cell>], cfg: &Cfg) -> String {
             };
             let note = c.note.clone().unwrap_or_default().replace(',', ";");
             let name = KINDS[ki].name();
-            if wl == Wl::Efficiency {
+            if wl.is_eff() {
                 let v = c.eff.map_or(String::new(), |e| format!("{e:.4}"));
                 let _ = writeln!(
                     s,
@@ -437,6 +481,95 @@ pub(crate) fn churn_svg(wls: &[Wl], cells: &[Vec<Cell>], cfg: &Cfg) -> String {
             lx + 32.0,
             ly + 4.0,
             kind.name()
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// A hand-drawn bar chart: isoheap's time over the best freeing peer's, per workload (log
+/// scale, 1 = as fast as the best; the target line is at 1.05).
+pub(crate) fn families_svg(wls: &[Wl], cells: &[Vec<Cell>], cfg: &Cfg) -> String {
+    let rows: Vec<(String, f64, Kind)> = wls
+        .iter()
+        .enumerate()
+        .filter(|&(_, &wl)| !wl.is_eff())
+        .filter_map(|(wi, &wl)| {
+            let (r, k) = vs_best(wl, &cells[wi])?;
+            Some((wl.name(), r, k))
+        })
+        .collect();
+    let (w, bar, top, left, right) = (900.0_f64, 18.0_f64, 60.0_f64, 300.0_f64, 170.0_f64);
+    let h = top + bar * rows.len() as f64 + 50.0;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="24" font-size="16" text-anchor="middle">isoheap's time / the best freeing peer's, per workload (median of {}; log scale)</text>"#,
+        w / 2.0,
+        cfg.reps
+    );
+    if rows.is_empty() {
+        let _ = writeln!(
+            s,
+            r#"<text x="20" y="50">no results in this run</text></svg>"#
+        );
+        return s;
+    }
+    let hi = rows
+        .iter()
+        .map(|r| r.1)
+        .fold(2.0_f64, f64::max)
+        .log2()
+        .ceil();
+    let lo = rows
+        .iter()
+        .map(|r| r.1)
+        .fold(0.5_f64, f64::min)
+        .log2()
+        .floor();
+    let px = |r: f64| left + (r.log2() - lo) / (hi - lo) * (w - left - right);
+    for e in (lo as i32)..=(hi as i32) {
+        let x = px(2f64.powi(e));
+        let _ = writeln!(
+            s,
+            r##"<line x1="{x:.1}" y1="{}" x2="{x:.1}" y2="{}" stroke="#ddd"/><text x="{x:.1}" y="{}" text-anchor="middle">{}×</text>"##,
+            top - 6.0,
+            h - 40.0,
+            h - 24.0,
+            2f64.powi(e)
+        );
+    }
+    for (r, color) in [(1.0, "#000"), (1.05, "#c00")] {
+        let x = px(r);
+        let _ = writeln!(
+            s,
+            r#"<line x1="{x:.1}" y1="{}" x2="{x:.1}" y2="{}" stroke="{color}" stroke-dasharray="4 3"/>"#,
+            top - 6.0,
+            h - 40.0
+        );
+    }
+    for (i, (name, r, k)) in rows.iter().enumerate() {
+        let y = top + bar * i as f64;
+        let (x0, x1) = (px(1.0), px(*r));
+        let (a, b) = if x1 >= x0 { (x0, x1) } else { (x1, x0) };
+        let fill = if *r <= 1.05 { "#2a7" } else { "#d63" };
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text><rect x="{a:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{fill}"/><text x="{:.1}" y="{:.1}">{r:.2}× ({})</text>"#,
+            left - 8.0,
+            y + bar * 0.7,
+            name.replace('&', "&amp;").replace('<', "&lt;"),
+            y + 2.0,
+            (b - a).max(1.0),
+            bar - 4.0,
+            b + 6.0,
+            y + bar * 0.7,
+            k.name()
         );
     }
     s.push_str("</svg>\n");

@@ -46,9 +46,105 @@ impl LogTable {
                 .collect(),
         )
     }
+    /// 4096 quantiles of any distribution, from its quantile function on (0, 1).
+    pub(crate) fn quantiles(f: impl Fn(f64) -> usize) -> Self {
+        LogTable(
+            (0..4096)
+                .map(|i| f((i as f64 + 0.5) / 4096.0).max(1) as u32)
+                .collect(),
+        )
+    }
     #[inline(always)]
     pub(crate) fn get(&self, r: u64) -> usize {
         self.0[(r & 4095) as usize] as usize
+    }
+}
+
+/// The size distributions of the `sizes` grid and the efficiency runs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Dist {
+    /// 64 B every time.
+    Fixed,
+    /// Uniform 8 B..4 KiB.
+    Uniform,
+    /// Log-uniform 8 B..4 KiB (churn's).
+    LogUniform,
+    /// Powers of two, 8 B..4 KiB, each equally likely.
+    Pow2,
+    /// 90 % uniform 16..64 B, 10 % uniform 4..64 KiB.
+    Bimodal,
+    /// Log-uniform 8 B..64 KiB.
+    Wide,
+}
+
+pub(crate) const DISTS: [Dist; 6] = [
+    Dist::Fixed,
+    Dist::Uniform,
+    Dist::LogUniform,
+    Dist::Pow2,
+    Dist::Bimodal,
+    Dist::Wide,
+];
+
+impl Dist {
+    pub(crate) fn id(self) -> &'static str {
+        match self {
+            Dist::Fixed => "fixed64",
+            Dist::Uniform => "uniform",
+            Dist::LogUniform => "loguniform",
+            Dist::Pow2 => "pow2",
+            Dist::Bimodal => "bimodal",
+            Dist::Wide => "wide",
+        }
+    }
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Dist::Fixed => "64 B",
+            Dist::Uniform => "uniform 8 B-4 KiB",
+            Dist::LogUniform => "log-uniform 8 B-4 KiB",
+            Dist::Pow2 => "powers of 2, 8 B-4 KiB",
+            Dist::Bimodal => "bimodal 16-64 B / 4-64 KiB",
+            Dist::Wide => "log-uniform 8 B-64 KiB",
+        }
+    }
+    pub(crate) fn table(self) -> LogTable {
+        match self {
+            Dist::Fixed => LogTable::quantiles(|_| 64),
+            Dist::Uniform => LogTable::quantiles(|u| 8 + (u * 4089.0) as usize),
+            Dist::LogUniform => LogTable::new(8, 4096),
+            Dist::Pow2 => LogTable::quantiles(|u| 8 << (u * 10.0) as usize),
+            Dist::Bimodal => LogTable::quantiles(|u| {
+                if u < 0.9 {
+                    16 + (u / 0.9 * 49.0) as usize
+                } else {
+                    4096 + ((u - 0.9) / 0.1 * 61_441.0) as usize
+                }
+            }),
+            Dist::Wide => LogTable::new(8, 65_536),
+        }
+    }
+}
+
+/// Which live block a `sizes` step frees.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Life {
+    /// The newest (a stack).
+    Lifo,
+    /// The oldest (a queue).
+    Fifo,
+    /// A uniformly chosen one.
+    Random,
+}
+
+pub(crate) const LIVES: [Life; 3] = [Life::Lifo, Life::Fifo, Life::Random];
+
+impl Life {
+    pub(crate) fn id(self) -> &'static str {
+        match self {
+            Life::Lifo => "lifo",
+            Life::Fifo => "fifo",
+            Life::Random => "random",
+        }
     }
 }
 
@@ -178,10 +274,22 @@ pub(crate) fn elapsed_ns(t: Instant) -> u64 {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Wl {
     Churn(usize),
-    Request { reset: bool },
-    VecPush { isolated: bool },
+    Request {
+        reset: bool,
+    },
+    VecPush {
+        isolated: bool,
+    },
     ReallocStrings,
-    Efficiency,
+    /// A size distribution and a lifetime order, 1 000 live blocks.
+    Sizes(Dist, Life),
+    /// After glibc's bench-malloc-simple.
+    GlibcSimple,
+    /// After talc's random-actions benchmark.
+    RandomActions,
+    /// After rlsf's stress benchmark.
+    RlsfStress,
+    Efficiency(Dist),
 }
 
 impl Wl {
@@ -193,7 +301,12 @@ impl Wl {
             Wl::VecPush { isolated: false } => "vec_push".into(),
             Wl::VecPush { isolated: true } => "vec_push_isolated".into(),
             Wl::ReallocStrings => "realloc_strings".into(),
-            Wl::Efficiency => "efficiency (live/64 MiB)".into(),
+            Wl::Sizes(d, l) => format!("sizes {}, {}", d.name(), l.id()),
+            Wl::GlibcSimple => "glibc-simple".into(),
+            Wl::RandomActions => "random actions (talc)".into(),
+            Wl::RlsfStress => "stress (rlsf)".into(),
+            Wl::Efficiency(Dist::LogUniform) => "efficiency (live/64 MiB)".into(),
+            Wl::Efficiency(d) => format!("efficiency {} (live/64 MiB)", d.name()),
         }
     }
     pub(crate) fn id(self) -> String {
@@ -204,7 +317,12 @@ impl Wl {
             Wl::VecPush { isolated: false } => "vec_push".into(),
             Wl::VecPush { isolated: true } => "vec_push_isolated".into(),
             Wl::ReallocStrings => "realloc_strings".into(),
-            Wl::Efficiency => "efficiency".into(),
+            Wl::Sizes(d, l) => format!("sizes_{}_{}", d.id(), l.id()),
+            Wl::GlibcSimple => "glibc_simple".into(),
+            Wl::RandomActions => "random_actions".into(),
+            Wl::RlsfStress => "rlsf_stress".into(),
+            Wl::Efficiency(Dist::LogUniform) => "efficiency".into(),
+            Wl::Efficiency(d) => format!("efficiency_{}", d.id()),
         }
     }
     pub(crate) fn seed(self) -> u64 {
@@ -213,17 +331,29 @@ impl Wl {
             Wl::Request { .. } => 0x5EED_0001,
             Wl::VecPush { .. } => 0x5EED_0002,
             Wl::ReallocStrings => 0x5EED_0003,
-            Wl::Efficiency => 0x5EED_0004,
+            Wl::Efficiency(d) => 0x5EED_0004 ^ (d as u64) << 16,
+            Wl::Sizes(d, l) => 0x5EED_0005 ^ (d as u64) << 16 ^ (l as u64) << 24,
+            Wl::GlibcSimple => 0x5EED_0006,
+            Wl::RandomActions => 0x5EED_0007,
+            Wl::RlsfStress => 0x5EED_0008,
         }
     }
     pub(crate) fn has_inplace(self) -> bool {
-        matches!(self, Wl::VecPush { .. } | Wl::ReallocStrings)
+        matches!(
+            self,
+            Wl::VecPush { .. } | Wl::ReallocStrings | Wl::RandomActions
+        )
+    }
+    pub(crate) fn is_eff(self) -> bool {
+        matches!(self, Wl::Efficiency(_))
     }
 }
 
 pub(crate) struct Dists {
     /// 8 B..4 KiB.
     pub(crate) small: LogTable,
+    /// The tables of [`DISTS`], in its order.
+    pub(crate) grid: Vec<LogTable>,
     /// 1..16384 elements.
     pub(crate) vec_len: LogTable,
     /// 16 B..8 KiB.
@@ -479,7 +609,7 @@ pub(crate) fn realloc_strings<S: Subject>(
 pub(crate) fn efficiency<S: Subject>(
     s: &mut S,
     seed: u64,
-    d: &Dists,
+    sizes: &LogTable,
     max_ops: usize,
 ) -> Result<Outcome, String> {
     let mut rng = Rng::new(seed);
@@ -493,7 +623,7 @@ pub(crate) fn efficiency<S: Subject>(
         let what = Rng::pick(r, 100);
         out.calls += 1;
         if live.is_empty() || what < 55 {
-            let size = d.small.get(r >> 32);
+            let size = sizes.get(r >> 32);
             match new_blk(s, size, align_shift(r >> 44), (r >> 24) as u8) {
                 Some(b) => {
                     live_bytes += size as u64;
@@ -510,7 +640,7 @@ pub(crate) fn efficiency<S: Subject>(
             free_blk(s, b, &mut out);
         } else {
             let i = Rng::pick(r >> 32, live.len());
-            let new_size = d.small.get(r >> 20);
+            let new_size = sizes.get(r >> 20);
             let mut b = live[i];
             if !realloc_blk(s, &mut b, new_size, &mut out) {
                 failed = true;
@@ -525,6 +655,177 @@ pub(crate) fn efficiency<S: Subject>(
         out.note = Some(format!("no failure within {max_ops} ops"));
     }
     out.eff = Some(live_bytes as f64 / FIXED_HEAP as f64);
+    s.verify(false)?;
+    for b in live.drain(..) {
+        free_blk(s, b, &mut out);
+    }
+    s.verify(true)?;
+    Ok(out)
+}
+
+/// A size distribution and a lifetime order: fill to `k` live blocks (untimed), then `ops`
+/// steps (timed), each an allocation (p = 0.55 below `k` live, 0.45 at or above) or the free
+/// of the newest (LIFO), the oldest (FIFO) or a uniformly chosen (random) live block.
+/// Alignment as in churn.
+pub(crate) fn sizes<S: Subject>(
+    s: &mut S,
+    table: &LogTable,
+    life: Life,
+    k: usize,
+    ops: usize,
+    seed: u64,
+) -> Result<Outcome, String> {
+    let mut rng = Rng::new(seed);
+    let mut out = Outcome::default();
+    let mut live: std::collections::VecDeque<Blk> = std::collections::VecDeque::new();
+    let fresh = |s: &mut S, rng: &mut Rng| {
+        let r = rng.next();
+        new_blk(s, table.get(r), align_shift(r >> 12), (r >> 40) as u8)
+    };
+    for _ in 0..k {
+        live.push_back(fresh(s, &mut rng).ok_or("allocation failed while filling")?);
+    }
+    let t = Instant::now();
+    for _ in 0..ops {
+        let r = rng.next();
+        let p_alloc = if live.len() < k { 55 } else { 45 };
+        if live.is_empty() || Rng::pick(r, 100) < p_alloc {
+            live.push_back(fresh(s, &mut rng).ok_or("allocation failed")?);
+        } else {
+            let b = match life {
+                Life::Lifo => live.pop_back(),
+                Life::Fifo => live.pop_front(),
+                Life::Random => live.swap_remove_back(Rng::pick(r >> 32, live.len())),
+            };
+            free_blk(s, b.ok_or("no live block")?, &mut out);
+        }
+        out.calls += 1;
+    }
+    out.nanos = elapsed_ns(t);
+    s.verify(false)?;
+    for b in live.drain(..) {
+        free_blk(s, b, &mut out);
+    }
+    s.verify(true)?;
+    Ok(out)
+}
+
+/// After glibc's `benchtests/bench-malloc-simple.c` (as mimalloc-bench runs it): batches of
+/// `n` blocks of one size allocated, then freed in allocation order, for every `n` in 25, 100,
+/// 400, 1 600 and every size in 16, 64, 256, 1 024, 4 096 B; `rounds` times over.
+pub(crate) fn glibc_simple<S: Subject>(
+    s: &mut S,
+    rounds: usize,
+    seed: u64,
+) -> Result<Outcome, String> {
+    let mut out = Outcome::default();
+    let mut batch: Vec<Blk> = Vec::with_capacity(1600);
+    let tag = seed as u8;
+    let t = Instant::now();
+    for _ in 0..rounds {
+        for size in [16usize, 64, 256, 1024, 4096] {
+            for n in [25usize, 100, 400, 1600] {
+                for _ in 0..n {
+                    batch.push(new_blk(s, size, 3, tag).ok_or("allocation failed")?);
+                }
+                for b in batch.drain(..) {
+                    free_blk(s, b, &mut out);
+                }
+                out.calls += 2 * n as u64;
+            }
+        }
+    }
+    out.nanos = elapsed_ns(t);
+    s.verify(true)?;
+    Ok(out)
+}
+
+/// After talc's random-actions benchmark (its published description): each step is a
+/// realloc of a random live block to a uniform size in 1..3 x `max` (1/7), else an allocation
+/// (3/7, or always below 300 live blocks) or the free of a random live block (3/7). Sizes are
+/// biased toward small ones (`1 + (max - 1) u^2`, our choice), alignment 1..64 B (log-uniform);
+/// the maximum cycles through 1 000, 3 000, 10 000 and 30 000 B every 1 000 steps.
+pub(crate) fn random_actions<S: Subject>(
+    s: &mut S,
+    ops: usize,
+    seed: u64,
+) -> Result<Outcome, String> {
+    const MAXES: [usize; 4] = [1000, 3000, 10_000, 30_000];
+    let mut rng = Rng::new(seed);
+    let mut out = Outcome::default();
+    let mut live: Vec<Blk> = Vec::with_capacity(4096);
+    let t = Instant::now();
+    for i in 0..ops {
+        let max = MAXES[(i / 1000) % MAXES.len()];
+        let r = rng.next();
+        let action = Rng::pick(r, 7);
+        if action == 6 && !live.is_empty() {
+            let j = Rng::pick(r >> 32, live.len());
+            let new_size = 1 + Rng::pick(rng.next(), 3 * max - 1);
+            let mut b = live[j];
+            if !realloc_blk(s, &mut b, new_size, &mut out) {
+                return Err("realloc failed".into());
+            }
+            live[j] = b;
+        } else if action < 3 || live.len() < 300 {
+            let r2 = rng.next();
+            let u = (r2 >> 11) as f64 / (1u64 << 53) as f64;
+            let size = 1 + ((max - 1) as f64 * u * u) as usize;
+            let shift = Rng::pick(r >> 40, 7) as u8;
+            live.push(new_blk(s, size, shift, (r2 >> 3) as u8).ok_or("allocation failed")?);
+        } else {
+            let b = live.swap_remove(Rng::pick(r >> 32, live.len()));
+            free_blk(s, b, &mut out);
+        }
+        out.calls += 1;
+    }
+    out.nanos = elapsed_ns(t);
+    s.verify(false)?;
+    for b in live.drain(..) {
+        free_blk(s, b, &mut out);
+    }
+    s.verify(true)?;
+    Ok(out)
+}
+
+/// After rlsf's stress benchmark (its published description): fill an array of 1 024 live
+/// blocks, then repeatedly free a random one and allocate a new one with a size in
+/// `min..=min + mask` and alignment `4 << (r & 3)`; the ten ranges 1..8, 2..15, 4..19, ...,
+/// 128..255 (min doubling from 1, mask 7, 15, 15, 31, ...) take turns every 1 000 steps.
+pub(crate) fn rlsf_stress<S: Subject>(s: &mut S, ops: usize, seed: u64) -> Result<Outcome, String> {
+    // (min, mask) per range.
+    const RANGES: [(usize, usize); 10] = [
+        (1, 7),
+        (2, 15),
+        (4, 15),
+        (8, 31),
+        (16, 31),
+        (32, 63),
+        (48, 63),
+        (64, 127),
+        (96, 127),
+        (128, 127),
+    ];
+    let mut rng = Rng::new(seed);
+    let mut out = Outcome::default();
+    let new = |s: &mut S, r: u64, i: usize| {
+        let (min, mask) = RANGES[(i / 1000) % RANGES.len()];
+        let size = min + ((r >> 8) as usize & mask);
+        new_blk(s, size, 2 + (r & 3) as u8, (r >> 16) as u8)
+    };
+    let mut live: Vec<Blk> = Vec::with_capacity(1024);
+    for i in 0..1024 {
+        live.push(new(s, rng.next(), i).ok_or("allocation failed while filling")?);
+    }
+    let t = Instant::now();
+    for i in 0..ops {
+        let r = rng.next();
+        let j = Rng::pick(r >> 32, live.len());
+        free_blk(s, live[j], &mut out);
+        live[j] = new(s, rng.next(), i).ok_or("allocation failed")?;
+        out.calls += 2;
+    }
+    out.nanos = elapsed_ns(t);
     s.verify(false)?;
     for b in live.drain(..) {
         free_blk(s, b, &mut out);
