@@ -6,6 +6,7 @@
 //! holds exactly those blocks, with correct subtree maxima and heap order. Across chunks it
 //! checks address order and that the counters agree with what it found.
 
+use crate::bins::{self, BIN_MAX};
 use crate::block::{Chunk, GRANULE_SHIFT, Gran, NodeField::Size, Used, meta_granules};
 use crate::error::CheckError;
 use crate::heap::HeapCore;
@@ -141,6 +142,24 @@ unsafe fn check_marks(
     Ok(total)
 }
 
+/// A set of free blocks, summed: how many, their granules, and a hash of each one's start
+/// and size (so two sets that agree are the same blocks, barring a hash collision).
+#[derive(Default, PartialEq, Eq)]
+struct Tally {
+    blocks: usize,
+    granules: usize,
+    hash: u64,
+}
+
+impl Tally {
+    fn add(&mut self, g: Gran, s: Gran) {
+        self.blocks += 1;
+        self.granules += s as usize;
+        let x = (u64::from(g) << 32 | u64::from(s)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.hash = self.hash.wrapping_add(x ^ x >> 29);
+    }
+}
+
 impl HeapCore {
     pub(crate) fn check(&self) -> Result<(), CheckError> {
         let mut free_granules = 0usize;
@@ -183,9 +202,34 @@ impl HeapCore {
                 };
                 let mut chunk_free = 0usize;
                 let mut walked = 0usize;
+                // The size-class lists (a heap that bins): their blocks, counted and summed
+                // (sizes, and a hash of where each starts and how long it is) ...
+                let bins_on = self.binned(1);
+                let (mut listed, mut listed_sum) = (Tally::default(), Tally::default());
+                if bins_on {
+                    let limit = (frontier - first) as usize;
+                    bins::walk(c, limit, &mut |g, s| {
+                        listed.add(g, s);
+                        Ok(())
+                    })
+                    .map_err(|(g, what)| err(g, what))?;
+                } else if c.bin_map() != 0 {
+                    return Err(err(
+                        0,
+                        "size-class lists in use in a heap that does not bin",
+                    ));
+                }
+                // ... must be exactly the free blocks of binned sizes that the bitmap shows; the
+                // rest must be the index, in address order.
+                let mut next_indexed = |cursor: &mut BitCursor| loop {
+                    match cursor.next_block()? {
+                        Some((b, bs)) if bins_on && bs <= BIN_MAX => listed_sum.add(b, bs),
+                        other => return Ok(other),
+                    }
+                };
                 index::walk(c, &mut |g, s| {
                     walked += 1;
-                    match cursor.next_block()? {
+                    match next_indexed(&mut cursor)? {
                         Some((b, bs)) if b == g && bs == s => {
                             chunk_free += s as usize;
                             Ok(())
@@ -195,9 +239,17 @@ impl HeapCore {
                     }
                 })
                 .map_err(|(g, what)| err(g, what))?;
-                if let Some((b, _)) = cursor.next_block().map_err(|(g, what)| err(g, what))? {
+                if let Some((b, _)) = next_indexed(&mut cursor).map_err(|(g, what)| err(g, what))? {
                     return Err(err(b, "free block missing from the index"));
                 }
+                if listed != listed_sum {
+                    return Err(err(
+                        first,
+                        "size-class lists disagree with the free blocks of their sizes",
+                    ));
+                }
+                walked += listed.blocks;
+                chunk_free += listed.granules;
                 if c.checked() {
                     marked += check_marks(c, first, frontier, self.cfg.arena)
                         .map_err(|(g, what)| err(g, what))?;
@@ -272,6 +324,12 @@ impl HeapCore {
                     if let Some(f) = index::floor(c, g + n - 1)
                         && f + c.get(f, Size) > g
                     {
+                        return err("cached block overlaps a free block");
+                    }
+                    // A listed free block (not in the index) that overlaps the cached block has
+                    // a boundary inside it. (One that strictly contains it is not seen: the
+                    // bitmap alone cannot tell a listed block's start from its end.)
+                    if self.binned(1) && c.next_bit(g, g + n) < g + n {
                         return err("cached block overlaps a free block");
                     }
                     return Ok(());

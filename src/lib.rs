@@ -42,6 +42,7 @@ extern crate std;
 
 mod addr;
 mod api;
+mod bins;
 mod block;
 mod check;
 mod error;

@@ -60,7 +60,10 @@ impl HeapCore {
                 let tail = c.granules() - c.frontier();
                 frontier_bytes += (tail as usize) << GRANULE_SHIFT;
                 frontier_spans += usize::from(tail > 0);
-                largest = largest.max(tail).max(index::largest(c));
+                largest = largest
+                    .max(tail)
+                    .max(index::largest(c))
+                    .max(crate::bins::largest(c));
             }
         }
         Stats {

@@ -184,16 +184,25 @@ mod tests {
         let pad = buf.as_ptr().addr().wrapping_neg() & (GRANULE - 1);
         let heap = Heap::from_buffer(&mut buf[pad..pad + BufferHeap::MIN_LEN]).unwrap();
         let s = heap.stats();
-        assert_eq!(
-            (s.mapped, s.free, s.chunks),
-            (BufferHeap::MIN_LEN, GRANULE, 1)
-        );
+        // The minimum is sized for checked mode's metadata (three bitmaps): one granule is
+        // left then, a little more without checked mode.
+        let meta = crate::block::meta_granules(MIN_GRANULES, heap.is_checked()) * GRANULE;
+        let room = BufferHeap::MIN_LEN - meta;
+        assert!(room >= GRANULE);
+        assert_eq!((s.mapped, s.free, s.chunks), (BufferHeap::MIN_LEN, room, 1));
         // One granule holds 16 bytes, or 14 and the tag in checked mode.
         let l = Layout::from_size_align(GRANULE - 2, 1).unwrap();
         let b = heap.allocate_zeroed(l).unwrap();
         // SAFETY: a live block of GRANULE bytes.
         assert!(unsafe { b.as_ref() }.iter().all(|&x| x == 0));
+        let more: Vec<_> = (1..room / GRANULE)
+            .map(|_| heap.allocate(l).unwrap())
+            .collect();
         assert!(heap.allocate(l).is_err());
+        for m in more {
+            // SAFETY: allocated just above with this layout.
+            unsafe { heap.deallocate(m.cast(), l) };
+        }
         heap.check().unwrap();
         // SAFETY: allocated above with this layout.
         unsafe { heap.deallocate(b.cast(), l) };

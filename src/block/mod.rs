@@ -81,6 +81,10 @@ pub(crate) struct ChunkHeader {
     /// The chunk's address windows are recorded in the process page map (see
     /// `region::pagemap`): arena chunks and the chunks of checked heaps.
     paged: bool,
+    /// Bit `k` set iff size class `k`'s list of free blocks is not empty (see `bins`).
+    bin_map: u64,
+    /// The first free block of each size class's list (0: empty; see `bins`).
+    bins: [Gran; crate::bins::BINS],
 }
 
 /// Which of the checked-mode bitmaps of used blocks.
@@ -146,6 +150,8 @@ impl Chunk {
                 map_len: len,
                 checked,
                 paged: false,
+                bin_map: 0,
+                bins: [0; crate::bins::BINS],
             });
             // Only the bitmap words inside the dirty prefix need clearing: the rest is still
             // zero from the OS (and stays untouched, so it costs no memory until used).
@@ -176,7 +182,31 @@ impl Chunk {
             }
             (*h).frontier = (*h).first;
             (*h).root = 0;
+            (*h).bin_map = 0;
+            (*h).bins = [0; crate::bins::BINS];
         }
+    }
+
+    /// The first block of size class `k`'s list (0: empty).
+    ///
+    /// # Safety
+    /// The chunk is live and `k < BINS`.
+    #[inline]
+    pub unsafe fn bin_head(self, k: usize) -> Gran {
+        debug_assert!(k < crate::bins::BINS, "bin_head: no size class {k}");
+        // SAFETY: a field of a live header (contract), read as a place.
+        unsafe { *(&raw const (*self.h()).bins).cast::<Gran>().add(k) }
+    }
+
+    /// Sets the first block of size class `k`'s list.
+    ///
+    /// # Safety
+    /// The chunk is live, `k < BINS`, and the caller may change its header (it owns the chunk).
+    #[inline]
+    pub unsafe fn set_bin_head(self, k: usize, g: Gran) {
+        debug_assert!(k < crate::bins::BINS, "set_bin_head: no size class {k}");
+        // SAFETY: a field of a live header (contract), written as a place.
+        unsafe { *(&raw mut (*self.h()).bins).cast::<Gran>().add(k) = g }
     }
 
     /// The paged chunk that contains `addr` (found through the process page map, with its
@@ -586,6 +616,8 @@ header_fields! {
     checked / set_checked: bool;
     /// Recorded in the process page map.
     paged / set_paged: bool;
+    /// Bit `k` set iff size class `k`'s list is not empty.
+    bin_map / set_bin_map: u64;
 }
 
 /// The four `u32` words of a free block's first granule.

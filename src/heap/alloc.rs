@@ -118,7 +118,11 @@ impl HeapCore {
                 return None;
             }
             if align <= GRANULE {
-                let g = index::first_fit(c, n)?;
+                let g = if self.binned(n) {
+                    bins::fit(c, n).or_else(|| index::first_fit(c, n))?
+                } else {
+                    index::first_fit(c, n)?
+                };
                 let s = c.get(g, Size);
                 if s > n {
                     self.shift_free(c, g, s, g + n, s - n);
@@ -131,7 +135,12 @@ impl HeapCore {
             // lower block that happens to be aligned may be passed over), then give the
             // padding in front back to the free set.
             let pad_max = ((align >> GRANULE_SHIFT) - 1) as Gran;
-            let g = index::first_fit(c, n.checked_add(pad_max)?)?;
+            let want = n.checked_add(pad_max)?;
+            let g = if self.binned(want) {
+                bins::fit(c, want).or_else(|| index::first_fit(c, want))?
+            } else {
+                index::first_fit(c, want)?
+            };
             let a = self.aligned_granule(c, g, align);
             Some(self.carve(c, g, a, n, zero))
         }
@@ -212,6 +221,44 @@ impl HeapCore {
                         }
                         from = g + 1;
                     }
+                }
+            }
+        }
+        None
+    }
+
+    /// Out of memory in a heap that bins: the size-class lists are searched for a good fit
+    /// (see `bins::fit`), which passes over blocks that would fit but share a class with
+    /// smaller ones. Tries every listed block that could hold the request at its actual
+    /// padding. O(listed blocks in the classes searched); only run before reporting out of
+    /// memory.
+    #[cold]
+    pub(super) fn alloc_binned_exact(
+        &mut self,
+        n: Gran,
+        align: usize,
+        zero: bool,
+    ) -> Option<Block> {
+        if !self.binned(n) {
+            return None;
+        }
+        let pad_max = ((align.max(GRANULE) >> GRANULE_SHIFT) - 1) as Gran;
+        // Classes above this one hold only blocks `bins::fit` would have taken.
+        let hi = bins::class_up(n.saturating_add(pad_max).min(BIN_MAX));
+        // SAFETY: carving a block gives no chunk back.
+        for c in unsafe { self.chunks_mut() } {
+            // SAFETY: c is a live chunk of this heap; candidates come from its lists.
+            unsafe {
+                if c.single() {
+                    continue;
+                }
+                let fits = |g: Gran, s: Gran| {
+                    let a = self.aligned_granule(c, g, align);
+                    a as u64 + n as u64 <= g as u64 + s as u64
+                };
+                if let Some(g) = bins::scan(c, bins::class(n), hi, fits) {
+                    let a = self.aligned_granule(c, g, align);
+                    return Some(self.carve(c, g, a, n, zero));
                 }
             }
         }
@@ -345,6 +392,9 @@ impl HeapCore {
                     // itself if it must: not a second time below.
                     self.flush();
                     return self.alloc_fit(n, align, zero).map_err(|_| e);
+                }
+                if let Some(b) = self.alloc_binned_exact(n, align, zero) {
+                    return Ok(b);
                 }
                 if align > GRANULE {
                     return self.alloc_aligned_exact(n, align, zero).ok_or(e);

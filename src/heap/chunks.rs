@@ -112,6 +112,7 @@ impl HeapCore {
         self.cfg.limit = usable;
         // Nothing is ever given back to the OS from a buffer: skip even working out when to.
         self.cfg.give_back = usize::MAX;
+        self.give_back_at = usize::MAX;
         let mut off = 0;
         while usable - off >= min {
             let piece = (usable - off).min(max_piece);

@@ -35,11 +35,12 @@ impl HeapCore {
                 return;
             }
             let gap = bytes(c.clean() - c.frontier());
-            if gap >= self.cfg.give_back && c.mapped() && self.surplus(gap) {
+            if gap >= self.give_back_at && c.mapped() && self.surplus(gap) {
                 let from = align_up(bytes(c.frontier()), page()).unwrap_or(usize::MAX);
                 let to = bytes(c.clean());
                 if from < to && crate::region::decommit(c.base().add(from), to - from) {
                     c.set_clean((from >> GRANULE_SHIFT) as Gran);
+                    self.gave_back(to - from);
                 }
             }
         }
@@ -65,19 +66,55 @@ impl HeapCore {
     ) {
         // Steps of a quarter of the threshold: at most a quarter of it stays resident per
         // free block, at most one system call per quarter threshold of growth.
-        let step = (self.cfg.give_back / 4).max(1);
+        let step = (self.give_back_at / 4).max(1);
         let size = bytes(end - start);
-        if size < self.cfg.give_back || size / step <= bytes(largest) / step || !self.surplus(size)
-        {
+        if size < self.give_back_at || size / step <= bytes(largest) / step || !self.surplus(size) {
             return;
         }
         // SAFETY: the pages are inside a free block, past its node and before its footer.
         unsafe {
             let from = align_up(bytes(start + 1), page()).unwrap_or(usize::MAX);
             let to = align_down(bytes(end - 1), page());
-            if c.mapped() && from < to {
-                crate::region::decommit(c.base().add(from), to - from);
+            if c.mapped() && from < to && crate::region::decommit(c.base().add(from), to - from) {
+                self.gave_back(to - from);
             }
         }
     }
+
+    /// `len` bytes just went back to the OS. If the heap then grows back by half of the largest
+    /// return since its last low point (see `regrown`), it is refilling the memory it gave
+    /// back: a page fault per page per round.
+    #[cold]
+    fn gave_back(&mut self, len: usize) {
+        if self.returned == 0 {
+            self.regrow_base = self.in_use;
+        }
+        // The largest single return, not their sum: a free span that grows by merges is given
+        // back again at each step, the same pages counted once.
+        self.returned = self.returned.max(len);
+        self.regrow_base = self.regrow_base.min(self.in_use);
+        self.regrow_at = self.regrow_base.saturating_add(self.returned / 2);
+    }
+
+    /// The heap grew back by half of what it gave to the OS (see `gave_back`): a heap that
+    /// fills and empties the same memory over and over (a batch allocated, freed, allocated
+    /// again). The give-back threshold becomes twice that return, or twice itself (up to
+    /// [`GIVE_BACK_MAX`]), so from the next round on the memory stays resident; a heap that never refills what it returned keeps the
+    /// configured threshold, and its resident size falls after a spike.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn regrown(&mut self) {
+        if self.give_back_at < GIVE_BACK_MAX {
+            self.give_back_at = self
+                .give_back_at
+                .max(self.returned)
+                .saturating_mul(2)
+                .min(GIVE_BACK_MAX);
+        }
+        self.returned = 0;
+        self.regrow_at = usize::MAX;
+    }
 }
+
+/// The most the give-back threshold rises to after returns of memory (see `gave_back`).
+pub(crate) const GIVE_BACK_MAX: usize = 8 << 20;

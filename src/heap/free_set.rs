@@ -1,5 +1,6 @@
-//! The free set's bookkeeping: every change to the set of indexed free blocks goes through
-//! these four functions, which keep the boundary bits, the index and the counters in step.
+//! The free set's bookkeeping: every change to the set of free blocks goes through these four
+//! functions, which keep the boundary bits, the index or the size-class lists (see
+//! `HeapCore::binned`) and the counters in step.
 
 use super::*;
 
@@ -24,7 +25,7 @@ impl HeapCore {
         // blocks are indexed (invariant 2). Item 3 keeps invariant 3 for the new block.
         unsafe {
             c.mark_free(g, s);
-            index::insert(c, g);
+            self.file(c, g, s);
         }
         self.free_granules += s as usize;
         self.free_blocks += 1;
@@ -47,7 +48,7 @@ impl HeapCore {
         // (1) live: item 1; (2) `g..g+s` is a marked free block: items 2 and 3 (removing it
         // from the index left its bits set).
         unsafe {
-            index::remove(c, g);
+            self.unfile(c, g, s);
             c.unmark_free(g, s);
         }
         self.free_granules -= s as usize;
@@ -75,9 +76,16 @@ impl HeapCore {
         // in no marked free block: item 3. `index::resize`: (1) live: item 1; (2) `g` is still
         // indexed (item 2; only bits changed); (3) just marked, nobody else's: item 3; (4) item 4.
         unsafe {
-            c.unmark_free(g, old);
-            c.mark_free(g, new);
-            index::resize(c, g, new);
+            if self.binned(old) || self.binned(new) {
+                self.unfile(c, g, old);
+                c.unmark_free(g, old);
+                c.mark_free(g, new);
+                self.file(c, g, new);
+            } else {
+                c.unmark_free(g, old);
+                c.mark_free(g, new);
+                index::resize(c, g, new);
+            }
         }
         self.free_granules = self.free_granules + new as usize - old as usize;
     }
@@ -114,11 +122,64 @@ impl HeapCore {
         // (`mark_free` wrote the `Size` of granule `new`, which is `old` only if nothing moves);
         // (3) just marked, nobody else's: item 3; (4) item 4.
         unsafe {
-            c.unmark_free(old, old_size);
-            c.mark_free(new, size);
-            index::move_key(c, old, new, size);
+            if self.binned(old_size) || self.binned(size) {
+                self.unfile(c, old, old_size);
+                c.unmark_free(old, old_size);
+                c.mark_free(new, size);
+                self.file(c, new, size);
+            } else {
+                c.unmark_free(old, old_size);
+                c.mark_free(new, size);
+                index::move_key(c, old, new, size);
+            }
         }
         self.free_granules = self.free_granules + size as usize - old_size as usize;
+    }
+
+    /// Does this heap keep free blocks of `s` granules on its chunks' size-class lists
+    /// (`bins`: O(1) fit, a good fit) rather than in the address-ordered index? Heaps with
+    /// quick reuse (the default) that are not checked, for blocks of up to `BIN_MAX` granules.
+    /// With `quick_reuse(false)` every free block is indexed (exact lowest-address first fit);
+    /// checked heaps too (their misuse reports look free blocks up by address).
+    #[inline]
+    pub(crate) fn binned(&self, s: Gran) -> bool {
+        s <= BIN_MAX && self.cfg.quick_reuse && !self.cfg.checked
+    }
+
+    /// Files free block `g` (marked, of size `s`) in the index or on its size-class list.
+    ///
+    /// # Safety
+    /// 1. `c` is a live chunk of this heap;
+    /// 2. `g` is a marked free block of size `s`, neither indexed nor listed.
+    #[inline]
+    unsafe fn file(&mut self, c: Chunk, g: Gran, s: Gran) {
+        // SAFETY: `bins::insert`: (1) item 1; (2) item 2, and `s <= BIN_MAX` (binned). `index::
+        // insert`: (1) item 1; (2) marked: item 2; (3) not indexed: item 2.
+        unsafe {
+            if self.binned(s) {
+                bins::insert(c, g);
+            } else {
+                index::insert(c, g);
+            }
+        }
+    }
+
+    /// Takes free block `g` (of size `s`) out of the index or its size-class list.
+    ///
+    /// # Safety
+    /// 1. `c` is a live chunk of this heap;
+    /// 2. `g` is a free block of size `s` filed by `file` (its node unchanged since).
+    #[inline]
+    unsafe fn unfile(&mut self, c: Chunk, g: Gran, s: Gran) {
+        // SAFETY: `bins::remove`: (1) item 1; (2) a binned block is on its class's list (item
+        // 2). `index::remove`: (1) item 1; (2) an unbinned block is indexed (item 2).
+        unsafe {
+            if self.binned(s) {
+                bins::remove(c, g);
+            } else {
+                index::remove(c, g);
+            }
+        }
     }
 
     #[inline]
@@ -126,6 +187,9 @@ impl HeapCore {
         self.in_use += bytes(n);
         if self.in_use > self.peak {
             self.peak = self.in_use;
+        }
+        if self.in_use > self.regrow_at {
+            self.regrown();
         }
     }
 }

@@ -25,6 +25,7 @@
 //! | `checked.rs` | checked mode as a layer: verification, poison, misuse reports |
 
 use crate::addr::{align_down, align_up, is_aligned};
+use crate::bins::{self, BIN_MAX};
 use crate::block::{
     Chunk, ChunkIter, GRANULE, GRANULE_SHIFT, Gran, MAX_CHUNK_GRANULES, NodeField::Size, Used,
 };
@@ -88,6 +89,16 @@ pub(crate) struct HeapCore {
     pub refused: usize,
     /// The heap's memcheck pool key (feature `valgrind`; 0 until first used).
     pub vg_pool: usize,
+    /// The give-back threshold in force: `cfg.give_back`, doubled each time the heap refills
+    /// memory it gave back (see `decommit::regrown`).
+    pub give_back_at: usize,
+    /// The most bytes given back to the OS at once since the heap last refilled what it gave
+    /// back.
+    pub returned: usize,
+    /// The lowest `in_use` since the first of those returns.
+    pub regrow_base: usize,
+    /// `regrow_base + returned / 2`: past it, the heap is refilling (`usize::MAX`: none).
+    pub regrow_at: usize,
 }
 
 /// A block handed out: where it starts and how many bytes it spans.
@@ -151,6 +162,10 @@ impl HeapCore {
             quick: Quick::new(),
             refused: 0,
             vg_pool: 0,
+            give_back_at: cfg.give_back,
+            returned: 0,
+            regrow_base: 0,
+            regrow_at: usize::MAX,
         }
     }
 }

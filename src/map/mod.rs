@@ -342,8 +342,9 @@ impl fmt::Debug for Spans<'_> {
 /// `c` is a live chunk of a heap that is not in the middle of an operation (its invariants
 /// hold).
 unsafe fn span_at(c: Chunk, at: Gran) -> Option<(Gran, Gran, SpanKind)> {
-    // SAFETY: live chunk: header fields are readable; `floor` returns index nodes, whose size
-    // fields the heap wrote; bitmap words are read only below the frontier.
+    // SAFETY: live chunk: header fields are readable; a set boundary bit at a block's start
+    // marks a free block, whose size field the heap wrote; bitmap words are read only below
+    // the frontier.
     unsafe {
         let (granules, first, frontier) = (c.granules(), c.first(), c.frontier());
         if at == 0 {
@@ -362,8 +363,16 @@ unsafe fn span_at(c: Chunk, at: Gran) -> Option<(Gran, Gran, SpanKind)> {
                 return Some((at, end.min(frontier), SpanKind::Free));
             }
         }
-        // Not inside a free block: used up to the next boundary bit, which can only be the
-        // first granule of the next free block, or up to the frontier.
+        // `at` starts a block (the walk goes block by block from `first`): a free one iff its
+        // boundary bit is set (a block on a size-class list; indexed ones were found above).
+        // (If the heap changed since the previous step, `at` may be inside a listed block: the
+        // spans are then approximate until the next free block, but stay inside the chunk.)
+        if c.bit(at) {
+            let end = at + c.get(at, Size);
+            return Some((at, end.min(frontier), SpanKind::Free));
+        }
+        // A used block: used up to the next boundary bit, which can only be the first granule
+        // of the next free block, or up to the frontier.
         Some((at, c.next_bit(at, frontier), SpanKind::Used))
     }
 }

@@ -251,6 +251,25 @@ model_tests!(
     || Heap::builder().quick_reuse(false).build().unwrap(),
     cases = 2_000
 );
+// Unchecked (as release builds are by default): free blocks of up to 4 KiB live on the chunks'
+// size-class lists, not in the index.
+model_tests!(
+    size_classes,
+    || Heap::builder().checked(false).build().unwrap(),
+    cases = 1_000
+);
+// The same, often full: the out-of-memory path's exact search of the size-class lists.
+model_tests!(
+    size_classes_tightly_limited,
+    || Heap::builder()
+        .checked(false)
+        .initial(64 << 10)
+        .limit(64 << 10)
+        .build()
+        .unwrap(),
+    cases = 1_000,
+    may_fail
+);
 // Under Miri a quarter of the size: `check()` reads the whole bitmap after every step.
 model_tests!(
     with_capacity,
