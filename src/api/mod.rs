@@ -430,16 +430,20 @@ impl HeapBuilder {
     /// Free spans of at least `bytes` (default 64 KiB) are given back to the OS
     /// (`madvise(MADV_DONTNEED)` on Linux) so that the resident size falls after a spike; the
     /// memory stays mapped and is reused (reading as zero). Small frees never make a system
-    /// call. `usize::MAX` turns it off.
+    /// call. A heap that refills memory it gave back raises its own threshold (up to 8 MiB), so
+    /// a pattern repeated in rounds does not fault its pages in again every round.
+    /// `usize::MAX` turns it off.
     pub const fn give_back(mut self, bytes: usize) -> Self {
         self.give_back = bytes;
         self
     }
 
     /// Whether freed blocks of up to 4 KiB are kept on exact-size lists for O(1) reuse (default
-    /// `true`). With `false`, every free merges at once and every allocation is strict
-    /// address-ordered first fit, at some cost in speed. The lists hold at most
-    /// `max(64 KiB, in_use / 8)` bytes and are merged before the heap maps more memory.
+    /// `true`). The lists hold at most `max(64 KiB, in_use / 8)` bytes and are merged before
+    /// the heap maps more memory. In an unchecked heap it also files merged free blocks of up to
+    /// 4 KiB on size-class lists (O(1) good fit for any small size, see README "How it works").
+    /// With `false`, every free merges at once and every allocation is strict lowest-address
+    /// first fit, at some cost in speed.
     pub const fn quick_reuse(mut self, on: bool) -> Self {
         self.quick_reuse = on;
         self
