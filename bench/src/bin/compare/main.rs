@@ -78,7 +78,8 @@
 //!   8 B..4 KiB size (alignment mix as in churn), until the first allocation or realloc fails.
 //!   Reports the bytes requested by live blocks at that moment / 64 MiB (higher is better).
 //!   Deterministic, so it runs once. Also with every distribution of the sizes grid (in
-//!   `--quick`: log-uniform and bimodal).
+//!   `--quick`: log-uniform and bimodal); `linked_list_allocator` only with the first (with up
+//!   to a million live blocks, its O(free blocks) calls would take hours).
 //!
 //! The multi-threaded patterns of the same suites (larson, xmalloc, cache-scratch) run on
 //! `SyncHeap` and `GlobalHeap` in `global_bench`.
@@ -139,6 +140,8 @@ enum Plan {
 fn plan(kind: Kind, wl: Wl) -> Plan {
     match (kind, wl) {
         (Kind::Lla, Wl::Churn(k)) if k >= 1_000_000 => Plan::Skip("skipped (O(n))"),
+        // Up to a million live blocks in 64 MiB: hours at O(free blocks) per call.
+        (Kind::Lla, Wl::Efficiency(d)) if d != Dist::LogUniform => Plan::Skip("skipped (O(n))"),
         (Kind::System | Kind::Mimalloc, Wl::Efficiency(_)) => Plan::Skip("no fixed heap"),
         // Checked mode's cost is measured on churn and requests (the workloads).
         (Kind::IsoChecked, Wl::Churn(_) | Wl::Request { .. }) => Plan::Run,
