@@ -360,18 +360,15 @@ pub(crate) fn churn_svg(wls: &[Wl], cells: &[Vec<Cell>], cfg: &Cfg) -> String {
     let (x0, x1) = (2.0_f64, 6.0_f64);
     let px = |x: f64| l + (x.log10() - x0) / (x1 - x0) * (w - l - r);
     let py = |y: f64| t + (1.0 - (y.log10() - y0) / (y1 - y0)) * (h - t - b);
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="24" font-size="16" text-anchor="middle">churn: ns per allocator call vs live blocks (median of {}{})</text>"#,
+    let mut s = svg_open(
+        w,
+        h,
         (l + w - r) / 2.0,
-        cfg.reps,
-        if cfg.quick { ", --quick" } else { "" }
+        &format!(
+            "churn: ns per allocator call vs live blocks (median of {}{})",
+            cfg.reps,
+            if cfg.quick { ", --quick" } else { "" }
+        ),
     );
     // y grid: 1, 2, 5 per decade
     for e in (y0 as i32)..=(y1 as i32) {
@@ -501,17 +498,14 @@ pub(crate) fn families_svg(wls: &[Wl], cells: &[Vec<Cell>], cfg: &Cfg) -> String
         .collect();
     let (w, bar, top, left, right) = (900.0_f64, 18.0_f64, 60.0_f64, 300.0_f64, 170.0_f64);
     let h = top + bar * rows.len() as f64 + 50.0;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="24" font-size="16" text-anchor="middle">isoheap's time / the best freeing peer's, per workload (median of {}; log scale)</text>"#,
+    let mut s = svg_open(
+        w,
+        h,
         w / 2.0,
-        cfg.reps
+        &format!(
+            "isoheap's time / the best freeing peer's, per workload (median of {}; log scale)",
+            cfg.reps
+        ),
     );
     if rows.is_empty() {
         let _ = writeln!(
@@ -573,5 +567,21 @@ pub(crate) fn families_svg(wls: &[Wl], cells: &[Vec<Cell>], cfg: &Cfg) -> String
         );
     }
     s.push_str("</svg>\n");
+    s
+}
+
+/// An SVG document's opening: size, white background, a title centred at `cx`.
+fn svg_open(w: f64, h: f64, cx: f64, title: &str) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{cx}" y="24" font-size="16" text-anchor="middle">{}</text>"#,
+        title.replace('&', "&amp;").replace('<', "&lt;")
+    );
     s
 }

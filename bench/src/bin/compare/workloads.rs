@@ -263,6 +263,20 @@ pub(crate) fn realloc_blk<S: Subject>(
     true
 }
 
+/// After a workload's timed part: the subject's own check with blocks live, every live block
+/// freed (tags checked), the check again with none.
+pub(crate) fn free_all<S: Subject>(
+    s: &mut S,
+    live: impl IntoIterator<Item = Blk>,
+    out: &mut Outcome,
+) -> Result<(), String> {
+    s.verify(false)?;
+    for b in live {
+        free_blk(s, b, out);
+    }
+    s.verify(true)
+}
+
 pub(crate) fn elapsed_ns(t: Instant) -> u64 {
     t.elapsed().as_nanos() as u64
 }
@@ -360,6 +374,8 @@ pub(crate) struct Dists {
     pub(crate) str_len: LogTable,
 }
 
+/// Churn at `k` live blocks: the sizes grid's random lifetime with churn's distribution (the
+/// same operations, so its figures compare with earlier runs).
 pub(crate) fn churn<S: Subject>(
     s: &mut S,
     k: usize,
@@ -367,36 +383,7 @@ pub(crate) fn churn<S: Subject>(
     seed: u64,
     d: &Dists,
 ) -> Result<Outcome, String> {
-    let mut rng = Rng::new(seed);
-    let mut out = Outcome::default();
-    let mut live: Vec<Blk> = Vec::with_capacity(k + k / 4 + 64);
-    let fresh = |s: &mut S, rng: &mut Rng| {
-        let r = rng.next();
-        new_blk(s, d.small.get(r), align_shift(r >> 12), (r >> 40) as u8)
-    };
-    for _ in 0..k {
-        live.push(fresh(s, &mut rng).ok_or("allocation failed while filling")?);
-    }
-    let t = Instant::now();
-    for _ in 0..ops {
-        let r = rng.next();
-        let p_alloc = if live.len() < k { 55 } else { 45 };
-        if live.is_empty() || Rng::pick(r, 100) < p_alloc {
-            live.push(fresh(s, &mut rng).ok_or("allocation failed")?);
-        } else {
-            let i = Rng::pick(r >> 32, live.len());
-            let b = live.swap_remove(i);
-            free_blk(s, b, &mut out);
-        }
-        out.calls += 1;
-    }
-    out.nanos = elapsed_ns(t);
-    s.verify(false)?;
-    for b in live.drain(..) {
-        free_blk(s, b, &mut out);
-    }
-    s.verify(true)?;
-    Ok(out)
+    sizes(s, &d.small, Life::Random, k, ops, seed)
 }
 
 pub(crate) fn request<S: Subject>(
@@ -598,11 +585,7 @@ pub(crate) fn realloc_strings<S: Subject>(
         out.calls += 1;
     }
     out.nanos = elapsed_ns(t);
-    s.verify(false)?;
-    for b in strs.iter_mut().filter_map(|x| x.0.take()) {
-        free_blk(s, b, &mut out);
-    }
-    s.verify(true)?;
+    free_all(s, strs.into_iter().filter_map(|x| x.0), &mut out)?;
     Ok(out)
 }
 
@@ -655,11 +638,7 @@ pub(crate) fn efficiency<S: Subject>(
         out.note = Some(format!("no failure within {max_ops} ops"));
     }
     out.eff = Some(live_bytes as f64 / FIXED_HEAP as f64);
-    s.verify(false)?;
-    for b in live.drain(..) {
-        free_blk(s, b, &mut out);
-    }
-    s.verify(true)?;
+    free_all(s, live, &mut out)?;
     Ok(out)
 }
 
@@ -702,11 +681,7 @@ pub(crate) fn sizes<S: Subject>(
         out.calls += 1;
     }
     out.nanos = elapsed_ns(t);
-    s.verify(false)?;
-    for b in live.drain(..) {
-        free_blk(s, b, &mut out);
-    }
-    s.verify(true)?;
+    free_all(s, live, &mut out)?;
     Ok(out)
 }
 
@@ -780,11 +755,7 @@ pub(crate) fn random_actions<S: Subject>(
         out.calls += 1;
     }
     out.nanos = elapsed_ns(t);
-    s.verify(false)?;
-    for b in live.drain(..) {
-        free_blk(s, b, &mut out);
-    }
-    s.verify(true)?;
+    free_all(s, live, &mut out)?;
     Ok(out)
 }
 
@@ -826,10 +797,6 @@ pub(crate) fn rlsf_stress<S: Subject>(s: &mut S, ops: usize, seed: u64) -> Resul
         out.calls += 2;
     }
     out.nanos = elapsed_ns(t);
-    s.verify(false)?;
-    for b in live.drain(..) {
-        free_blk(s, b, &mut out);
-    }
-    s.verify(true)?;
+    free_all(s, live, &mut out)?;
     Ok(out)
 }
