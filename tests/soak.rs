@@ -197,7 +197,15 @@ fn soak<A: Allocator + Clone + Send + Sync + 'static>(
                 }
             });
         }
-        // The checker.
+        // The checker. If one of its checks fails, the workers must stop too, or the scope
+        // would wait for them for ever instead of reporting the failure.
+        struct StopOnExit<'a>(&'a AtomicBool);
+        impl Drop for StopOnExit<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Relaxed);
+            }
+        }
+        let _stop_on_exit = StopOnExit(&stop);
         while Instant::now() < until {
             std::thread::sleep(Duration::from_millis(100));
             let st = stats();

@@ -86,6 +86,11 @@ impl HeapCore {
     /// back: a page fault per page per round.
     #[cold]
     fn gave_back(&mut self, len: usize) {
+        if self.cfg.arena {
+            // An arena keeps the configured threshold: a thread-safe heap's resident size is
+            // bounded per arena (README "Reliability"), and eight raised thresholds would not be.
+            return;
+        }
         if self.returned == 0 {
             self.regrow_base = self.in_use;
         }
