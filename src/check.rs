@@ -204,7 +204,7 @@ impl HeapCore {
                 let mut walked = 0usize;
                 // The size-class lists (a heap that bins): their blocks, counted and summed
                 // (sizes, and a hash of where each starts and how long it is) ...
-                let bins_on = self.binned(1);
+                let bins_on = self.bins_on();
                 let (mut listed, mut listed_sum) = (Tally::default(), Tally::default());
                 if bins_on {
                     let limit = (frontier - first) as usize;
@@ -329,7 +329,7 @@ impl HeapCore {
                     // A listed free block (not in the index) that overlaps the cached block has
                     // a boundary inside it. (One that strictly contains it is not seen: the
                     // bitmap alone cannot tell a listed block's start from its end.)
-                    if self.binned(1) && c.next_bit(g, g + n) < g + n {
+                    if self.bins_on() && c.next_bit(g, g + n) < g + n {
                         return err("cached block overlaps a free block");
                     }
                     return Ok(());

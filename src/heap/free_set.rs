@@ -143,7 +143,13 @@ impl HeapCore {
     /// checked heaps too (their misuse reports look free blocks up by address).
     #[inline]
     pub(crate) fn binned(&self, s: Gran) -> bool {
-        s <= BIN_MAX && self.cfg.quick_reuse && !self.cfg.checked
+        s <= BIN_MAX && self.bins_on()
+    }
+
+    /// Does this heap use size-class lists at all (see `binned`)?
+    #[inline]
+    pub(crate) fn bins_on(&self) -> bool {
+        self.cfg.quick_reuse && !self.cfg.checked
     }
 
     /// Files free block `g` (marked, of size `s`) in the index or on its size-class list.
