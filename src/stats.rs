@@ -36,6 +36,14 @@ pub struct Stats {
     /// Bytes that were on the quick lists (freed, kept for exact-size reuse) when `stats()` was
     /// called; `stats()` merges them into the free set before counting.
     pub cached_before: usize,
+    /// Bytes of the table of the quick lists. A mapped heap maps it apart from its chunks (so it is
+    /// neither in `mapped` nor under the limit): one page, once the heap has freed 32 blocks of
+    /// at most 4 KiB (at the first such free in checked mode). A heap over a caller's buffer of
+    /// at least 32 KiB (any buffer that can spare it in checked mode) carves it from the
+    /// buffer's start at once, and counts it in `mapped` and `metadata` too. Keeping the table
+    /// out of the heap keeps a heap small (`size_of::<Heap>()` is about 200 bytes) and a heap
+    /// that holds one collection free of it.
+    pub quick_table: usize,
 }
 
 impl HeapCore {
@@ -71,12 +79,14 @@ impl HeapCore {
             free: (self.free_granules << GRANULE_SHIFT) + frontier_bytes,
             free_blocks: self.free_blocks + frontier_spans,
             largest_free: (largest as usize) << GRANULE_SHIFT,
-            mapped: self.mapped,
-            metadata: self.meta,
+            // A table carved from a caller's buffer is part of the buffer: mapped metadata.
+            mapped: self.mapped + self.quick.buffer_table_bytes(),
+            metadata: self.meta + self.quick.buffer_table_bytes(),
             peak_in_use: self.peak,
             chunks: self.chunks,
             budget_refusals: self.refused,
             cached_before: 0,
+            quick_table: self.quick.table_bytes(),
             budget: (self.cfg.budget != usize::MAX).then_some(self.cfg.budget),
         }
     }

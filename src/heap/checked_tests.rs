@@ -10,11 +10,13 @@ impl Drop for Core {
 }
 
 fn core(quick: bool) -> Core {
-    Core(HeapCore::new(Config {
+    let mut c = HeapCore::new(Config {
         quick_reuse: quick,
         checked: true,
         ..Config::DEFAULT
-    }))
+    });
+    c.quick.map_table();
+    Core(c)
 }
 
 fn what<T: core::fmt::Debug>(r: Result<T, Fail>) -> (&'static str, Option<(usize, usize)>) {

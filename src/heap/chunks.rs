@@ -113,6 +113,23 @@ impl HeapCore {
         // Nothing is ever given back to the OS from a buffer: skip even working out when to.
         self.cfg.give_back = usize::MAX;
         self.give_back_at = usize::MAX;
+        // Nor a table for the quick lists: a buffer heap maps nothing. The table comes from the
+        // buffer's start if the buffer can spare it (at least 32 KiB, or in checked mode, whose
+        // detection of writes after free works on the lists, whatever still leaves a chunk);
+        // else the lists stay off and every free merges.
+        let (mut base, mut usable) = (base, usable);
+        let table = crate::quick::BUFFER_TABLE_LEN;
+        if usable >= (32 << 10).max(table + min) || (self.cfg.checked && usable >= table + min) {
+            // SAFETY: the first `table` bytes of the lent memory (item 1), on a granule (item 2),
+            // and the chunks below start after them; no table yet (item 3: a new heap).
+            unsafe {
+                self.quick.adopt_table(base);
+                base = base.add(table);
+            }
+            usable -= table;
+        } else {
+            self.quick.never();
+        }
         let mut off = 0;
         while usable - off >= min {
             let piece = (usable - off).min(max_piece);
@@ -313,7 +330,7 @@ impl HeapCore {
     /// that zeroes on free zeroes every block first, the ones still allocated too: a mapping
     /// may go to the next heap through the process cache, a buffer back to its owner.
     pub(crate) fn give_back_all(&mut self) {
-        self.quick.clear();
+        self.quick.release();
         vg::forget_all(&mut self.vg_pool);
         // SAFETY: the loop gives back only the chunk it was handed.
         for c in unsafe { ChunkIter::new(self.head.take()) } {

@@ -159,7 +159,7 @@ impl HeapCore {
             peak: 0,
             free_granules: 0,
             free_blocks: 0,
-            quick: Quick::new(),
+            quick: Quick::new(cfg.checked),
             refused: 0,
             vg_pool: 0,
             give_back_at: cfg.give_back,

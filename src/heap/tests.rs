@@ -330,3 +330,11 @@ fn build_validates_sizes() {
     assert_eq!(c.0.alloc(100 << 10, 16, false), Err(Fail::Limit));
     assert_eq!(c.0.chunks, 1);
 }
+
+/// A heap is small: the quick lists' table is a mapping of its own (issue 13 asks for at most
+/// 256 bytes).
+#[test]
+fn heap_is_small() {
+    let size = core::mem::size_of::<crate::Heap>();
+    assert!(size <= 256, "size_of::<Heap>() is {size} bytes");
+}

@@ -393,6 +393,7 @@ impl SyncHeap {
             t.chunks += s.chunks;
             t.budget_refusals += s.budget_refusals;
             t.cached_before += s.cached_before;
+            t.quick_table += s.quick_table;
         }
         // The arenas' own peaks were reached at different times: their sum is not a peak.
         t.peak_in_use = self.totals.peak();

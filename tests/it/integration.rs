@@ -701,22 +701,39 @@ fn zero_size_layouts_use_no_memory() {
 
 // ---- zeroed memory ----
 
+/// In strict mode (exact first fit) and in the default mode with its quick lists on (a heap
+/// maps their table after its first 32 small frees, so the test frees 40 first): both reuse the
+/// dirty block exactly. (Without the lists, the default mode's size-class lists would take the
+/// frontier for a block of the freed block's exact size.)
 #[test]
 fn allocate_zeroed_on_reused_dirty_memory() {
     let _os = shared();
-    let heap = Heap::new();
+    for strict in [true, false] {
+        let heap = Heap::builder().quick_reuse(!strict).build().unwrap();
+        if !strict {
+            for _ in 0..40 {
+                let p = alloc(&heap, 16, 16);
+                // SAFETY: a live block with its layout.
+                unsafe { heap.deallocate(p, layout(16, 16)) };
+            }
+        }
+        allocate_zeroed_on_reused_dirty_memory_in(&heap);
+    }
+}
+
+fn allocate_zeroed_on_reused_dirty_memory_in(heap: &Heap) {
     // SAFETY: every block is used within its layout.
     unsafe {
         // Reuse of a free block below the frontier.
-        let a = alloc(&heap, 1000, 16);
-        let guard = alloc(&heap, 16, 16);
+        let a = alloc(heap, 1000, 16);
+        let guard = alloc(heap, 16, 16);
         a.as_ptr().write_bytes(0xEE, 1000);
         heap.deallocate(a, layout(1000, 16));
         let z = heap.allocate_zeroed(layout(1000, 16)).unwrap();
         assert_eq!(z.cast::<u8>(), a, "first fit reuses the dirty block");
         assert!(all_zero(z.cast(), z.len()));
         // Reuse of memory that went back to the frontier.
-        let top = alloc(&heap, 5000, 16);
+        let top = alloc(heap, 5000, 16);
         top.as_ptr().write_bytes(0xDD, 5000);
         heap.deallocate(top, layout(5000, 16));
         let z2 = heap.allocate_zeroed(layout(7000, 16)).unwrap();
@@ -733,12 +750,12 @@ fn allocate_zeroed_on_reused_dirty_memory() {
         assert_eq!(grown.cast::<u8>(), top, "grew in place");
         assert_filled_with(grown.cast(), 10, 0xCC);
         assert!(all_zero(grown.cast::<u8>().add(10), grown.len() - 10));
-        check(&heap);
+        check(heap);
         heap.deallocate(grown.cast(), layout(6000, 16));
         heap.deallocate(z.cast(), layout(1000, 16));
         heap.deallocate(guard, layout(16, 16));
     }
-    check(&heap);
+    check(heap);
 }
 
 /// # Safety
@@ -1232,7 +1249,8 @@ fn pool_shares_heaps_between_threads() {
     );
     let maps = os_counters().maps - maps_before;
     assert!(
-        maps <= 2 * pool.created(),
+        // Per heap: its chunk, perhaps a second, and the quick lists' table.
+        maps <= 3 * pool.created(),
         "{maps} OS maps for {} heaps and 1200 requests",
         pool.created()
     );

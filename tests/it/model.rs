@@ -78,8 +78,10 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Up to 64 operations a case (32 under Miri: `check()` after every step reads the heap's
+/// bitmaps, so a case costs steps times heap size, tens of seconds interpreted).
 fn ops() -> impl Strategy<Value = Vec<Op>> {
-    prop::collection::vec(op(), 0..=64)
+    prop::collection::vec(op(), 0..=if cfg!(miri) { 32 } else { 64 })
 }
 
 type R = Result<(), TestCaseError>;
@@ -276,11 +278,12 @@ model_tests!(
     || Heap::with_capacity(if cfg!(miri) { 256 << 10 } else { 1 << 20 }).unwrap(),
     cases = 1_000
 );
+// Under Miri half the size (see `with_capacity`).
 model_tests!(
     limited,
     || Heap::builder()
-        .initial(256 << 10)
-        .limit(256 << 10)
+        .initial(if cfg!(miri) { 128 << 10 } else { 256 << 10 })
+        .limit(if cfg!(miri) { 128 << 10 } else { 256 << 10 })
         .build()
         .unwrap(),
     cases = 1_000,

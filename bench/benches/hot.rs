@@ -1,5 +1,5 @@
 //! Criterion benches for the hot paths: allocate+deallocate with many free blocks in the heap,
-//! grow in place, shrink. `cargo bench --bench hot`.
+//! grow in place, shrink. `cargo bench -p isoheap-bench --bench hot`.
 //!
 //! `alloc_free/free_blocks/N` builds a heap (strict mode: no quick lists) with N free blocks
 //! scattered between live ones (so the index holds N entries), then measures one allocate +
