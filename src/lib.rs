@@ -65,9 +65,11 @@ pub use map::{Chunks, HeapMap, MapChunk, Span, SpanKind, Spans};
 #[cfg(feature = "std")]
 pub use pool::{HeapPool, PooledHeap};
 #[cfg(feature = "mmap")]
-pub use region::cache::release_cached;
-#[cfg(feature = "mmap")]
 pub use region::os::{OsCounters, os_counters};
+#[cfg(feature = "mmap")]
+pub use region::provider::set_idle_limit;
+#[cfg(feature = "mmap")]
+pub use region::release_cached;
 pub use stats::Stats;
 #[cfg(all(feature = "mmap", feature = "std"))]
 pub use sync::SharedHeap;

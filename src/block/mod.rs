@@ -81,6 +81,8 @@ pub(crate) struct ChunkHeader {
     /// The chunk's address windows are recorded in the process page map (see
     /// `region::pagemap`): arena chunks and the chunks of checked heaps.
     paged: bool,
+    /// Carved from a segment of the chunk provider (`region::provider`), which takes it back.
+    carved: bool,
     /// Bit `k` set iff size class `k`'s list of free blocks is not empty (see `bins`).
     bin_map: u64,
     /// The first free block of each size class's list (0: empty; see `bins`).
@@ -150,6 +152,7 @@ impl Chunk {
                 map_len: len,
                 checked,
                 paged: false,
+                carved: false,
                 bin_map: 0,
                 bins: [0; crate::bins::BINS],
             });
@@ -616,6 +619,8 @@ header_fields! {
     checked / set_checked: bool;
     /// Recorded in the process page map.
     paged / set_paged: bool;
+    /// Carved from a provider segment.
+    carved / set_carved: bool;
     /// Bit `k` set iff size class `k`'s list is not empty.
     bin_map / set_bin_map: u64;
 }

@@ -27,6 +27,26 @@ impl HeapCore {
             let unit = crate::region::PAGED_ALIGN;
             return self.map_chunk(if min <= unit { unit } else { min });
         }
+        // Up to half a segment, a chunk comes from the provider: a power of two, the first
+        // one sized to the request (from 1 KiB), later ones to the geometric step.
+        #[cfg(feature = "mmap")]
+        if let Some(fit) = carve_len_for(need, self.cfg.checked) {
+            use crate::region::provider::MAX_CARVE;
+            let step = step.checked_next_power_of_two().unwrap_or(usize::MAX);
+            let want = if self.mapped == 0 { fit } else { fit.max(step) };
+            // Past half a segment the step is a mapping of its own (below). Within the limit
+            // only the bare fit may do, and if the provider cannot grow, the fit may still be
+            // carved from what it has.
+            if want <= MAX_CARVE {
+                for len in [want, fit] {
+                    if len <= room
+                        && let Some(c) = self.carve_chunk(len)
+                    {
+                        return Ok(c);
+                    }
+                }
+            }
+        }
         // If the OS refuses the geometric step, the bare minimum may still be granted.
         self.map_chunk(len).or_else(|e| {
             if len > min {
@@ -37,15 +57,40 @@ impl HeapCore {
         })
     }
 
+    /// Takes a chunk of `len` bytes (a power of two the provider hands out) from the chunk
+    /// provider and links it in address order; `None` if the provider has no memory.
+    #[cfg(feature = "mmap")]
+    fn carve_chunk(&mut self, len: usize) -> Option<Chunk> {
+        let (base, dirty) = crate::region::provider::carve(len)?;
+        if self.cfg.owner == 0 {
+            self.cfg.owner = crate::region::next_owner();
+        }
+        // SAFETY: a block of the provider's, `len` bytes aligned to `len` (so to a granule),
+        // ours alone until given back; every byte past `dirty` reads as zero. `len` is at least
+        // `carve_len_for`'s, so larger than the metadata.
+        let c = unsafe { Chunk::init(base, len, true, dirty, self.cfg.checked) };
+        // SAFETY: c is live and ours; the fields are written before any pointer into it is
+        // handed out (its segment is already in the page map, which finds it from now on).
+        unsafe {
+            c.set_map_len(len);
+            c.set_owner(self.cfg.owner);
+            c.set_carved(true);
+            c.set_paged(true);
+            self.link(c);
+        }
+        Some(c)
+    }
+
     /// Maps a chunk of exactly `len` bytes (whole pages; a cached mapping may be larger) and
-    /// links it in address order. Arenas and checked heaps get *paged* chunks: aligned to the
-    /// page map's unit and recorded there, so the chunk of any pointer is found in O(1).
+    /// links it in address order. Every heap that maps its memory gets *paged* chunks: aligned
+    /// to the page map's unit and recorded there, so the chunk of any pointer is found in O(1)
+    /// (as for the chunks the provider carves).
     pub(crate) fn map_chunk(&mut self, len: usize) -> Result<Chunk, Fail> {
         debug_assert!(
             len > 0 && len.is_multiple_of(page()),
             "map_chunk: {len} bytes is not a whole number of pages"
         );
-        let paged = self.cfg.arena || self.cfg.checked;
+        let paged = true;
         // A mapping a dropped heap left in the process cache, if one fits (arena chunks have
         // exact sizes; other heaps take up to 4x the size asked for, within the limit); else a
         // fresh one.
@@ -376,10 +421,16 @@ pub(super) unsafe fn return_chunk(c: Chunk) {
             crate::vg::undefined(c.base().as_ptr(), len);
             return;
         }
+        let dirty = (c.clean() as usize) << GRANULE_SHIFT;
+        #[cfg(feature = "mmap")]
+        if c.carved() {
+            crate::region::provider::uncarve(c.base(), len, dirty);
+            return;
+        }
         let m = crate::region::Mapping {
             base: c.base(),
             len,
-            dirty: (c.clean() as usize) << GRANULE_SHIFT,
+            dirty,
             off: c.map_off(),
             map_len: c.map_len(),
         };
@@ -402,6 +453,22 @@ pub(super) fn chunk_len_for(need: usize, checked: bool) -> Option<usize> {
         len = round_len(len.checked_add(need - room)?)?;
     }
     (len <= max_chunk_len()).then_some(len)
+}
+
+/// The smallest chunk the provider hands out (a power of two from 1 KiB) whose block area
+/// holds `need` bytes, if it is at most half a segment.
+#[cfg(feature = "mmap")]
+pub(super) fn carve_len_for(need: usize, checked: bool) -> Option<usize> {
+    use crate::region::provider::{MAX_CARVE, MIN_CARVE};
+    let mut len = MIN_CARVE;
+    while len <= MAX_CARVE {
+        let room = len - crate::block::meta_granules(len / GRANULE, checked) * GRANULE;
+        if room >= need {
+            return Some(len);
+        }
+        len *= 2;
+    }
+    None
 }
 
 /// Rounds up to whole pages.

@@ -11,12 +11,16 @@ impl Drop for Core {
 }
 
 impl Core {
+    /// A heap with one chunk of the default growth step mapped up front (a first allocation
+    /// would take a chunk sized to itself from the provider): the tests count on one chunk.
     fn new() -> Core {
-        Core(HeapCore::new(Config {
+        let mut c = HeapCore::new(Config {
             quick_reuse: false,
             checked: false,
             ..Config::DEFAULT
-        }))
+        });
+        c.map_chunk(DEFAULT_GROWTH).expect("a first chunk");
+        Core(c)
     }
 
     fn alloc(&mut self, size: usize) -> NonNull<u8> {

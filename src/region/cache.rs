@@ -7,7 +7,7 @@
 //! number of bytes from its start that were ever written (its dirty prefix); a heap that takes
 //! it zeroes nothing up front and treats only the dirty prefix as non-zero. The cache holds at
 //! most [`SLOTS`] mappings of at most [`MAX_CACHED`] bytes each, so it pins at most
-//! `SLOTS * MAX_CACHED` bytes; [`release_cached`] empties it.
+//! `SLOTS * MAX_CACHED` bytes; [`release_cached`](crate::release_cached) empties it.
 
 use core::ptr::{NonNull, null_mut};
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::*};
@@ -90,7 +90,7 @@ pub(crate) fn take(min: usize, max: usize, align: usize) -> Option<Cached> {
 }
 
 /// Unmaps every mapping in the cache; returns how many bytes went back to the OS.
-pub fn release_cached() -> usize {
+pub(crate) fn release_all() -> usize {
     let mut bytes = 0;
     for slot in &CACHE {
         let p = slot.swap(null_mut(), Acquire);

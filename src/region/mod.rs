@@ -22,6 +22,8 @@ pub(crate) mod cache;
 pub(crate) mod os;
 #[cfg(feature = "mmap")]
 pub(crate) mod pagemap;
+#[cfg(feature = "mmap")]
+pub(crate) mod provider;
 
 use core::ptr::NonNull;
 
@@ -88,12 +90,14 @@ pub(crate) fn publish(base: NonNull<u8>, len: usize) -> bool {
     false
 }
 
-/// The base of the paged mapping recorded for the [`PAGED_ALIGN`] window holding `addr`, if
-/// any (O(1), lock-free). A window past a mapping's end may name it: check the length.
+/// The base of the chunk holding `addr`, if the process page map knows one (O(1), lock-free): a
+/// paged mapping recorded for the [`PAGED_ALIGN`] window holding `addr`, or a chunk the
+/// provider carved from a segment there. A window past a mapping's end may name it: check the
+/// length.
 #[inline]
 pub(crate) fn chunk_of(addr: usize) -> Option<NonNull<u8>> {
     #[cfg(feature = "mmap")]
-    return pagemap::get(addr);
+    return provider::resolve(addr);
     #[cfg(not(feature = "mmap"))]
     None
 }
@@ -142,6 +146,24 @@ pub(crate) unsafe fn discard(m: Mapping) {
     unsafe {
         os::unmap(m.base.sub(m.off), m.map_len)
     };
+}
+
+/// Gives back to the OS the memory this process keeps for the next heap: the mappings dropped
+/// heaps left in the process cache, and the chunk provider's spare segment and the pages of its
+/// free blocks. Returns how many bytes were unmapped (decommitted pages not counted).
+///
+/// Nothing needs it for correctness; it is for tests that count mappings, and for a program
+/// that wants its footprint down after a burst of heaps.
+///
+/// ```
+/// let heap = isoheap::Heap::new();
+/// drop(heap.allocate(std::alloc::Layout::new::<[u8; 100]>()).unwrap());
+/// drop(heap);
+/// isoheap::release_cached();
+/// ```
+#[cfg(feature = "mmap")]
+pub fn release_cached() -> usize {
+    cache::release_all() + provider::release_idle()
 }
 
 /// The OS page size (4096 without an OS).

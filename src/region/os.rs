@@ -169,12 +169,21 @@ pub struct OsCounters {
     pub cache_hits: usize,
     /// `madvise(MADV_DONTNEED)` calls that gave free memory back to the OS.
     pub decommits: usize,
+    /// Segments the chunk provider has mapped now (heaps' chunks up to half a segment are
+    /// carved from them; see [`set_idle_limit`](crate::set_idle_limit)).
+    pub segments: usize,
+    /// Bytes of free, still committed memory the chunk provider keeps (at most the idle limit
+    /// after the next chunk it takes back).
+    pub idle_bytes: usize,
 }
 
 /// Reads the process-wide mapping counters (tests use them to prove maps and unmaps balance;
 /// Miri's own leak checker cannot see mappings).
 pub fn os_counters() -> OsCounters {
+    let (segments, idle_bytes) = super::provider::counters();
     OsCounters {
+        segments,
+        idle_bytes,
         maps: MAPS.load(Relaxed),
         unmaps: UNMAPS.load(Relaxed),
         mapped_bytes: MAPPED_NOW.load(Relaxed),

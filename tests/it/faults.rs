@@ -178,8 +178,10 @@ const FAULTS: &[(&str, &str, Plant)] = &[
         "corrupted_free_neighbour",
         "free block whose tag is corrupted",
         |h, _| {
-            let a = h.alloc(200, 16);
+            // b first: a heap's first chunk is sized to its first request, so a block allocated
+            // before b might sit in a chunk of its own.
             let b = h.alloc(8000, 16);
+            let a = h.alloc(200, 16);
             let _guard = h.alloc(16, 16);
             // SAFETY: b is freed, then written (the fault); still heap memory.
             unsafe {

@@ -832,7 +832,12 @@ fn os_maps_and_unmaps_balance() {
     // in its address range, and keeps it: map one chunk first, as the tests that ran before
     // this one in a shared process did.
     drop(Heap::with_capacity(300 << 10).unwrap());
-    // Dropped heaps leave up to a few mappings in a process cache; start and end empty.
+    // The same for a chunk from the provider's segments.
+    let warm = Heap::new();
+    let _ = alloc(&warm, 100, 16);
+    drop(warm);
+    // Dropped heaps leave up to a few mappings in a process cache, and the chunk provider
+    // keeps a spare segment; start and end empty.
     isoheap::release_cached();
     let before = os_counters();
     assert!(before.maps >= before.unmaps);
@@ -857,11 +862,13 @@ fn os_maps_and_unmaps_balance() {
         let chunks = lazy.stats().chunks + eager.stats().chunks;
         assert!(lazy.stats().chunks >= 3);
         let mid = os_counters();
-        assert_eq!(mid.maps - before.maps, chunks);
+        // Chunks up to half a segment are carved from the provider's segments (one mapping
+        // each, and those chunks have none of their own); larger ones are mappings.
+        assert!(mid.maps - before.maps <= chunks, "{mid:?} {before:?}");
         assert_eq!(mid.unmaps, before.unmaps);
-        assert_eq!(
-            mid.mapped_bytes - before.mapped_bytes,
-            lazy.stats().mapped + eager.stats().mapped
+        assert!(
+            mid.mapped_bytes - before.mapped_bytes >= eager.stats().mapped,
+            "{mid:?} {before:?}"
         );
         assert!(Heap::builder().limit(1).build().is_err());
         assert!(
@@ -914,7 +921,12 @@ fn grow_in_place_into_a_freed_neighbour() {
     let _os = shared();
     // Strict mode: a freed block merges at once (with the quick lists on, a freed 4 KiB block
     // would wait on its list for exact-size reuse and the grow below would move).
-    let heap = Heap::builder().quick_reuse(false).build().unwrap();
+    // One chunk from the start (a first chunk sized to the first request would not hold b).
+    let heap = Heap::builder()
+        .quick_reuse(false)
+        .initial(64 << 10)
+        .build()
+        .unwrap();
     // Sizes that fill 4 and 256 granules exactly, with or without the checked-mode tag.
     let t = tag(&heap);
     let a = alloc(&heap, 64 - t, 16);

@@ -378,7 +378,13 @@ fn shrink_with_overlapping_copy() {
     for quick in [true, false] {
         for off in (16..4096).step_by(16 * 13) {
             for new_size in [1, 100, 3000, 4097, 6000] {
-                let heap = Heap::builder().quick_reuse(quick).build().unwrap();
+                // One chunk that holds the whole layout (a first chunk sized to the probe would
+                // not).
+                let heap = Heap::builder()
+                    .quick_reuse(quick)
+                    .initial(64 << 10)
+                    .build()
+                    .unwrap();
                 let f = Methods(&heap, "Heap");
                 let r = catch_unwind(AssertUnwindSafe(|| overlapping_resize(&f, off, new_size)));
                 if let Err(e) = r {

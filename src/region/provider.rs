@@ -1,0 +1,478 @@
+//! The chunk provider: heaps take their chunks (up to half a segment) from here, not from the
+//! OS, so that making a heap, growing it by a small chunk and dropping it take no system call,
+//! and so that the owner of any address in a chunk is found in O(1).
+//!
+//! Memory comes in *segments* of [`SEG`] bytes (4 MiB; 1 MiB under Miri), aligned to their size
+//! and recorded in the process page map (`pagemap`, tagged so they are told apart from the
+//! large chunks mapped on their own). A segment is split buddy-style into blocks of
+//! `MIN_CARVE << k` bytes (1 KiB up to half the segment), each aligned to its size:
+//!
+//! ```text
+//! segment base                                                       base + SEG
+//! | header: slice table | 8K | 16K.. |    ...    |        SEG / 2 block         |
+//! ```
+//!
+//! The header is a table with one byte per 1 KiB *slice*: `k + 1` on every slice of a chunk of
+//! `MIN_CARVE << k` bytes that is handed out, `FREE | (k + 1)` on the first slice of a free
+//! block, 0 elsewhere. So the chunk of an address is `align_down(addr, MIN_CARVE << k)` with
+//! `k` read from the address's slice (O(1), lock-free: the entries are atomics, written under
+//! the provider's lock before a chunk is handed out), and a freed chunk merges with its buddy
+//! when the buddy's first slice says it is a free block of the same size (O(log) merges).
+//!
+//! Free blocks are on one doubly linked list per size (links in the block's first 24 bytes,
+//! with the count of bytes from its start that may be non-zero: the *dirty* prefix, so a heap
+//! that takes the block zeroes only what was used). One spin lock guards the lists; it is held
+//! for a few list operations, never across a system call except when a segment is given back.
+//!
+//! Bounds: the provider keeps at most one segment with nothing carved from it (more go back to
+//! the OS at once), and at most the *idle limit* ([`set_idle_limit`], 8 MiB by default) of
+//! dirty free memory: past it, the pages of free blocks beyond their first go back to the OS
+//! (`madvise`), largest blocks first, down to half the limit. Under Miri nothing is decommitted.
+
+use super::{os, pagemap};
+use core::cell::UnsafeCell;
+use core::ptr::{NonNull, null_mut};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::*};
+
+/// log2 of the segment size.
+const SEG_SHIFT: u32 = pagemap::ALIGN_SHIFT;
+/// Bytes per segment (and its alignment): 4 MiB (1 MiB under Miri).
+pub(crate) const SEG: usize = 1 << SEG_SHIFT;
+const MIN_SHIFT: u32 = 10;
+/// The smallest chunk the provider hands out: 1 KiB.
+pub(crate) const MIN_CARVE: usize = 1 << MIN_SHIFT;
+/// The largest: half a segment. Larger chunks are mapped on their own.
+pub(crate) const MAX_CARVE: usize = SEG / 2;
+/// Slices per segment.
+const SLICES: usize = SEG >> MIN_SHIFT;
+/// Block sizes: `MIN_CARVE << k` for `k < ORDERS`.
+const ORDERS: usize = (SEG_SHIFT - MIN_SHIFT) as usize;
+/// Slice-table flag: the first slice of a free block.
+const FREE: u8 = 0x80;
+/// Bytes of a free block's links (always dirty).
+const LINK: usize = core::mem::size_of::<Link>();
+/// Pages mapped for the page map tag: a segment's entry has this bit set.
+const TAG: usize = 1;
+
+/// The header at a segment's base.
+#[repr(C)]
+struct Segment {
+    /// Bytes handed out from this segment now.
+    carved: usize,
+    /// The underlying OS mapping (`base - map_off`, `map_len`; larger than the segment only
+    /// under Miri, which cannot unmap part of an over-aligned mapping).
+    map_off: usize,
+    map_len: usize,
+    /// One entry per slice (see the module docs).
+    slices: [AtomicU8; SLICES],
+}
+
+/// The order of the block the header occupies (the smallest power of two that holds it).
+const HEADER_ORDER: usize = {
+    let mut k = 0;
+    while (MIN_CARVE << k) < core::mem::size_of::<Segment>() {
+        k += 1;
+    }
+    k
+};
+
+/// The links at the start of a free block.
+#[repr(C)]
+struct Link {
+    next: *mut Link,
+    prev: *mut Link,
+    /// Bytes from the block's start that may be non-zero (at least `LINK`).
+    dirty: usize,
+}
+
+struct State {
+    heads: [*mut Link; ORDERS],
+    /// The one segment kept with nothing carved from it (null: none).
+    spare: *mut Segment,
+    /// Sum of the free blocks' dirty prefixes.
+    idle: usize,
+    /// Segments mapped now.
+    segments: usize,
+}
+
+struct Provider {
+    lock: AtomicBool,
+    state: UnsafeCell<State>,
+}
+
+// SAFETY: `state` is only reached through `with`, which holds `lock` (an acquire/release spin
+// lock) for the whole access; the raw pointers in it point into segments the provider owns.
+unsafe impl Sync for Provider {}
+
+static P: Provider = Provider {
+    lock: AtomicBool::new(false),
+    state: UnsafeCell::new(State {
+        heads: [null_mut(); ORDERS],
+        spare: null_mut(),
+        idle: 0,
+        segments: 0,
+    }),
+};
+
+static IDLE_LIMIT: AtomicUsize = AtomicUsize::new(8 << 20);
+static HANDLERS: AtomicBool = AtomicBool::new(false);
+
+/// Sets how many bytes of freed, still committed memory the process-wide chunk provider keeps
+/// for the next heap before it gives their pages back to the OS (8 MiB by default). Memory
+/// past it is decommitted at the next free of a chunk, largest free blocks first, down to half
+/// the limit. 0 decommits every free block's pages (beyond its first) at once.
+///
+/// ```
+/// use allocator_api2::vec::Vec;
+///
+/// isoheap::set_idle_limit(1 << 20); // keep at most 1 MiB of dropped heaps' memory committed
+/// let heap = isoheap::Heap::new();
+/// let mut v: Vec<u8, _> = Vec::with_capacity_in(100, &heap);
+/// v.extend_from_slice(b"hello");
+/// drop(v);
+/// drop(heap); // its chunk goes back to the provider
+/// ```
+pub fn set_idle_limit(bytes: usize) {
+    IDLE_LIMIT.store(bytes, Relaxed);
+}
+
+/// Runs `f` on the state under the lock.
+fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
+    while P
+        .lock
+        .compare_exchange_weak(false, true, Acquire, Relaxed)
+        .is_err()
+    {
+        while P.lock.load(Relaxed) {
+            core::hint::spin_loop();
+        }
+    }
+    // SAFETY: the lock is held, so this is the only reference to the state.
+    let r = f(unsafe { &mut *P.state.get() });
+    P.lock.store(false, Release);
+    r
+}
+
+#[cfg(not(miri))]
+extern "C" fn fork_prepare() {
+    while P
+        .lock
+        .compare_exchange_weak(false, true, Acquire, Relaxed)
+        .is_err()
+    {
+        core::hint::spin_loop();
+    }
+}
+
+#[cfg(not(miri))]
+extern "C" fn fork_after() {
+    P.lock.store(false, Release);
+}
+
+/// The order of a block of `len` bytes (a power of two in `MIN_CARVE..=MAX_CARVE`).
+fn order(len: usize) -> usize {
+    debug_assert!(
+        len.is_power_of_two() && (MIN_CARVE..=MAX_CARVE).contains(&len),
+        "provider: {len} bytes is not a block size"
+    );
+    (len.trailing_zeros() - MIN_SHIFT) as usize
+}
+
+/// The segment holding `p` (a pointer into one, with the segment's provenance).
+fn segment_of<T>(p: *mut T) -> *mut Segment {
+    p.cast::<u8>().map_addr(|a| a & !(SEG - 1)).cast()
+}
+
+/// # Safety
+/// `seg` is a live segment.
+unsafe fn slice(seg: *mut Segment, off: usize) -> &'static AtomicU8 {
+    // SAFETY: live segment (contract); `off < SEG`, so the index is in the table; the table is
+    // never moved or freed while the segment lives, and atomics may be shared.
+    unsafe { &(*seg).slices[off >> MIN_SHIFT] }
+}
+
+/// Puts the free block at `off` of `seg`, of order `k`, on its list.
+///
+/// # Safety
+/// The block lies in the live segment `seg`, is on no list and nobody uses it.
+unsafe fn push(st: &mut State, seg: *mut Segment, off: usize, k: usize, dirty: usize) {
+    // SAFETY: the block is inside the segment (contract), and derived from its base.
+    unsafe {
+        let b = seg.cast::<u8>().add(off).cast::<Link>();
+        crate::vg::defined(b.cast(), LINK);
+        let next = st.heads[k];
+        b.write(Link {
+            next,
+            prev: null_mut(),
+            dirty,
+        });
+        if !next.is_null() {
+            (*next).prev = b;
+        }
+        st.heads[k] = b;
+        st.idle += dirty;
+        slice(seg, off).store(FREE | (k as u8 + 1), Release);
+    }
+}
+
+/// Takes free block `b` of order `k` off its list; returns its dirty prefix.
+///
+/// # Safety
+/// `b` is on list `k`.
+unsafe fn unlink(st: &mut State, b: *mut Link, k: usize) -> usize {
+    // SAFETY: b and its neighbours are free blocks on list k (contract), with valid links.
+    unsafe {
+        let Link { next, prev, dirty } = b.read();
+        if prev.is_null() {
+            st.heads[k] = next;
+        } else {
+            (*prev).next = next;
+        }
+        if !next.is_null() {
+            (*next).prev = prev;
+        }
+        let seg = segment_of(b);
+        slice(seg, b.addr() - seg.addr()).store(0, Relaxed);
+        st.idle -= dirty;
+        dirty
+    }
+}
+
+/// Maps a segment, writes its header and publishes it in the page map. Its blocks are not on
+/// the lists yet (see `adopt`).
+fn map_segment() -> Option<*mut Segment> {
+    let (base, map_off, map_len) = os::map_aligned(SEG, SEG).ok()?;
+    let seg = base.cast::<Segment>().as_ptr();
+    // SAFETY: a fresh mapping of SEG bytes, aligned, zero-filled: the header is valid as all
+    // zeroes (atomics of 0), and only these fields need writing.
+    unsafe {
+        (*seg).map_off = map_off;
+        (*seg).map_len = map_len;
+    }
+    let tagged = base.map_addr(|a| a | TAG);
+    if !pagemap::insert(tagged, SEG) {
+        // SAFETY: exactly the mapping from `map_aligned`, never published, unused.
+        unsafe { os::unmap(base.sub(map_off), map_len) };
+        return None;
+    }
+    #[cfg(not(miri))]
+    if !HANDLERS.swap(true, AcqRel) {
+        // A child forked while another thread held the lock would wait for it forever: fork
+        // takes it first and both sides release it (plain functions, no allocation).
+        os::atfork(fork_prepare, fork_after, fork_after);
+    }
+    #[cfg(miri)]
+    let _ = &HANDLERS;
+    Some(seg)
+}
+
+/// Puts a fresh segment's blocks on the lists: everything after the header, as the largest
+/// aligned blocks that tile it.
+///
+/// # Safety
+/// `seg` is from `map_segment` and not adopted before.
+unsafe fn adopt(st: &mut State, seg: *mut Segment) {
+    st.segments += 1;
+    for k in HEADER_ORDER..ORDERS {
+        // SAFETY: blocks `MIN_CARVE << k .. MIN_CARVE << (k + 1)` tile the segment after the
+        // header; each is free and on no list.
+        unsafe { push(st, seg, MIN_CARVE << k, k, LINK) };
+    }
+}
+
+/// Takes a segment's blocks off the lists (it is empty: all of them are the ones `adopt` put
+/// there, merged back) and gives it to the OS.
+///
+/// # Safety
+/// `seg` is a live, adopted segment with nothing carved from it.
+unsafe fn drop_segment(st: &mut State, seg: *mut Segment) {
+    // SAFETY: an empty segment's free blocks are exactly adopt's, each on its list (contract);
+    // the mapping goes after it is out of the page map and off every list.
+    unsafe {
+        debug_assert!((*seg).carved == 0, "provider: dropping a segment in use");
+        for k in HEADER_ORDER..ORDERS {
+            let b = seg.cast::<u8>().add(MIN_CARVE << k).cast::<Link>();
+            unlink(st, b, k);
+        }
+        st.segments -= 1;
+        let base = NonNull::new_unchecked(seg.cast::<u8>());
+        pagemap::remove(base, SEG);
+        let (off, len) = ((*seg).map_off, (*seg).map_len);
+        os::unmap(base.sub(off), len);
+    }
+}
+
+/// A chunk of `len` bytes (a power of two in `MIN_CARVE..=MAX_CARVE`), aligned to `len`, and
+/// how many bytes from its start may be non-zero (the rest reads as zero). `None` if the OS
+/// refuses a new segment.
+pub(crate) fn carve(len: usize) -> Option<(NonNull<u8>, usize)> {
+    let k = order(len);
+    loop {
+        let got = with(|st| {
+            let j = (k..ORDERS).find(|&j| !st.heads[j].is_null())?;
+            let b = st.heads[j];
+            // SAFETY: b heads list j; the split halves lie inside it, so inside its segment; the
+            // slices written are the chunk's, inside the segment.
+            unsafe {
+                let mut dirty = unlink(st, b, j);
+                let seg = segment_of(b);
+                let off = b.addr() - seg.addr();
+                for i in (k..j).rev() {
+                    let half = MIN_CARVE << i;
+                    push(st, seg, off + half, i, dirty.saturating_sub(half).max(LINK));
+                    dirty = dirty.min(half);
+                }
+                for s in 0..len >> MIN_SHIFT {
+                    slice(seg, off + (s << MIN_SHIFT)).store(k as u8 + 1, Release);
+                }
+                if (*seg).carved == 0 && st.spare == seg {
+                    st.spare = null_mut();
+                }
+                (*seg).carved += len;
+                Some((NonNull::new_unchecked(b.cast::<u8>()), dirty.max(LINK)))
+            }
+        });
+        if got.is_some() {
+            return got;
+        }
+        let seg = map_segment()?;
+        // SAFETY: fresh from map_segment.
+        with(|st| unsafe { adopt(st, seg) });
+    }
+}
+
+/// Takes back a chunk from [`carve`]; `dirty` bytes from its start may be non-zero.
+///
+/// # Safety
+/// 1. `base`, `len` are exactly a chunk `carve` returned that was not given back before;
+/// 2. nothing reads or writes it afterwards.
+pub(crate) unsafe fn uncarve(base: NonNull<u8>, len: usize, dirty: usize) {
+    let mut k = order(len);
+    // Whatever memcheck thought of the blocks in it, the provider may write its links there.
+    crate::vg::undefined(base.as_ptr(), len);
+    with(|st| {
+        // SAFETY: the chunk lies in a live segment (item 1); every block touched below is its
+        // buddy or a free block of the same segment, found through the slice table.
+        unsafe {
+            let seg = segment_of(base.as_ptr());
+            let mut off = base.addr().get() - seg.addr();
+            for s in 0..len >> MIN_SHIFT {
+                slice(seg, off + (s << MIN_SHIFT)).store(0, Relaxed);
+            }
+            (*seg).carved -= len;
+            let mut dirty = dirty.max(LINK).min(len);
+            while k + 1 < ORDERS {
+                let half = MIN_CARVE << k;
+                let buddy = off ^ half;
+                if slice(seg, buddy).load(Relaxed) != FREE | (k as u8 + 1) {
+                    break;
+                }
+                let b = seg.cast::<u8>().add(buddy).cast::<Link>();
+                let their = unlink(st, b, k);
+                dirty = if buddy > off {
+                    half + their
+                } else {
+                    half + dirty
+                };
+                off = off.min(buddy);
+                k += 1;
+            }
+            push(st, seg, off, k, dirty);
+            if (*seg).carved == 0 {
+                if st.spare.is_null() {
+                    st.spare = seg;
+                } else if st.spare != seg {
+                    drop_segment(st, seg);
+                }
+            }
+            if st.idle > IDLE_LIMIT.load(Relaxed) {
+                trim(st, IDLE_LIMIT.load(Relaxed) / 2);
+            }
+        }
+    });
+}
+
+/// Decommits the pages of free blocks (all but the first page of each, which holds its
+/// links), largest first, until at most `keep` dirty bytes are idle.
+fn trim(st: &mut State, keep: usize) {
+    let page = os::page_size();
+    for k in (0..ORDERS).rev() {
+        let mut b = st.heads[k];
+        while !b.is_null() && st.idle > keep {
+            // SAFETY: b is on list k: a free block of the provider, with valid links; the
+            // decommitted range is whole pages inside it after its first page.
+            unsafe {
+                let len = MIN_CARVE << k;
+                let dirty = (*b).dirty;
+                if len > page && dirty > page {
+                    let from = NonNull::new_unchecked(b.cast::<u8>()).add(page);
+                    let to = dirty.next_multiple_of(page).min(len);
+                    if super::decommit(from, to - page) {
+                        (*b).dirty = page;
+                        st.idle -= dirty - page;
+                    }
+                }
+                b = (*b).next;
+            }
+        }
+    }
+}
+
+/// Gives back the spare segment and decommits every free block: what `release_cached` does
+/// for the provider. Returns the bytes unmapped.
+pub(crate) fn release_idle() -> usize {
+    with(|st| {
+        let spare = core::mem::replace(&mut st.spare, null_mut());
+        trim(st, 0);
+        if spare.is_null() {
+            return 0;
+        }
+        // SAFETY: the spare is a live, adopted, empty segment.
+        unsafe { drop_segment(st, spare) };
+        SEG
+    })
+}
+
+/// The chunk of a carved chunk holding `addr`, if any: `seg` is the page map's entry for
+/// `addr`'s window (tag cleared).
+///
+/// # Safety
+/// `seg` is a live segment (the page map holds only live ones).
+#[inline]
+unsafe fn chunk_in(seg: NonNull<u8>, addr: usize) -> Option<NonNull<u8>> {
+    let off = addr.wrapping_sub(seg.addr().get());
+    if off >= SEG {
+        return None;
+    }
+    // SAFETY: a live segment (contract), `off < SEG`.
+    let e = unsafe { slice(seg.cast().as_ptr(), off) }.load(Acquire);
+    if e == 0 || e & FREE != 0 {
+        return None;
+    }
+    let start = off & !((MIN_CARVE << (e - 1)) - 1);
+    // SAFETY: inside the segment.
+    Some(unsafe { seg.add(start) })
+}
+
+/// The page map's entry for `addr`, resolved: a large chunk's base, or the carved chunk holding
+/// `addr` in a segment.
+#[inline]
+pub(crate) fn resolve(addr: usize) -> Option<NonNull<u8>> {
+    let p = pagemap::get(addr)?;
+    if p.addr().get() & TAG == 0 {
+        return Some(p);
+    }
+    // SAFETY: tagged entries are live segments (published by map_segment, removed before
+    // they are unmapped).
+    unsafe {
+        chunk_in(
+            NonNull::new_unchecked(p.as_ptr().map_addr(|a| a & !TAG)),
+            addr,
+        )
+    }
+}
+
+/// Counters of the provider: (segments mapped, idle dirty bytes).
+pub(crate) fn counters() -> (usize, usize) {
+    with(|st| (st.segments, st.idle))
+}
