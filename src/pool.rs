@@ -9,7 +9,7 @@ use crate::api::{Heap, HeapBuilder};
 use crate::error::HeapError;
 use core::fmt;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
 use std::sync::Mutex;
 use std::vec::Vec;
 
@@ -22,7 +22,19 @@ use std::vec::Vec;
 /// idle already, in which case it is dropped and its memory returned. So the pool keeps at
 /// most `max_idle` heaps of at most the builder's `warm` bytes each (default 1 MiB) mapped
 /// between requests. The lock is a `std` mutex held only to push or pop one entry of a vector
-/// reserved up front: it never allocates and never runs heap code while held.
+/// reserved (outside the lock) when the first heap is lent: it never allocates and never runs
+/// heap code while held. `new` is `const`, so a pool can be a `static`:
+///
+/// ```
+/// use isoheap::{Heap, HeapPool};
+///
+/// static REQUESTS: HeapPool = HeapPool::new(Heap::builder().budget(1 << 20), 8);
+///
+/// let heap = REQUESTS.get().expect("heap");
+/// let mut body = allocator_api2::vec::Vec::new_in(&*heap);
+/// body.extend_from_slice(b"GET / HTTP/1.1");
+/// assert_eq!(heap.stats().in_use, 16);
+/// ```
 ///
 /// ```
 /// use isoheap::{Heap, HeapPool};
@@ -50,17 +62,37 @@ pub struct HeapPool {
     builder: HeapBuilder,
     max_idle: usize,
     created: AtomicUsize,
+    /// Whether `idle` has room for `max_idle` heaps.
+    reserved: AtomicBool,
 }
 
 impl HeapPool {
     /// A pool that builds heaps with `builder` and keeps at most `max_idle` of them idle.
-    pub fn new(builder: HeapBuilder, max_idle: usize) -> HeapPool {
+    /// Allocates nothing (the list of idle heaps is reserved when the first heap is lent).
+    pub const fn new(builder: HeapBuilder, max_idle: usize) -> HeapPool {
         HeapPool {
-            idle: Mutex::new(Vec::with_capacity(max_idle)),
+            idle: Mutex::new(Vec::new()),
             builder,
             max_idle,
             created: AtomicUsize::new(0),
+            reserved: AtomicBool::new(false),
         }
+    }
+
+    /// Makes room for `max_idle` heaps in the idle list, allocating outside the lock, so that
+    /// returning a heap never allocates while the lock is held.
+    #[cold]
+    fn reserve(&self) {
+        let mut room = Vec::with_capacity(self.max_idle);
+        let mut idle = self.lock();
+        if idle.capacity() < self.max_idle {
+            // Only the first call gets here, before any heap was lent: the list is still the
+            // `Vec::new()` of `new`, which owns no buffer, so nothing is freed under the lock.
+            room.append(&mut idle);
+            *idle = room;
+        }
+        drop(idle);
+        self.reserved.store(true, Release);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(usize, Heap)>> {
@@ -71,6 +103,9 @@ impl HeapPool {
 
     /// Takes an idle heap, or builds one. O(1) plus, for a new heap, the builder's work.
     pub fn get(&self) -> Result<PooledHeap<'_>, HeapError> {
+        if !self.reserved.load(Acquire) {
+            self.reserve();
+        }
         let popped = self.lock().pop();
         let (id, heap) = match popped {
             Some(entry) => entry,

@@ -306,38 +306,40 @@ unsafe fn drop_segment(st: &mut State, seg: *mut Segment) {
 /// how many bytes from its start may be non-zero (the rest reads as zero). `None` if the OS
 /// refuses a new segment.
 pub(crate) fn carve(len: usize) -> Option<(NonNull<u8>, usize)> {
-    let k = order(len);
     loop {
-        let got = with(|st| {
-            let j = (k..ORDERS).find(|&j| !st.heads[j].is_null())?;
-            let b = st.heads[j];
-            // SAFETY: b heads list j; the split halves lie inside it, so inside its segment; the
-            // slices written are the chunk's, inside the segment.
-            unsafe {
-                let mut dirty = unlink(st, b, j);
-                let seg = segment_of(b);
-                let off = b.addr() - seg.addr();
-                for i in (k..j).rev() {
-                    let half = MIN_CARVE << i;
-                    push(st, seg, off + half, i, dirty.saturating_sub(half).max(LINK));
-                    dirty = dirty.min(half);
-                }
-                for s in 0..len >> MIN_SHIFT {
-                    slice(seg, off + (s << MIN_SHIFT)).store(k as u8 + 1, Release);
-                }
-                if (*seg).carved == 0 && st.spare == seg {
-                    st.spare = null_mut();
-                }
-                (*seg).carved += len;
-                Some((NonNull::new_unchecked(b.cast::<u8>()), dirty.max(LINK)))
-            }
-        });
-        if got.is_some() {
-            return got;
+        if let Some(got) = with(|st| carve_in(st, len)) {
+            return Some(got);
         }
         let seg = map_segment()?;
         // SAFETY: fresh from map_segment.
         with(|st| unsafe { adopt(st, seg) });
+    }
+}
+
+/// [`carve`] from the blocks on `st`'s lists (`None` if none is large enough).
+fn carve_in(st: &mut State, len: usize) -> Option<(NonNull<u8>, usize)> {
+    let k = order(len);
+    let j = (k..ORDERS).find(|&j| !st.heads[j].is_null())?;
+    let b = st.heads[j];
+    // SAFETY: b heads list j; the split halves lie inside it, so inside its segment; the slices
+    // written are the chunk's, inside the segment.
+    unsafe {
+        let mut dirty = unlink(st, b, j);
+        let seg = segment_of(b);
+        let off = b.addr() - seg.addr();
+        for i in (k..j).rev() {
+            let half = MIN_CARVE << i;
+            push(st, seg, off + half, i, dirty.saturating_sub(half).max(LINK));
+            dirty = dirty.min(half);
+        }
+        for s in 0..len >> MIN_SHIFT {
+            slice(seg, off + (s << MIN_SHIFT)).store(k as u8 + 1, Release);
+        }
+        if (*seg).carved == 0 && st.spare == seg {
+            st.spare = null_mut();
+        }
+        (*seg).carved += len;
+        Some((NonNull::new_unchecked(b.cast::<u8>()), dirty.max(LINK)))
     }
 }
 
@@ -347,49 +349,52 @@ pub(crate) fn carve(len: usize) -> Option<(NonNull<u8>, usize)> {
 /// 1. `base`, `len` are exactly a chunk `carve` returned that was not given back before;
 /// 2. nothing reads or writes it afterwards.
 pub(crate) unsafe fn uncarve(base: NonNull<u8>, len: usize, dirty: usize) {
-    let mut k = order(len);
     // Whatever memcheck thought of the blocks in it, the provider may write its links there.
     crate::vg::undefined(base.as_ptr(), len);
-    with(|st| {
-        // SAFETY: the chunk lies in a live segment (item 1); every block touched below is its
-        // buddy or a free block of the same segment, found through the slice table.
-        unsafe {
-            let seg = segment_of(base.as_ptr());
-            let mut off = base.addr().get() - seg.addr();
-            for s in 0..len >> MIN_SHIFT {
-                slice(seg, off + (s << MIN_SHIFT)).store(0, Relaxed);
+    // SAFETY: forwarded contract.
+    with(|st| unsafe { uncarve_in(st, base, len, dirty) });
+}
+
+/// [`uncarve`] into `st`.
+///
+/// # Safety
+/// As for [`uncarve`], with a chunk carved from `st`'s segments.
+unsafe fn uncarve_in(st: &mut State, base: NonNull<u8>, len: usize, dirty: usize) {
+    let mut k = order(len);
+    // SAFETY: the chunk lies in a live segment (item 1); every block touched below is its buddy
+    // or a free block of the same segment, found through the slice table.
+    unsafe {
+        let seg = segment_of(base.as_ptr());
+        let mut off = base.addr().get() - seg.addr();
+        for s in 0..len >> MIN_SHIFT {
+            slice(seg, off + (s << MIN_SHIFT)).store(0, Relaxed);
+        }
+        (*seg).carved -= len;
+        let mut dirty = dirty.max(LINK).min(len);
+        while k + 1 < ORDERS {
+            let half = MIN_CARVE << k;
+            let buddy = off ^ half;
+            if slice(seg, buddy).load(Relaxed) != FREE | (k as u8 + 1) {
+                break;
             }
-            (*seg).carved -= len;
-            let mut dirty = dirty.max(LINK).min(len);
-            while k + 1 < ORDERS {
-                let half = MIN_CARVE << k;
-                let buddy = off ^ half;
-                if slice(seg, buddy).load(Relaxed) != FREE | (k as u8 + 1) {
-                    break;
-                }
-                let b = seg.cast::<u8>().add(buddy).cast::<Link>();
-                let their = unlink(st, b, k);
-                dirty = if buddy > off {
-                    half + their
-                } else {
-                    half + dirty
-                };
-                off = off.min(buddy);
-                k += 1;
-            }
-            push(st, seg, off, k, dirty);
-            if (*seg).carved == 0 {
-                if st.spare.is_null() {
-                    st.spare = seg;
-                } else if st.spare != seg {
-                    drop_segment(st, seg);
-                }
-            }
-            if st.idle > IDLE_LIMIT.load(Relaxed) {
-                trim(st, IDLE_LIMIT.load(Relaxed) / 2);
+            let b = seg.cast::<u8>().add(buddy).cast::<Link>();
+            let their = unlink(st, b, k);
+            dirty = if buddy > off { half + their } else { half + dirty };
+            off = off.min(buddy);
+            k += 1;
+        }
+        push(st, seg, off, k, dirty);
+        if (*seg).carved == 0 {
+            if st.spare.is_null() {
+                st.spare = seg;
+            } else if st.spare != seg {
+                drop_segment(st, seg);
             }
         }
-    });
+        if st.idle > IDLE_LIMIT.load(Relaxed) {
+            trim(st, IDLE_LIMIT.load(Relaxed) / 2);
+        }
+    }
 }
 
 /// Decommits the pages of free blocks (all but the first page of each, which holds its
@@ -475,4 +480,97 @@ pub(crate) fn resolve(addr: usize) -> Option<NonNull<u8>> {
 /// Counters of the provider: (segments mapped, idle dirty bytes).
 pub(crate) fn counters() -> (usize, usize) {
     with(|st| (st.segments, st.idle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A private provider state (not the process's): the tests see exactly its lists.
+    fn state() -> State {
+        State {
+            heads: [null_mut(); ORDERS],
+            spare: null_mut(),
+            idle: 0,
+            segments: 0,
+        }
+    }
+
+    /// The blocks on each list, as (offset in the segment, dirty prefix).
+    fn lists(st: &State, seg: *mut Segment) -> [std::vec::Vec<(usize, usize)>; ORDERS] {
+        core::array::from_fn(|k| {
+            let mut out = std::vec::Vec::new();
+            let mut b = st.heads[k];
+            while !b.is_null() {
+                // SAFETY: b is on list k of this private state: a free block with links.
+                unsafe {
+                    out.push((b.addr() - seg.addr(), (*b).dirty));
+                    b = (*b).next;
+                }
+            }
+            out
+        })
+    }
+
+    /// Chunks carved from a fresh segment and given back in a scrambled order merge back into
+    /// exactly the blocks the segment started with; the dirty prefixes only grow (a block that
+    /// was used is never reported clean), and a lookup finds each live chunk from any of its
+    /// addresses, and nothing once it is freed.
+    #[test]
+    fn freed_chunks_merge_back_into_the_segment() {
+        let mut st = state();
+        let seg = map_segment().expect("a segment");
+        // SAFETY: fresh from map_segment.
+        unsafe { adopt(&mut st, seg) };
+        let start = lists(&st, seg);
+        let len = 16 << 10;
+        let n = (SEG / 4) / len;
+        let mut chunks: std::vec::Vec<_> = (0..n)
+            .map(|i| {
+                let (p, dirty) = carve_in(&mut st, len).expect("room in the segment");
+                assert_eq!(dirty, LINK, "a fresh segment is clean past the links");
+                assert!(p.addr().get().is_multiple_of(len), "aligned to its size");
+                // SAFETY: the chunk is ours: write its first and last bytes.
+                unsafe {
+                    p.as_ptr().write(i as u8);
+                    p.as_ptr().add(len - 1).write(i as u8);
+                }
+                p
+            })
+            .collect();
+        for &p in &chunks {
+            let base = NonNull::new(seg.cast::<u8>()).unwrap();
+            for at in [0, 1, len / 2, len - 1] {
+                // SAFETY: seg is live.
+                let found = unsafe { chunk_in(base, p.addr().get() + at) };
+                assert_eq!(found, Some(p), "the chunk of an address inside it");
+            }
+        }
+        // A fixed scramble: every 7th, wrapping (n is a power of two, so 7 is coprime to it).
+        let order: std::vec::Vec<usize> = (0..n).map(|i| (i * 7) % n).collect();
+        for i in order {
+            // SAFETY: carved above, given back once, unused after.
+            unsafe { uncarve_in(&mut st, chunks[i], len, len) };
+            let base = NonNull::new(seg.cast::<u8>()).unwrap();
+            // SAFETY: seg is live.
+            assert_eq!(unsafe { chunk_in(base, chunks[i].addr().get()) }, None);
+        }
+        chunks.clear();
+        let end = lists(&st, seg);
+        for k in 0..ORDERS {
+            let offs: std::vec::Vec<usize> = end[k].iter().map(|b| b.0).collect();
+            let want: std::vec::Vec<usize> = start[k].iter().map(|b| b.0).collect();
+            assert_eq!(offs, want, "blocks of order {k} after merging");
+            for (b, s) in end[k].iter().zip(&start[k]) {
+                assert!(b.1 >= s.1, "a used block reported cleaner than before");
+            }
+        }
+        // SAFETY: a private state's only segment is its spare now: nothing carved.
+        unsafe {
+            assert_eq!(st.spare, seg);
+            drop_segment(&mut st, seg);
+        }
+        assert!(st.heads.iter().all(|h| h.is_null()), "every block left with the segment");
+        assert_eq!(st.idle, 0);
+    }
 }

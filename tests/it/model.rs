@@ -341,3 +341,61 @@ fn strategies_cover_the_ranges() {
     assert!(max_size > if cfg!(miri) { 2048 } else { 32 << 10 });
     assert_eq!(max_align, 12);
 }
+
+/// The chunk provider under several threads: each thread runs model cases, every case on a
+/// heap of its own made and dropped around it (checked after every step against the shadow
+/// model), so heaps take chunks from and give them back to the shared provider concurrently.
+/// Afterwards the provider's footprint is bounded: a second round of the same work maps no more
+/// segments than the first left (its memory is reused), and the committed idle memory is within
+/// the idle limit. Alone in a process (other tests' heaps would move the counters).
+#[test]
+fn heaps_on_many_threads_share_the_provider() {
+    if !isoheap_testkit::alone(module_path!(), "heaps_on_many_threads_share_the_provider") {
+        return;
+    }
+    let threads = if cfg!(miri) { 2 } else { 4 };
+    let round = || {
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                s.spawn(move || {
+                    let mut runner = TestRunner::new(config(100));
+                    // Threads differ by what each keeps alive meanwhile: a heap with a block
+                    // of a thread-specific size, so their chunks interleave in the segments.
+                    let keep = Heap::new();
+                    let _held = keep.allocate(Layout::from_size_align(100 << t, 16).unwrap());
+                    let result = runner.run(&ops(), |ops| run_case(&Heap::new(), &ops, false));
+                    if let Err(e) = result {
+                        panic!("thread {t}: {e}");
+                    }
+                });
+            }
+        });
+    };
+    round();
+    let first = isoheap::os_counters();
+    round();
+    let second = isoheap::os_counters();
+    assert!(
+        second.segments <= first.segments,
+        "the second round mapped more segments: {first:?} then {second:?}"
+    );
+    // Every heap is gone, so the freed chunks merged back: a chunk of half a segment (the
+    // largest the provider carves) comes from what is there, without a new segment.
+    let big = Heap::new();
+    let half = if cfg!(miri) { 300 << 10 } else { 1200 << 10 };
+    let _b = big.allocate(Layout::from_size_align(half, 16).unwrap()).unwrap();
+    let third = isoheap::os_counters();
+    assert!(
+        third.segments <= second.segments && third.maps == second.maps,
+        "a large chunk needed a new mapping after every heap was dropped: {second:?} then {third:?}"
+    );
+    drop(big);
+    if !cfg!(miri) {
+        // (Under Miri nothing is decommitted.)
+        assert!(
+            second.idle_bytes <= 8 << 20,
+            "idle memory past the limit: {second:?}"
+        );
+    }
+    isoheap::release_cached();
+}

@@ -70,6 +70,42 @@ fn sync_heap_peak_is_the_true_peak() {
 /// Bug: `reset()` wiped a `zero_on_free` heap's live blocks but dropping it did not: a block
 /// still allocated at drop (a leaked `Vec` holding a key) went, through the process cache of
 /// mappings, to the next heap with its bytes intact (4,096 of 4,096 seen there).
+/// A chunk the provider takes back from a dropped heap and hands to the next one carries its
+/// dirty extent: `allocate_zeroed` in the next heap zeroes what the first one wrote, for a
+/// small first chunk and a large one, checked or not.
+#[test]
+fn zeroed_allocation_in_a_recycled_chunk() {
+    // Alone in a process, so that the next heap gets this heap's chunk from the provider.
+    if !isoheap_testkit::alone(module_path!(), "zeroed_allocation_in_a_recycled_chunk") {
+        return;
+    }
+    for checked in [false, true] {
+        for size in [600, 3000, 200 << 10] {
+            let l = Layout::from_size_align(size, 16).unwrap();
+            let first = Heap::builder().checked(checked).build().unwrap();
+            let p = first.allocate(l).unwrap().cast::<u8>();
+            // SAFETY: the block is `size` bytes long.
+            unsafe { p.as_ptr().write_bytes(0xFF, size) };
+            // SAFETY: allocated above with `l`.
+            unsafe { first.deallocate(p, l) };
+            drop(first);
+            let next = Heap::builder().checked(checked).build().unwrap();
+            let q = next.allocate_zeroed(l).unwrap();
+            assert_eq!(
+                q.cast::<u8>(),
+                p,
+                "the next heap reuses the chunk (else this tests nothing): {size} B, checked {checked}"
+            );
+            // SAFETY: q is `q.len()` bytes of this heap's memory.
+            let bytes = unsafe { std::slice::from_raw_parts(q.cast::<u8>().as_ptr(), q.len()) };
+            let dirty = bytes.iter().filter(|&&b| b != 0).count();
+            assert_eq!(dirty, 0, "{dirty} of {size} bytes not zeroed, checked {checked}");
+            // SAFETY: allocated above with `l`.
+            unsafe { next.deallocate(q.cast(), l) };
+        }
+    }
+}
+
 #[test]
 fn zero_on_free_heap_is_wiped_on_drop() {
     // Alone in a process, so that the next heap gets this heap's mapping from the cache.
