@@ -379,7 +379,11 @@ unsafe fn uncarve_in(st: &mut State, base: NonNull<u8>, len: usize, dirty: usize
             }
             let b = seg.cast::<u8>().add(buddy).cast::<Link>();
             let their = unlink(st, b, k);
-            dirty = if buddy > off { half + their } else { half + dirty };
+            dirty = if buddy > off {
+                half + their
+            } else {
+                half + dirty
+            };
             off = off.min(buddy);
             k += 1;
         }
@@ -570,7 +574,10 @@ mod tests {
             assert_eq!(st.spare, seg);
             drop_segment(&mut st, seg);
         }
-        assert!(st.heads.iter().all(|h| h.is_null()), "every block left with the segment");
+        assert!(
+            st.heads.iter().all(|h| h.is_null()),
+            "every block left with the segment"
+        );
         assert_eq!(st.idle, 0);
     }
 }

@@ -383,7 +383,9 @@ fn heaps_on_many_threads_share_the_provider() {
     // largest the provider carves) comes from what is there, without a new segment.
     let big = Heap::new();
     let half = if cfg!(miri) { 300 << 10 } else { 1200 << 10 };
-    let _b = big.allocate(Layout::from_size_align(half, 16).unwrap()).unwrap();
+    let _b = big
+        .allocate(Layout::from_size_align(half, 16).unwrap())
+        .unwrap();
     let third = isoheap::os_counters();
     assert!(
         third.segments <= second.segments && third.maps == second.maps,

@@ -99,7 +99,10 @@ fn zeroed_allocation_in_a_recycled_chunk() {
             // SAFETY: q is `q.len()` bytes of this heap's memory.
             let bytes = unsafe { std::slice::from_raw_parts(q.cast::<u8>().as_ptr(), q.len()) };
             let dirty = bytes.iter().filter(|&&b| b != 0).count();
-            assert_eq!(dirty, 0, "{dirty} of {size} bytes not zeroed, checked {checked}");
+            assert_eq!(
+                dirty, 0,
+                "{dirty} of {size} bytes not zeroed, checked {checked}"
+            );
             // SAFETY: allocated above with `l`.
             unsafe { next.deallocate(q.cast(), l) };
         }
