@@ -69,14 +69,16 @@ impl HeapCore {
         // ours alone until given back; every byte past `dirty` reads as zero. `len` is at least
         // `carve_len_for`'s, so larger than the metadata.
         let c = unsafe { Chunk::init(base, len, true, dirty, self.cfg.checked) };
-        // SAFETY: c is live and ours; the fields are written before any pointer into it is
-        // handed out (its segment is already in the page map, which finds it from now on).
+        // SAFETY: c is live and ours; its header is complete before `publish` makes it findable
+        // (and before any pointer into it is handed out); `base`, `len` are the carved chunk.
         unsafe {
             c.set_map_len(len);
             c.set_owner(self.cfg.owner);
             c.set_carved(true);
             c.set_paged(true);
             self.link(c);
+            // Only now may a lookup find it.
+            crate::region::provider::publish(base, len);
         }
         Some(c)
     }

@@ -189,13 +189,14 @@ pub(crate) fn last_errno() -> i32 {
 /// the OS does not promise zero pages).
 ///
 /// # Safety
-/// 1. The range is page-aligned and inside one live mapping from [`acquire`];
+/// 1. The range is page-aligned and inside one live mapping of the region's (from
+///    [`acquire`], or a segment of the chunk provider);
 /// 2. it holds nothing anyone needs.
 pub(crate) unsafe fn decommit(ptr: NonNull<u8>, len: usize) -> bool {
     #[cfg(all(feature = "mmap", target_os = "linux", not(miri)))]
     {
         // SAFETY: `dont_need`: (1) page-aligned (this function's item 1); (2) inside one live
-        // mapping from `acquire` (item 1), and `acquire` maps only private anonymous memory;
+        // mapping of the region's (item 1), and the region maps only private anonymous memory;
         // (3) holds nothing anyone needs (item 2).
         unsafe { os::dont_need(ptr, len) }
     }

@@ -22,7 +22,9 @@
 //! Free blocks are on one doubly linked list per size (links in the block's first 24 bytes,
 //! with the count of bytes from its start that may be non-zero: the *dirty* prefix, so a heap
 //! that takes the block zeroes only what was used). One spin lock guards the lists; it is held
-//! for a few list operations, never across a system call except when a segment is given back.
+//! for a few list operations, and across a system call only to give a segment back or to
+//! decommit idle memory past the limit. A chunk's slice entries are written only after the
+//! heap has written its header ([`publish`]).
 //!
 //! Bounds: the provider keeps at most one segment with nothing carved from it (more go back to
 //! the OS at once), and at most the *idle limit* ([`set_idle_limit`], 8 MiB by default) of
@@ -93,6 +95,8 @@ struct State {
     idle: usize,
     /// Segments mapped now.
     segments: usize,
+    /// Idle bytes past which the next free trims (see `uncarve_in`).
+    next_trim: usize,
 }
 
 struct Provider {
@@ -111,6 +115,7 @@ static P: Provider = Provider {
         spare: null_mut(),
         idle: 0,
         segments: 0,
+        next_trim: 0,
     }),
 };
 
@@ -136,6 +141,16 @@ pub fn set_idle_limit(bytes: usize) {
     IDLE_LIMIT.store(bytes, Relaxed);
 }
 
+/// Releases the lock when dropped (so a panic inside, a failed debug assertion, does not leave
+/// it held for every later caller).
+struct Held;
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        P.lock.store(false, Release);
+    }
+}
+
 /// Runs `f` on the state under the lock.
 fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
     while P
@@ -147,10 +162,10 @@ fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
             core::hint::spin_loop();
         }
     }
-    // SAFETY: the lock is held, so this is the only reference to the state.
-    let r = f(unsafe { &mut *P.state.get() });
-    P.lock.store(false, Release);
-    r
+    let _held = Held;
+    // SAFETY: the lock is held (until `_held` drops, after `f`), so this is the only reference
+    // to the state.
+    f(unsafe { &mut *P.state.get() })
 }
 
 #[cfg(not(miri))]
@@ -183,11 +198,14 @@ fn segment_of<T>(p: *mut T) -> *mut Segment {
     p.cast::<u8>().map_addr(|a| a & !(SEG - 1)).cast()
 }
 
+/// The slice entry at `off` of `seg`. The reference must not outlive the segment (the lifetime
+/// is the caller's to bound).
+///
 /// # Safety
-/// `seg` is a live segment.
-unsafe fn slice(seg: *mut Segment, off: usize) -> &'static AtomicU8 {
+/// `seg` is a live segment and `off < SEG`.
+unsafe fn slice<'a>(seg: *mut Segment, off: usize) -> &'a AtomicU8 {
     // SAFETY: live segment (contract); `off < SEG`, so the index is in the table; the table is
-    // never moved or freed while the segment lives, and atomics may be shared.
+    // never moved while the segment lives, and atomics may be shared.
     unsafe { &(*seg).slices[off >> MIN_SHIFT] }
 }
 
@@ -255,14 +273,6 @@ fn map_segment() -> Option<*mut Segment> {
         unsafe { os::unmap(base.sub(map_off), map_len) };
         return None;
     }
-    #[cfg(not(miri))]
-    if !HANDLERS.swap(true, AcqRel) {
-        // A child forked while another thread held the lock would wait for it forever: fork
-        // takes it first and both sides release it (plain functions, no allocation).
-        os::atfork(fork_prepare, fork_after, fork_after);
-    }
-    #[cfg(miri)]
-    let _ = &HANDLERS;
     Some(seg)
 }
 
@@ -295,6 +305,19 @@ unsafe fn drop_segment(st: &mut State, seg: *mut Segment) {
             unlink(st, b, k);
         }
         st.segments -= 1;
+        unmap_segment(seg);
+    }
+}
+
+/// Takes a segment out of the page map and gives it to the OS.
+///
+/// # Safety
+/// `seg` is a live segment from `map_segment` that is on no list and holds no chunk.
+unsafe fn unmap_segment(seg: *mut Segment) {
+    // SAFETY: a live segment (contract), so its header is readable; the mapping goes after it
+    // is out of the page map (see README "Hardening" for a reader that loaded the entry just
+    // before: only a foreign pointer leads there).
+    unsafe {
         let base = NonNull::new_unchecked(seg.cast::<u8>());
         pagemap::remove(base, SEG);
         let (off, len) = ((*seg).map_off, (*seg).map_len);
@@ -306,13 +329,35 @@ unsafe fn drop_segment(st: &mut State, seg: *mut Segment) {
 /// how many bytes from its start may be non-zero (the rest reads as zero). `None` if the OS
 /// refuses a new segment.
 pub(crate) fn carve(len: usize) -> Option<(NonNull<u8>, usize)> {
+    // Before the lock is ever taken: a child forked while another thread held it would wait
+    // for it forever, so fork takes it first and both sides release it (plain functions that
+    // allocate nothing). Registering may allocate, so never under the lock.
+    #[cfg(not(miri))]
+    if !HANDLERS.load(Relaxed) && !HANDLERS.swap(true, AcqRel) {
+        os::atfork(fork_prepare, fork_after, fork_after);
+    }
+    #[cfg(miri)]
+    let _ = &HANDLERS;
     loop {
         if let Some(got) = with(|st| carve_in(st, len)) {
             return Some(got);
         }
         let seg = map_segment()?;
-        // SAFETY: fresh from map_segment.
-        with(|st| unsafe { adopt(st, seg) });
+        // Another thread may have added a segment meanwhile: then ours goes back at once (a
+        // segment nobody carves from would never be given back).
+        let k = order(len);
+        let adopted = with(|st| {
+            let room = (k..ORDERS).any(|j| !st.heads[j].is_null());
+            if !room {
+                // SAFETY: fresh from map_segment, adopted once (here).
+                unsafe { adopt(st, seg) };
+            }
+            !room
+        });
+        if !adopted {
+            // SAFETY: published by map_segment, never adopted, so never on a list or carved.
+            unsafe { unmap_segment(seg) };
+        }
     }
 }
 
@@ -332,14 +377,29 @@ fn carve_in(st: &mut State, len: usize) -> Option<(NonNull<u8>, usize)> {
             push(st, seg, off + half, i, dirty.saturating_sub(half).max(LINK));
             dirty = dirty.min(half);
         }
-        for s in 0..len >> MIN_SHIFT {
-            slice(seg, off + (s << MIN_SHIFT)).store(k as u8 + 1, Release);
-        }
+        // The chunk's slices stay 0 (not free, not a chunk) until `publish`, after the heap has
+        // written its header: a lookup must never find a chunk whose header is not there yet.
         if (*seg).carved == 0 && st.spare == seg {
             st.spare = null_mut();
         }
         (*seg).carved += len;
         Some((NonNull::new_unchecked(b.cast::<u8>()), dirty.max(LINK)))
+    }
+}
+
+/// Makes a chunk from [`carve`] findable from its addresses ([`resolve`]). Call it once its
+/// header is written: the Release stores pair with the Acquire load in `chunk_in`, so whoever
+/// finds the chunk sees the header.
+///
+/// # Safety
+/// `base`, `len` are exactly a chunk `carve` returned, not given back.
+pub(crate) unsafe fn publish(base: NonNull<u8>, len: usize) {
+    let k = order(len);
+    let seg = segment_of(base.as_ptr());
+    let off = base.addr().get() - seg.addr();
+    for s in 0..len >> MIN_SHIFT {
+        // SAFETY: the chunk lies in a live segment (contract).
+        unsafe { slice(seg, off + (s << MIN_SHIFT)) }.store(k as u8 + 1, Release);
     }
 }
 
@@ -395,8 +455,16 @@ unsafe fn uncarve_in(st: &mut State, base: NonNull<u8>, len: usize, dirty: usize
                 drop_segment(st, seg);
             }
         }
-        if st.idle > IDLE_LIMIT.load(Relaxed) {
-            trim(st, IDLE_LIMIT.load(Relaxed) / 2);
+        let limit = IDLE_LIMIT.load(Relaxed);
+        if st.idle > limit && st.idle > st.next_trim {
+            trim(st, limit / 2);
+            // What could not be decommitted (blocks of a page, no decommit on this system)
+            // is not rescanned at every free: only after half the limit more is idle.
+            st.next_trim = if st.idle > limit {
+                st.idle + limit / 2
+            } else {
+                0
+            };
         }
     }
 }
@@ -497,6 +565,7 @@ mod tests {
             spare: null_mut(),
             idle: 0,
             segments: 0,
+            next_trim: 0,
         }
     }
 
@@ -532,6 +601,8 @@ mod tests {
         let mut chunks: std::vec::Vec<_> = (0..n)
             .map(|i| {
                 let (p, dirty) = carve_in(&mut st, len).expect("room in the segment");
+                // SAFETY: just carved.
+                unsafe { publish(p, len) };
                 assert_eq!(dirty, LINK, "a fresh segment is clean past the links");
                 assert!(p.addr().get().is_multiple_of(len), "aligned to its size");
                 // SAFETY: the chunk is ours: write its first and last bytes.
