@@ -48,6 +48,14 @@ pub enum HeapError {
         /// The alignment needed.
         align: usize,
     },
+    /// A child heap was asked of a heap that cannot lend it even its smallest chunk: the
+    /// parent's budget or limit is reached.
+    ParentFull {
+        /// Bytes the child's smallest chunk needs.
+        needed: usize,
+        /// Bytes the parent could still lend (in one block).
+        available: usize,
+    },
 }
 
 impl fmt::Display for HeapError {
@@ -69,6 +77,10 @@ impl fmt::Display for HeapError {
             Self::OsRefused { bytes, errno } => write!(
                 f,
                 "the operating system refused to map {bytes} bytes (errno {errno})"
+            ),
+            Self::ParentFull { needed, available } => write!(
+                f,
+                "the parent heap cannot lend a child heap its first chunk: it needs {needed} bytes, the parent's budget or limit leaves {available}"
             ),
             Self::Misaligned { addr, align } => {
                 write!(f, "buffer at {addr:#x} is not aligned to {align} bytes")

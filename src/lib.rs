@@ -58,7 +58,7 @@ mod stats;
 mod sync;
 mod vg;
 
-pub use api::{AllocError, BufferHeap, Heap, HeapBuilder};
+pub use api::{AllocError, BufferHeap, ChildHeap, Heap, HeapBuilder};
 pub use error::{CheckError, HeapError};
 pub use heap::MAX_ALIGN;
 pub use map::{Chunks, HeapMap, MapChunk, Span, SpanKind, Spans};

@@ -44,6 +44,9 @@ pub struct Stats {
     /// out of the heap keeps a heap small (`size_of::<Heap>()` is about 200 bytes) and a heap
     /// that holds one collection free of it.
     pub quick_table: usize,
+    /// Bytes of this heap's blocks that its child heaps ([`Heap::child`](crate::Heap::child))
+    /// hold as their chunks (included in `in_use`). The children's own counters are theirs.
+    pub lent_to_children: usize,
 }
 
 impl HeapCore {
@@ -87,6 +90,7 @@ impl HeapCore {
             budget_refusals: self.refused,
             cached_before: 0,
             quick_table: self.quick.table_bytes(),
+            lent_to_children: self.lent,
             budget: (self.cfg.budget != usize::MAX).then_some(self.cfg.budget),
         }
     }

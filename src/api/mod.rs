@@ -3,9 +3,11 @@
 //! `!Sync`.
 
 mod buffer;
+mod child;
 mod traits;
 
 pub use buffer::BufferHeap;
+pub use child::ChildHeap;
 
 use crate::error::{CheckError, Fail, HeapError, Misuse};
 use crate::heap::{self, HeapCore};

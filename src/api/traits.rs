@@ -92,6 +92,19 @@ forward_allocator!(
     allocator_api2::alloc::AllocError
 );
 
+#[cfg(feature = "nightly")]
+forward_allocator!(
+    &crate::ChildHeap<'_>,
+    core::alloc::Allocator,
+    core::alloc::AllocError
+);
+#[cfg(feature = "allocator-api2")]
+forward_allocator!(
+    &crate::ChildHeap<'_>,
+    allocator_api2::alloc::Allocator,
+    allocator_api2::alloc::AllocError
+);
+
 #[cfg(all(feature = "nightly", feature = "mmap"))]
 forward_allocator!(
     &crate::SyncHeap,

@@ -83,6 +83,8 @@ pub(crate) struct ChunkHeader {
     paged: bool,
     /// Carved from a segment of the chunk provider (`region::provider`), which takes it back.
     carved: bool,
+    /// A block of the parent heap, lent to a child heap as its chunk: it goes back to the parent.
+    lent: bool,
     /// Bit `k` set iff size class `k`'s list of free blocks is not empty (see `bins`).
     bin_map: u64,
     /// The first free block of each size class's list (0: empty; see `bins`).
@@ -153,6 +155,7 @@ impl Chunk {
                 checked,
                 paged: false,
                 carved: false,
+                lent: false,
                 bin_map: 0,
                 bins: [0; crate::bins::BINS],
             });
@@ -621,6 +624,8 @@ header_fields! {
     paged / set_paged: bool;
     /// Carved from a provider segment.
     carved / set_carved: bool;
+    /// A block of the parent heap (a child heap's chunk).
+    lent / set_lent: bool;
     /// Bit `k` set iff size class `k`'s list is not empty.
     bin_map / set_bin_map: u64;
 }

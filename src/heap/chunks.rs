@@ -22,6 +22,9 @@ impl HeapCore {
             .min(max_chunk_len())
             .max(min);
         let len = if len > room { min } else { len };
+        if let Some(parent) = self.cfg.parent {
+            return self.lend(parent, need, step, room);
+        }
         if self.cfg.arena {
             // Arena chunks: one alignment unit, or exactly one large block's worth.
             let unit = crate::region::PAGED_ALIGN;
@@ -55,6 +58,48 @@ impl HeapCore {
                 Err(e)
             }
         })
+    }
+
+    /// A child heap's new chunk: a block of the parent, the first sized to the request, later
+    /// ones to the geometric step (if the parent cannot lend that much, the bare fit). The
+    /// parent counts it in use (its budget and limit apply) and as lent.
+    #[cold]
+    fn lend(
+        &mut self,
+        parent: NonNull<HeapCore>,
+        need: usize,
+        step: usize,
+        room: usize,
+    ) -> Result<Chunk, Fail> {
+        let fit = lent_len_for(need, self.cfg.checked).ok_or(Fail::Unsupported)?;
+        if fit > room {
+            return Err(Fail::Limit);
+        }
+        let want = if self.mapped == 0 {
+            fit
+        } else {
+            fit.max(step).min(room)
+        };
+        // SAFETY: the parent outlives this child and no reference to its core is alive while
+        // the child's core runs (`Config::parent`).
+        let p = unsafe { &mut *parent.as_ptr() };
+        let mut got = p.alloc(want, GRANULE, false).map(|b| (b, want));
+        if got.is_err() && want > fit {
+            got = p.alloc(fit, GRANULE, false).map(|b| (b, fit));
+        }
+        let (b, len) = got?;
+        p.lent += len;
+        // SAFETY: a block of `len` bytes (at least: only `len` are used, so a checked parent's
+        // tag past them stays intact) that the parent lends to this heap until `return_chunk`,
+        // aligned to a granule, larger than the metadata (`lent_len_for`); its bytes are
+        // whatever the parent's block held, so all of it is dirty.
+        let c = unsafe { Chunk::init(b.cast(), len, false, len, self.cfg.checked) };
+        // SAFETY: c is live and ours; written before any pointer into it is handed out.
+        unsafe {
+            c.set_lent(true);
+            self.link(c);
+        }
+        Ok(c)
     }
 
     /// Takes a chunk of `len` bytes (a power of two the provider hands out) from the chunk
@@ -213,7 +258,7 @@ impl HeapCore {
             self.meta -= bytes(c.first());
             self.chunks -= 1;
             // (1) unlinked now, and (2) nothing of it is used: never touched again.
-            return_chunk(c);
+            self.return_chunk(c);
         }
     }
 
@@ -359,7 +404,7 @@ impl HeapCore {
                     meta += bytes(c.first());
                     chunks += 1;
                 } else {
-                    return_chunk(c);
+                    self.return_chunk(c);
                 }
             }
         }
@@ -369,6 +414,8 @@ impl HeapCore {
         self.in_use = 0;
         self.peak = 0;
         self.refused = 0;
+        // Children cannot outlive a reset (it takes `&mut`); a forgotten one's chunks are gone.
+        self.lent = 0;
         self.free_granules = 0;
         self.free_blocks = 0;
     }
@@ -387,7 +434,7 @@ impl HeapCore {
                 if self.cfg.zero_on_free {
                     wipe_blocks(c);
                 }
-                return_chunk(c);
+                self.return_chunk(c);
             }
         }
         *self = HeapCore::new(self.cfg);
@@ -409,15 +456,45 @@ unsafe fn wipe_blocks(c: Chunk) {
     }
 }
 
-/// Gives a chunk's memory back to the region (the process cache of mappings, or the OS).
-/// Buffers (not mapped) are left to their owner.
+impl HeapCore {
+    /// Gives a chunk's memory back to where it came from: the parent (a child heap's chunk),
+    /// the chunk provider, the process cache of mappings or the OS. Buffers are left to their
+    /// owner.
+    ///
+    /// # Safety
+    /// `c` is a live chunk of this heap that is unlinked and never used again.
+    pub(super) unsafe fn return_chunk(&mut self, c: Chunk) {
+        // SAFETY: as for `return_chunk_to`, with this heap's parent.
+        unsafe { return_chunk_to(c, self.cfg.parent) }
+    }
+}
+
+/// [`HeapCore::return_chunk`], with the heap's parent given.
 ///
 /// # Safety
-/// `c` is a live chunk that is unlinked and never used again.
-pub(super) unsafe fn return_chunk(c: Chunk) {
+/// `c` is a live chunk that is unlinked and never used again; `parent` is the heap's parent,
+/// which outlives it and is not in use meanwhile (`Config::parent`).
+unsafe fn return_chunk_to(c: Chunk, parent: Option<NonNull<HeapCore>>) {
     // SAFETY: c is live until here; its fields are read before the memory goes.
     unsafe {
         let len = c.len();
+        if c.lent() {
+            let Some(parent) = parent else {
+                debug_assert!(false, "return_chunk: a lent chunk in a heap with no parent");
+                return;
+            };
+            let p = &mut *parent.as_ptr();
+            p.lent -= len;
+            crate::vg::undefined(c.base().as_ptr(), len);
+            // The block the parent lent, with the layout it was asked for: the parent's own
+            // checks see a block of its own.
+            let r = p.dealloc(c.base(), len, GRANULE);
+            debug_assert!(
+                r.is_ok(),
+                "return_chunk: the parent refused its block: {r:?}"
+            );
+            return;
+        }
         if !c.mapped() {
             // A caller's buffer goes back to its owner: every byte addressable again (memcheck).
             crate::vg::undefined(c.base().as_ptr(), len);
@@ -471,6 +548,21 @@ pub(super) fn carve_len_for(need: usize, checked: bool) -> Option<usize> {
         len *= 2;
     }
     None
+}
+
+/// The smallest chunk (whole granules) whose block area holds `need` bytes: a child heap's
+/// chunk, a block of its parent.
+pub(crate) fn lent_len_for(need: usize, checked: bool) -> Option<usize> {
+    let need = need.max(GRANULE);
+    let mut len = align_up(need, GRANULE)?;
+    loop {
+        let room =
+            len.saturating_sub(crate::block::meta_granules(len / GRANULE, checked) * GRANULE);
+        if room >= need {
+            return (len <= max_chunk_len()).then_some(len);
+        }
+        len = align_up(len.checked_add(need - room)?, GRANULE)?;
+    }
 }
 
 /// Rounds up to whole pages.

@@ -42,6 +42,10 @@ pub(crate) struct Config {
     /// pointer there in O(1).
     #[cfg_attr(not(feature = "mmap"), allow(dead_code))]
     pub owner: usize,
+    /// A child heap's parent: its chunks are blocks of the parent (see `chunks::lend`). The
+    /// parent outlives the child (the child borrows it) and is never used while the child's
+    /// core runs (one thread: `Heap` is not `Sync`).
+    pub parent: Option<core::ptr::NonNull<HeapCore>>,
     /// Is this heap an arena of a `SyncHeap` (chunks of one alignment unit each)?
     #[cfg_attr(not(feature = "mmap"), allow(dead_code))]
     pub arena: bool,
@@ -70,6 +74,7 @@ impl Config {
         budget: usize::MAX,
         give_back: DEFAULT_GIVE_BACK,
         owner: 0,
+        parent: None,
         arena: false,
         checked: CHECKED_DEFAULT,
         zero_on_free: false,

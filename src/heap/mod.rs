@@ -56,7 +56,7 @@ pub(crate) use crate::block::seal_intact;
 use checked::*;
 pub(crate) use checked::{FOREIGN, POISON};
 use chunks::*;
-pub(crate) use chunks::{BUFFER_MAX_PIECE, BUFFER_MIN_GRANULES, page};
+pub(crate) use chunks::{BUFFER_MAX_PIECE, BUFFER_MIN_GRANULES, lent_len_for, page};
 pub use config::MAX_ALIGN;
 #[allow(unused_imports)]
 use config::*;
@@ -99,6 +99,8 @@ pub(crate) struct HeapCore {
     pub regrow_base: usize,
     /// `regrow_base + returned / 2`: past it, the heap is refilling (`usize::MAX`: none).
     pub regrow_at: usize,
+    /// Bytes of this heap's blocks its child heaps hold as chunks (part of `in_use`).
+    pub lent: usize,
 }
 
 /// A block handed out: where it starts and how many bytes it spans.
@@ -166,6 +168,7 @@ impl HeapCore {
             returned: 0,
             regrow_base: 0,
             regrow_at: usize::MAX,
+            lent: 0,
         }
     }
 }

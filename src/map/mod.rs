@@ -133,7 +133,7 @@ impl Heap {
     /// use isoheap::{Heap, SpanKind};
     /// use core::alloc::Layout;
     ///
-    /// let heap = Heap::new();
+    /// let heap = Heap::with_capacity(64 << 10).unwrap(); // one chunk
     /// let l = Layout::from_size_align(100, 8).unwrap();
     /// let (a, b) = (heap.allocate(l).unwrap(), heap.allocate(l).unwrap());
     /// // SAFETY: `a` came from this heap with layout `l`.

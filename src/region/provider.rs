@@ -40,7 +40,7 @@ use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::*};
 const SEG_SHIFT: u32 = pagemap::ALIGN_SHIFT;
 /// Bytes per segment (and its alignment): 4 MiB (1 MiB under Miri).
 pub(crate) const SEG: usize = 1 << SEG_SHIFT;
-const MIN_SHIFT: u32 = 10;
+const MIN_SHIFT: u32 = 9;
 /// The smallest chunk the provider hands out: 1 KiB.
 pub(crate) const MIN_CARVE: usize = 1 << MIN_SHIFT;
 /// The largest: half a segment. Larger chunks are mapped on their own.

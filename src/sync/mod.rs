@@ -394,6 +394,7 @@ impl SyncHeap {
             t.budget_refusals += s.budget_refusals;
             t.cached_before += s.cached_before;
             t.quick_table += s.quick_table;
+            t.lent_to_children += s.lent_to_children;
         }
         // The arenas' own peaks were reached at different times: their sum is not a peak.
         t.peak_in_use = self.totals.peak();

@@ -1358,3 +1358,51 @@ fn out_of_memory_global() {
         global_finish(&G);
     });
 }
+
+/// A child asked of a heap whose budget or limit is reached: `ParentFull`, naming the sizes,
+/// and nothing changes; a child whose allocations pass the parent's budget gets `AllocError`
+/// and the parent counts the refusal.
+#[test]
+fn child_of_a_full_parent_is_refused() {
+    let tight = Heap::builder().budget(4096).build().unwrap();
+    let b = tight.allocate(layout(4000, 16)).unwrap();
+    let before = tight.stats();
+    match tight.child() {
+        Err(HeapError::ParentFull { needed, available }) => {
+            assert!(available < needed, "{needed} {available}");
+            let text = HeapError::ParentFull { needed, available }.to_string();
+            assert!(text.contains("cannot lend"), "{text}");
+        }
+        other => panic!("expected ParentFull, got {other:?}"),
+    }
+    assert_eq!(tight.stats(), before, "a refused child changes nothing");
+    // SAFETY: allocated above with this layout.
+    unsafe { tight.deallocate(b.cast(), layout(4000, 16)) };
+    // Room for a child, but not for what it is asked.
+    let child = tight.child().unwrap();
+    assert!(child.allocate(layout(8000, 16)).is_err());
+    assert_eq!(tight.stats().in_use, 0);
+    assert!(tight.stats().budget_refusals >= 1);
+    let small = child.allocate(layout(100, 16)).unwrap();
+    // SAFETY: allocated above with this layout.
+    unsafe { child.deallocate(small.cast(), layout(100, 16)) };
+    drop(child);
+    // A parent at its limit with no free span left.
+    let full = Heap::builder()
+        .initial(64 << 10)
+        .limit(64 << 10)
+        .build()
+        .unwrap();
+    let mut blocks = Vec::new();
+    while let Ok(p) = full.allocate(layout(16, 16)) {
+        blocks.push(p);
+    }
+    let before = full.stats();
+    assert!(matches!(full.child(), Err(HeapError::ParentFull { .. })));
+    assert_eq!(full.stats(), before);
+    for p in blocks {
+        // SAFETY: allocated above with this layout.
+        unsafe { full.deallocate(p.cast(), layout(16, 16)) };
+    }
+    assert!(full.child().is_ok());
+}

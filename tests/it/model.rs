@@ -401,3 +401,259 @@ fn heaps_on_many_threads_share_the_provider() {
     }
     isoheap::release_cached();
 }
+
+/// One step of the parent/children model.
+#[derive(Clone, Debug)]
+enum Ctx {
+    NewChild,
+    DropChild(Index),
+    ResetChild(Index),
+    /// Allocate in the parent (`who` picks 0) or in a child.
+    Alloc {
+        who: Index,
+        size: usize,
+        align_log2: u8,
+    },
+    Free(Index),
+    Grow {
+        idx: Index,
+        extra: usize,
+    },
+}
+
+fn ctx_ops() -> impl Strategy<Value = Vec<Ctx>> {
+    let op = prop_oneof![
+        1 => Just(Ctx::NewChild),
+        1 => any::<Index>().prop_map(Ctx::DropChild),
+        1 => any::<Index>().prop_map(Ctx::ResetChild),
+        6 => (any::<Index>(), size(), align_log2())
+            .prop_map(|(who, size, align_log2)| Ctx::Alloc { who, size, align_log2 }),
+        3 => any::<Index>().prop_map(Ctx::Free),
+        2 => (any::<Index>(), size()).prop_map(|(idx, extra)| Ctx::Grow { idx, extra }),
+    ];
+    prop::collection::vec(op, 0..=if cfg!(miri) { 24 } else { 64 })
+}
+
+/// A live block in the parent/children model: which heap (`None`: the parent; else a child's
+/// id), where, its layout and the byte it is filled with.
+struct CtxBlock {
+    owner: Option<usize>,
+    ptr: std::ptr::NonNull<u8>,
+    layout: Layout,
+    fill: u8,
+}
+
+fn ctx_fill(b: &CtxBlock) {
+    // SAFETY: a live block of at least `layout.size()` bytes.
+    unsafe { b.ptr.as_ptr().write_bytes(b.fill, b.layout.size()) };
+}
+
+fn ctx_verify(b: &CtxBlock, what: &str) -> R {
+    // SAFETY: a live block of at least `layout.size()` bytes, filled by `ctx_fill`.
+    let s = unsafe { std::slice::from_raw_parts(b.ptr.as_ptr(), b.layout.size()) };
+    prop_assert!(
+        s.iter().all(|&x| x == b.fill),
+        "{what}: block {:p} ({:?}) of {:?} was overwritten",
+        b.ptr,
+        b.layout,
+        b.owner
+    );
+    Ok(())
+}
+
+/// Runs one case of the parent/children model on `parent`: random interleavings of child
+/// creation, use, reset and drop, every block filled and verified, and after every step
+/// `check()` on the parent and every child, the parent's `lent_to_children` equal to what the
+/// children have mapped, and each heap's `in_use` covering its live blocks. A refused
+/// allocation (the parent's budget or limit) must change nothing.
+fn run_ctx_case(parent: &Heap, ops: &[Ctx]) -> R {
+    let mut children: Vec<(usize, isoheap::ChildHeap<'_>)> = Vec::new();
+    let mut next_id = 0;
+    let mut live: Vec<CtxBlock> = Vec::new();
+    let mut fill = 0u8;
+    for (step, op) in ops.iter().enumerate() {
+        let what = format!("step {step} ({op:?})");
+        match op {
+            Ctx::NewChild => {
+                if let Ok(c) = parent.child() {
+                    children.push((next_id, c));
+                    next_id += 1;
+                }
+            }
+            Ctx::DropChild(i) if !children.is_empty() => {
+                let (id, c) = children.remove(i.index(children.len()));
+                for b in live.iter().filter(|b| b.owner == Some(id)) {
+                    ctx_verify(b, &what)?;
+                }
+                live.retain(|b| b.owner != Some(id));
+                drop(c);
+            }
+            Ctx::ResetChild(i) if !children.is_empty() => {
+                let k = i.index(children.len());
+                let id = children[k].0;
+                live.retain(|b| b.owner != Some(id));
+                children[k].1.reset();
+                prop_assert_eq!(
+                    children[k].1.stats().in_use,
+                    0,
+                    "{}: reset child in use",
+                    what
+                );
+            }
+            Ctx::Alloc {
+                who,
+                size,
+                align_log2,
+            } => {
+                let k = who.index(children.len() + 1);
+                let (owner, heap): (Option<usize>, &Heap) = if k == 0 {
+                    (None, parent)
+                } else {
+                    (Some(children[k - 1].0), &children[k - 1].1)
+                };
+                let layout = Layout::from_size_align(*size, 1 << align_log2).unwrap();
+                let before = parent.stats();
+                match heap.allocate(layout) {
+                    Ok(p) if layout.size() > 0 => {
+                        fill = fill.wrapping_add(1).max(1);
+                        let b = CtxBlock {
+                            owner,
+                            ptr: p.cast(),
+                            layout,
+                            fill,
+                        };
+                        ctx_fill(&b);
+                        live.push(b);
+                    }
+                    Ok(_) => {}
+                    Err(_) => {
+                        let after = parent.stats();
+                        prop_assert_eq!(
+                            (after.in_use, after.lent_to_children),
+                            (before.in_use, before.lent_to_children),
+                            "{}: a refused allocation changed the parent",
+                            what
+                        );
+                    }
+                }
+            }
+            Ctx::Free(i) if !live.is_empty() => {
+                let b = live.swap_remove(i.index(live.len()));
+                ctx_verify(&b, &what)?;
+                let heap: &Heap = match b.owner {
+                    None => parent,
+                    Some(id) => &children.iter().find(|c| c.0 == id).unwrap().1,
+                };
+                // SAFETY: a live block of this heap with this layout.
+                unsafe { heap.deallocate(b.ptr, b.layout) };
+            }
+            Ctx::Grow { idx, extra } if !live.is_empty() => {
+                let j = idx.index(live.len());
+                ctx_verify(&live[j], &what)?;
+                let b = &live[j];
+                let heap: &Heap = match b.owner {
+                    None => parent,
+                    Some(id) => &children.iter().find(|c| c.0 == id).unwrap().1,
+                };
+                let new = Layout::from_size_align(
+                    (b.layout.size() + extra).min(MAX_BLOCK),
+                    b.layout.align(),
+                )
+                .unwrap();
+                if new.size() > b.layout.size() {
+                    // SAFETY: a live block of this heap with this layout; on success only the
+                    // result is used.
+                    if let Ok(p) = unsafe { heap.grow(b.ptr, b.layout, new) } {
+                        let b = &mut live[j];
+                        b.ptr = p.cast();
+                        b.layout = new;
+                        ctx_fill(b);
+                    }
+                }
+            }
+            _ => {}
+        }
+        // After every step: every heap checks out, and the books agree.
+        parent
+            .check()
+            .map_err(|e| TestCaseError::fail(format!("{what}: parent: {e}")))?;
+        let mut lent = 0;
+        for (id, c) in &children {
+            c.check()
+                .map_err(|e| TestCaseError::fail(format!("{what}: child {id}: {e}")))?;
+            let s = c.stats();
+            lent += s.mapped;
+            let mine: usize = live
+                .iter()
+                .filter(|b| b.owner == Some(*id))
+                .map(|b| b.layout.size())
+                .sum();
+            prop_assert!(
+                s.in_use >= mine,
+                "{}: child {} in_use {} < {}",
+                what,
+                id,
+                s.in_use,
+                mine
+            );
+        }
+        let ps = parent.stats();
+        prop_assert_eq!(ps.lent_to_children, lent, "{}: lent to children", what);
+        let mine: usize = live
+            .iter()
+            .filter(|b| b.owner.is_none())
+            .map(|b| b.layout.size())
+            .sum();
+        prop_assert!(ps.in_use >= lent + mine, "{}: parent in_use {:?}", what, ps);
+    }
+    for b in &live {
+        ctx_verify(b, "at the end")?;
+    }
+    let parent_blocks: Vec<_> = live.iter().filter(|b| b.owner.is_none()).collect();
+    for b in parent_blocks {
+        // SAFETY: a live block of the parent with this layout.
+        unsafe { parent.deallocate(b.ptr, b.layout) };
+    }
+    drop(children);
+    let s = parent.stats();
+    prop_assert_eq!(
+        (s.in_use, s.lent_to_children),
+        (0, 0),
+        "every child returned its chunks"
+    );
+    parent
+        .check()
+        .map_err(|e| TestCaseError::fail(format!("at the end: {e}")))?;
+    Ok(())
+}
+
+/// Heaps inside heaps, over three kinds of parent: a plain heap, one whose budget the children
+/// often reach, and a heap over a caller's buffer.
+#[test]
+fn children_of_a_heap() {
+    type WithParent<'a> = &'a dyn Fn(&mut dyn FnMut(&Heap) -> R) -> R;
+    let kinds: [(&str, WithParent<'_>); 3] = [
+        ("plain", &|f| f(&Heap::new())),
+        ("budget", &|f| {
+            f(&Heap::builder()
+                .budget(if cfg!(miri) { 16 << 10 } else { 96 << 10 })
+                .build()
+                .unwrap())
+        }),
+        ("buffer", &|f| {
+            let mut buf =
+                vec![MaybeUninit::<u8>::uninit(); if cfg!(miri) { 64 << 10 } else { 512 << 10 }];
+            let heap = Heap::from_buffer(&mut buf).unwrap();
+            f(&heap)
+        }),
+    ];
+    for (name, with) in kinds {
+        let mut runner = TestRunner::new(config(300));
+        let result = runner.run(&ctx_ops(), |ops| {
+            with(&mut |parent| run_ctx_case(parent, &ops))
+        });
+        if let Err(e) = result {
+            panic!("{name} parent: {e}");
+        }
+    }
+}
