@@ -5,8 +5,11 @@
 //! builds its collections in that heap with fallible calls only (`try_reserve` before each
 //! `push` and `insert`), so a request that needs more than its budget gets an `Err` and is
 //! refused; an infallible `push` would call the allocation failure handler and abort the
-//! process instead. Dropping the guard resets the heap (freeing whatever the request left) and
-//! gives it back to the pool, so the next request reuses it without mapping anything.
+//! process instead. Inside the request, parsing and the response each get a child heap of the
+//! request's heap (`Heap::child`, a memory context): the parse context is dropped once parsed,
+//! and the request's budget bounds both. Dropping the guard resets the heap (freeing whatever
+//! the request left) and gives it back to the pool, so the next request reuses it without
+//! mapping anything.
 
 use allocator_api2::vec::Vec;
 use hashbrown::{DefaultHashBuilder, HashMap};
@@ -19,17 +22,34 @@ const BUDGET: usize = 64 << 10;
 #[derive(Debug)]
 struct OverBudget;
 
-/// Splits `body` into words and counts each distinct word, in the request's heap.
-fn handle(heap: &Heap, body: &str) -> Result<(usize, usize), OverBudget> {
-    let mut words: Vec<&str, &Heap> = Vec::new_in(heap);
-    let mut counts: HashMap<&str, usize, DefaultHashBuilder, &Heap> = HashMap::new_in(heap);
-    for word in body.split_whitespace() {
-        words.try_reserve(1).map_err(|_| OverBudget)?;
-        words.push(word);
-        counts.try_reserve(1).map_err(|_| OverBudget)?;
-        *counts.entry(word).or_insert(0) += 1;
+/// Splits `body` into words and counts each distinct word, then builds a response; returns
+/// (words, distinct words, response bytes). Parsing happens in a child heap of the request's
+/// heap, dropped (its chunks back to the request heap) before the response is built in a child
+/// of its own: the request's budget bounds both, and the parse's memory is reused by the
+/// response.
+fn handle(heap: &Heap, body: &str) -> Result<(usize, usize, usize), OverBudget> {
+    let (words, distinct) = {
+        let parse = heap.child().map_err(|_| OverBudget)?;
+        let mut words: Vec<&str, &Heap> = Vec::new_in(&parse);
+        let mut counts: HashMap<&str, usize, DefaultHashBuilder, &Heap> = HashMap::new_in(&parse);
+        for word in body.split_whitespace() {
+            words.try_reserve(1).map_err(|_| OverBudget)?;
+            words.push(word);
+            counts.try_reserve(1).map_err(|_| OverBudget)?;
+            *counts.entry(word).or_insert(0) += 1;
+        }
+        (words.len(), counts.len())
+    }; // the parse context is dropped here
+    let response = heap.child().map_err(|_| OverBudget)?;
+    let mut out: Vec<u8, &Heap> = Vec::new_in(&response);
+    let status = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\n";
+    out.try_reserve(status.len() + 40).map_err(|_| OverBudget)?;
+    out.extend_from_slice(status);
+    for n in [words, distinct] {
+        out.extend_from_slice(n.to_string().as_bytes());
+        out.push(b' ');
     }
-    Ok((words.len(), counts.len()))
+    Ok((words, distinct, out.len()))
 }
 
 fn main() {
@@ -49,9 +69,11 @@ fn main() {
         let answer = handle(&heap, body);
         let stats = heap.stats();
         match answer {
-            Ok((words, distinct)) => {
+            Ok((words, distinct, bytes)) => {
                 served += 1;
-                println!("request {i} ({name}): 200, {words} words, {distinct} distinct");
+                println!(
+                    "request {i} ({name}): 200, {words} words, {distinct} distinct, {bytes} B response"
+                );
                 assert_eq!(stats.budget_refusals, 0);
             }
             Err(OverBudget) => {
@@ -68,6 +90,7 @@ fn main() {
             stats.in_use
         );
         assert!(stats.peak_in_use <= BUDGET);
+        assert_eq!(stats.lent_to_children, 0, "every child context was dropped");
         // `heap` is dropped here: reset, then back in the pool for the next request.
     }
 

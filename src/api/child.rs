@@ -12,8 +12,8 @@ use core::ptr::NonNull;
 
 /// A heap inside another: its chunks are blocks of its parent, made by [`Heap::child`].
 ///
-/// - Allocating in the child takes chunks from the parent (the first sized to the request, then
-///   geometrically larger), so the parent's **budget and limit** bound the child too, and the
+/// - Allocating in the child takes chunks from the parent (the first sized to the request, each
+///   later one as large as all before it), so the parent's **budget and limit** bound the child too, and the
 ///   parent's `in_use` counts the child's chunks (reported apart as
 ///   [`Stats::lent_to_children`]).
 /// - The child can be **reset** on its own ([`reset`](Self::reset): every block freed at once,
@@ -92,6 +92,9 @@ impl Heap {
             quick_reuse: cfg.quick_reuse,
             // Its memory is the parent's: nothing goes to the OS from here.
             give_back: usize::MAX,
+            // Chunks double from the first (sized to the request): a child takes from its
+            // parent's budget about twice what it holds, not a fixed 64 KiB step.
+            growth: 1024,
             ..Config::DEFAULT
         }));
         heap.with_core(|c| {

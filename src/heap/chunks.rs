@@ -75,14 +75,17 @@ impl HeapCore {
         if fit > room {
             return Err(Fail::Limit);
         }
-        let want = if self.mapped == 0 {
-            fit
-        } else {
-            fit.max(step).min(room)
-        };
         // SAFETY: the parent outlives this child and no reference to its core is alive while
         // the child's core runs (`Config::parent`).
         let p = unsafe { &mut *parent.as_ptr() };
+        // The step, within what the parent's budget still allows (a step the budget would
+        // refuse is not asked for: the parent would count a refusal for nothing).
+        let left = align_down(p.cfg.budget.saturating_sub(p.in_use), GRANULE);
+        let want = if self.mapped == 0 {
+            fit
+        } else {
+            fit.max(step.min(room).min(left))
+        };
         let mut got = p.alloc(want, GRANULE, false).map(|b| (b, want));
         if got.is_err() && want > fit {
             got = p.alloc(fit, GRANULE, false).map(|b| (b, fit));
