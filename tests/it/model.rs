@@ -358,7 +358,13 @@ fn heaps_on_many_threads_share_the_provider() {
         std::thread::scope(|s| {
             for t in 0..threads {
                 s.spawn(move || {
-                    let mut runner = TestRunner::new(config(100));
+                    // Under Miri one case per thread and round: the threads' interleaving is
+                    // what this adds to the single-threaded model tests.
+                    let mut cfg = config(100);
+                    if cfg!(miri) {
+                        cfg.cases = 1;
+                    }
+                    let mut runner = TestRunner::new(cfg);
                     // Threads differ by what each keeps alive meanwhile: a heap with a block
                     // of a thread-specific size, so their chunks interleave in the segments.
                     let keep = Heap::new();
@@ -648,7 +654,12 @@ fn children_of_a_heap() {
         }),
     ];
     for (name, with) in kinds {
-        let mut runner = TestRunner::new(config(300));
+        // Under Miri at most two cases per parent (each checks every heap after every step).
+        let mut cfg = config(300);
+        if cfg!(miri) {
+            cfg.cases = cfg.cases.min(2);
+        }
+        let mut runner = TestRunner::new(cfg);
         let result = runner.run(&ctx_ops(), |ops| {
             with(&mut |parent| run_ctx_case(parent, &ops))
         });
