@@ -27,14 +27,16 @@ static GLOBAL: isoheap::GlobalHeap = isoheap::GlobalHeap::new();
 static ISO: isoheap::GlobalHeap = isoheap::GlobalHeap::new();
 static MI: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
+#[path = "../xorshift.rs"]
+mod xorshift;
+use xorshift::Rng;
+
+trait Sizes {
+    fn size(&mut self) -> usize;
+}
+
+impl Sizes for Rng {
+    /// 8 B..4 KiB, log-uniform by powers of two.
     fn size(&mut self) -> usize {
         let r = self.next();
         let e = 3 + (r % 9) as u32;

@@ -18,14 +18,15 @@ use isoheap::Heap;
 use std::hint::black_box;
 use std::time::Instant;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
+#[path = "../xorshift.rs"]
+mod xorshift;
+use xorshift::Rng;
+
+trait Lens {
+    fn len(&mut self) -> usize;
+}
+
+impl Lens for Rng {
     /// Log-uniform 1..=512.
     fn len(&mut self) -> usize {
         let r = self.next();
@@ -38,33 +39,30 @@ const ONE_AT_A_TIME: usize = 200_000;
 const ALIVE: usize = 1_000;
 const ROUNDS: usize = 200_000;
 
-fn one_at_a_time_iso() -> f64 {
+/// One collection at a time, each in a heap `with_heap` lends for it.
+fn one_at_a_time_in(mut with_heap: impl FnMut(&mut dyn FnMut(&Heap))) -> f64 {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let t = Instant::now();
     for _ in 0..ONE_AT_A_TIME {
-        let heap = Heap::new();
-        let mut v = AVec::new_in(&heap);
-        for i in 0..rng.len() as u64 {
-            v.push(i);
-        }
-        black_box(&v);
+        let len = rng.len() as u64;
+        with_heap(&mut |heap| {
+            let mut v = AVec::new_in(heap);
+            for i in 0..len {
+                v.push(i);
+            }
+            black_box(&v);
+        });
     }
     t.elapsed().as_nanos() as f64 / ONE_AT_A_TIME as f64
 }
 
+fn one_at_a_time_iso() -> f64 {
+    one_at_a_time_in(|f| f(&Heap::new()))
+}
+
 fn one_at_a_time_child() -> f64 {
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let parent = Heap::new();
-    let t = Instant::now();
-    for _ in 0..ONE_AT_A_TIME {
-        let heap = parent.child().expect("a child");
-        let mut v = AVec::new_in(&*heap);
-        for i in 0..rng.len() as u64 {
-            v.push(i);
-        }
-        black_box(&v);
-    }
-    t.elapsed().as_nanos() as f64 / ONE_AT_A_TIME as f64
+    one_at_a_time_in(|f| f(&parent.child().expect("a child")))
 }
 
 fn one_at_a_time_glibc() -> f64 {
