@@ -16,7 +16,13 @@ use isoheap::Heap;
 
 fn main() {
     let case = std::env::args().nth(1).unwrap_or_else(|| "none".into());
-    let heap = Heap::builder().checked(false).build().unwrap();
+    // One chunk up front, so that every block below lies in it (a first chunk sized to the
+    // first request would not hold the 8 KiB block the read-past-end case frees).
+    let heap = Heap::builder()
+        .checked(false)
+        .initial(64 << 10)
+        .build()
+        .unwrap();
     let layout = Layout::from_size_align(64, 8).unwrap();
     let p = heap.allocate(layout).unwrap().cast::<u8>();
     let _guard = heap.allocate(layout).unwrap();
