@@ -146,8 +146,10 @@ impl Quick {
             return;
         };
         let t = m.base.cast::<Table>();
-        // A recycled mapping may hold a dropped heap's blocks, which memcheck saw freed.
-        crate::vg::undefined(m.base.as_ptr(), len);
+        // A recycled mapping may hold a dropped heap's blocks, which memcheck saw freed: every
+        // byte is the table's now, and defined (zero past the dirty prefix, which is zeroed
+        // below).
+        crate::vg::defined(m.base.as_ptr(), len);
         if m.dirty > 0 {
             // SAFETY: a mapping of `len >= size_of::<Table>()` bytes that is ours alone.
             unsafe { core::ptr::write_bytes(m.base.as_ptr(), 0, m.dirty.min(len)) };
