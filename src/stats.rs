@@ -40,7 +40,8 @@ pub struct Stats {
     /// neither in `mapped` nor under the limit): one page, once the heap has freed 32 blocks of
     /// at most 4 KiB (at the first such free in checked mode). A heap over a caller's buffer of
     /// at least 32 KiB (any buffer that can spare it in checked mode) carves it from the
-    /// buffer's start at once, and counts it in `mapped` and `metadata` too. Keeping the table
+    /// buffer's start at once, and counts it in `mapped` and `metadata` too (its `map()` shows
+    /// the chunks only). Keeping the table
     /// out of the heap keeps a heap small (`size_of::<Heap>()` is about 200 bytes) and a heap
     /// that holds one collection free of it.
     pub quick_table: usize,

@@ -698,6 +698,15 @@ impl<O: Debug> Shadow<O> {
             }
         }
         let all = map.spans().count();
+        // A heap over a buffer counts the quick lists' table carved from the buffer's start in
+        // `mapped` and `metadata` (see `Stats::quick_table`); the map shows chunks only.
+        let table = if st.mapped == mapped + st.quick_table && st.metadata == meta + st.quick_table
+        {
+            st.quick_table
+        } else {
+            0
+        };
+        let (mapped, meta) = (mapped + table, meta + table);
         if (chunks, mapped, used, free, spans_free, meta, all)
             != (
                 st.chunks,
