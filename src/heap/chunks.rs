@@ -467,56 +467,47 @@ impl HeapCore {
     /// # Safety
     /// `c` is a live chunk of this heap that is unlinked and never used again.
     pub(super) unsafe fn return_chunk(&mut self, c: Chunk) {
-        // SAFETY: as for `return_chunk_to`, with this heap's parent.
-        unsafe { return_chunk_to(c, self.cfg.parent) }
-    }
-}
-
-/// [`HeapCore::return_chunk`], with the heap's parent given.
-///
-/// # Safety
-/// `c` is a live chunk that is unlinked and never used again; `parent` is the heap's parent,
-/// which outlives it and is not in use meanwhile (`Config::parent`).
-unsafe fn return_chunk_to(c: Chunk, parent: Option<NonNull<HeapCore>>) {
-    // SAFETY: c is live until here; its fields are read before the memory goes.
-    unsafe {
-        let len = c.len();
-        if c.lent() {
-            let Some(parent) = parent else {
-                debug_assert!(false, "return_chunk: a lent chunk in a heap with no parent");
+        // SAFETY: c is live until here; its fields are read before the memory goes. A lent
+        // chunk's parent outlives this heap and is not in use meanwhile (`Config::parent`).
+        unsafe {
+            let len = c.len();
+            if c.lent() {
+                let Some(parent) = self.cfg.parent else {
+                    debug_assert!(false, "return_chunk: a lent chunk in a heap with no parent");
+                    return;
+                };
+                let p = &mut *parent.as_ptr();
+                p.lent -= len;
+                crate::vg::undefined(c.base().as_ptr(), len);
+                // The block the parent lent, with the layout it was asked for: the parent's own
+                // checks see a block of its own.
+                let r = p.dealloc(c.base(), len, GRANULE);
+                debug_assert!(
+                    r.is_ok(),
+                    "return_chunk: the parent refused its block: {r:?}"
+                );
                 return;
+            }
+            if !c.mapped() {
+                // A caller's buffer goes back to its owner: every byte addressable again (memcheck).
+                crate::vg::undefined(c.base().as_ptr(), len);
+                return;
+            }
+            let dirty = (c.clean() as usize) << GRANULE_SHIFT;
+            #[cfg(feature = "mmap")]
+            if c.carved() {
+                crate::region::provider::uncarve(c.base(), len, dirty);
+                return;
+            }
+            let m = crate::region::Mapping {
+                base: c.base(),
+                len,
+                dirty,
+                off: c.map_off(),
+                map_len: c.map_len(),
             };
-            let p = &mut *parent.as_ptr();
-            p.lent -= len;
-            crate::vg::undefined(c.base().as_ptr(), len);
-            // The block the parent lent, with the layout it was asked for: the parent's own
-            // checks see a block of its own.
-            let r = p.dealloc(c.base(), len, GRANULE);
-            debug_assert!(
-                r.is_ok(),
-                "return_chunk: the parent refused its block: {r:?}"
-            );
-            return;
+            crate::region::release(m, c.paged());
         }
-        if !c.mapped() {
-            // A caller's buffer goes back to its owner: every byte addressable again (memcheck).
-            crate::vg::undefined(c.base().as_ptr(), len);
-            return;
-        }
-        let dirty = (c.clean() as usize) << GRANULE_SHIFT;
-        #[cfg(feature = "mmap")]
-        if c.carved() {
-            crate::region::provider::uncarve(c.base(), len, dirty);
-            return;
-        }
-        let m = crate::region::Mapping {
-            base: c.base(),
-            len,
-            dirty,
-            off: c.map_off(),
-            map_len: c.map_len(),
-        };
-        crate::region::release(m, c.paged());
     }
 }
 
