@@ -71,10 +71,10 @@ pub use region::provider::set_idle_limit;
 #[cfg(feature = "mmap")]
 pub use region::release_cached;
 pub use stats::Stats;
-#[cfg(all(feature = "mmap", feature = "std"))]
-pub use sync::SharedHeap;
 #[cfg(feature = "mmap")]
 pub use sync::{ARENAS, GlobalHeap, SyncHeap};
+#[cfg(all(feature = "mmap", feature = "std"))]
+pub use sync::{Scope, SharedHeap};
 
 /// Bytes per granule: every block is a multiple of this and aligned to it.
 pub const GRANULE: usize = block::GRANULE;

@@ -121,3 +121,72 @@ fn fork_when_an_earlier_atfork_handler_allocates() {
         fork_and_check();
     }
 }
+
+/// `fork` while scopes are active: threads allocate and free in scopes of their own (so they
+/// hold scope heaps' locks at any moment) and free blocks of the main thread's scope, while the
+/// main thread, inside a scope, forks. The prepare handler takes every scope heap's lock, so
+/// the child inherits none held by a thread it does not have: it allocates in its inherited
+/// scope, frees scope blocks and starts a new scope.
+#[test]
+fn fork_while_scopes_are_active() {
+    if !scenario("fork_while_scopes_are_active", "scopes") {
+        return;
+    }
+    GLOBAL.fork_safe();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scope = GLOBAL.scope();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(64);
+    let mut rx = Some(rx);
+    let workers: Vec<_> = (0..3)
+        .map(|t| {
+            let stop = stop.clone();
+            let rx = rx.take();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let s = GLOBAL.scope();
+                    let v: Vec<String> = (0..50).map(|i| format!("{t}:{i}")).collect();
+                    assert!(s.stats().in_use > 0);
+                    drop(v);
+                    // Blocks of the main thread's scope, freed here.
+                    if let Some(rx) = &rx {
+                        while let Ok(b) = rx.try_recv() {
+                            drop(b);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for round in 0..20 {
+        let _ = tx.try_send(vec![round as u8; 100 + round * 10]);
+        // SAFETY: the child only allocates, frees and checks, then leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let mine: Vec<String> = (0..200).map(|i| format!("child {i}")).collect();
+            let inner = GLOBAL.scope();
+            let more: Vec<u64> = (0..1000).collect();
+            let ok = scope.stats().in_use > 0
+                && inner.stats().in_use >= 8000
+                && mine.len() + more.len() == 1200
+                && GLOBAL.heap().check().is_ok();
+            drop(more);
+            drop(inner);
+            // SAFETY: leaving the child without the parent's destructors.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "round {round}: the forked child failed: {status}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    drop(tx);
+    for w in workers {
+        w.join().unwrap();
+    }
+    drop(scope);
+}

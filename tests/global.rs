@@ -117,3 +117,48 @@ fn fork_while_other_threads_allocate() {
         assert!(b.join().unwrap() > 0);
     }
 }
+
+/// `GLOBAL.scope()` with the crate as the global allocator: ordinary code (`format!`,
+/// `String`, `Vec`, `HashMap`) allocates in the scope while it lives; a fallible reservation
+/// past the scope's budget returns `Err` and is counted; a `Vec` from before the scope grows in
+/// the arenas; values that escape stay valid and release the scope heap when dropped on
+/// another thread.
+#[test]
+fn scope_redirects_ordinary_code() {
+    let arenas_before = GLOBAL.heap().stats().in_use;
+    let mut before: Vec<u64> = Vec::with_capacity(4);
+    let scope = GLOBAL.scope();
+    let words: Vec<String> = (0..1000).map(|i| format!("word number {i}")).collect();
+    let mut map = HashMap::new();
+    for (i, w) in words.iter().enumerate() {
+        map.insert(w.clone(), i);
+    }
+    let st = scope.stats();
+    assert!(st.in_use >= 1000 * 14 * 2, "{st:?}");
+    assert_eq!(map["word number 7"], 7);
+    // Growing a vector from before the scope: it stays in the arenas.
+    before.extend(0..100_000u64);
+    assert!(scope.stats().in_use < st.in_use + 100_000, "{:?}", scope.stats());
+    assert!(GLOBAL.heap().stats().in_use >= arenas_before + 800_000);
+    // A budget: fallible reservations past it fail and are counted.
+    scope.set_budget(Some(scope.stats().in_use + (64 << 10)));
+    let mut big: Vec<u8> = Vec::new();
+    assert!(big.try_reserve_exact(1 << 20).is_err());
+    assert_eq!(scope.stats().budget_refusals, 1);
+    big.try_reserve_exact(1 << 10).expect("under the budget");
+    scope.set_budget(None);
+    drop(map);
+    drop(big);
+    drop(scope);
+    // `words` escaped: valid, and freed on another thread, which releases the scope heap.
+    let live = GLOBAL.live_scopes();
+    assert!(live >= 1);
+    std::thread::spawn(move || {
+        assert_eq!(words[999], "word number 999");
+        drop(words);
+    })
+    .join()
+    .unwrap();
+    assert_eq!(GLOBAL.live_scopes(), live - 1);
+    drop(before);
+}

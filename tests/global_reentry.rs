@@ -516,3 +516,68 @@ fn signal_handlers_on_many_threads_with_every_arena_busy() {
         },
     );
 }
+
+/// The three handler modes above with the interrupted thread inside a `GLOBAL.scope()`: its
+/// loop allocates from the scope heap (maybe holding that heap's lock when the signal comes),
+/// the pool and the shared block are scope blocks, and the handler's own allocations are
+/// redirected too. A re-entered call never waits for the scope heap's lock: an allocation
+/// then comes from the arenas, a free goes onto the scope heap's remote list, a realloc moves
+/// the block to the arenas.
+#[test]
+fn signal_handlers_while_the_thread_is_in_a_scope() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for (mode, what) in [
+        (
+            MODE_ALLOC,
+            "allocation from a signal handler inside a scope",
+        ),
+        (
+            MODE_FREE_POOL,
+            "dealloc from a signal handler of scope blocks",
+        ),
+        (
+            MODE_REALLOC_SHARED,
+            "realloc from a signal handler of a scope block",
+        ),
+    ] {
+        MODE.store(mode, Relaxed);
+        in_child(20, what, || {
+            let mode = MODE.load(Relaxed);
+            reset_counters(mode);
+            POOL_NEXT.store(0, Relaxed);
+            let scope = GLOBAL.scope();
+            if mode == MODE_FREE_POOL {
+                for slot in &POOL {
+                    // SAFETY: a 64-byte scope block, filled with 0x3C.
+                    unsafe {
+                        let p = GLOBAL.alloc(layout(64, 16));
+                        assert!(!p.is_null());
+                        p.write_bytes(0x3C, 64);
+                        slot.store(p, Relaxed);
+                    }
+                }
+            }
+            if mode == MODE_REALLOC_SHARED {
+                // SAFETY: a 64-byte scope block, filled with 0x5C.
+                unsafe {
+                    let p = GLOBAL.alloc(layout(64, 16));
+                    assert!(!p.is_null());
+                    p.write_bytes(0x5C, 64);
+                    SHARED.store(p, Relaxed);
+                }
+                SHARED_SIZE.store(64, Relaxed);
+            }
+            let in_scope = scope.stats().in_use;
+            install_handler();
+            let iterations = {
+                let _ticker = Ticker::at_this_thread(Duration::from_micros(100));
+                allocation_loop(Duration::from_millis(500))
+            };
+            let ok = summary("in a scope", iterations)
+                && (mode != MODE_FREE_POOL || in_scope >= POOL_LEN * 64)
+                && GLOBAL.live_scopes() >= 1;
+            drop(scope);
+            if ok { 0 } else { 1 }
+        });
+    }
+}

@@ -168,6 +168,7 @@ fn soak<A: Allocator + Clone + Send + Sync + 'static>(
     name: &str,
     a: A,
     threads: usize,
+    scoped: bool,
     stats: impl Fn() -> Stats + Sync,
     check: impl Fn() -> Result<(), isoheap::CheckError> + Sync,
 ) -> Figures {
@@ -185,11 +186,15 @@ fn soak<A: Allocator + Clone + Send + Sync + 'static>(
                 let mut rng = Rng(0x50A4 + t as u64);
                 let mut keepers = std::collections::VecDeque::new();
                 while !stop.load(Relaxed) {
+                    // With `scoped`, half the steps run in a scope of their own; what they
+                    // keep (and send to other threads) outlives it.
+                    let scope = (scoped && rng.below(2) == 0).then(|| GLOBAL.scope());
                     let n = if rng.below(3) == 0 {
                         cross_step(&mut rng, &a, &cross)
                     } else {
                         step(&mut rng, &a, &mut keepers)
                     };
+                    drop(scope);
                     while keepers.len() > 2000 {
                         verify(&keepers.pop_front().unwrap(), 9);
                     }
@@ -257,13 +262,38 @@ fn memory_stays_bounded_under_any_pattern() {
         "GlobalHeap",
         Global,
         THREADS,
+        false,
         || GLOBAL.heap().stats(),
         || GLOBAL.heap().check(),
     );
     assert!(g.ops > 0);
+    // The same with half the steps in scopes (`GlobalHeap::scope`): the arenas' and the
+    // scope heaps' counters together.
+    let sc = soak(
+        "GlobalHeap with scopes",
+        Global,
+        THREADS,
+        true,
+        || {
+            let (mut a, b) = (GLOBAL.heap().stats(), GLOBAL.scope_stats());
+            a.in_use += b.in_use;
+            a.mapped += b.mapped;
+            a.peak_in_use += b.peak_in_use;
+            a
+        },
+        || GLOBAL.heap().check(),
+    );
+    assert!(sc.ops > 0);
     // A SyncHeap shared by the threads.
     let heap: &'static SyncHeap = Box::leak(Box::new(SyncHeap::new()));
-    let s = soak("SyncHeap", heap, THREADS, || heap.stats(), || heap.check());
+    let s = soak(
+        "SyncHeap",
+        heap,
+        THREADS,
+        false,
+        || heap.stats(),
+        || heap.check(),
+    );
     assert!(s.ops > 0);
     // A plain Heap on one thread (`Heap` is not `Sync`: the cross-thread patterns are off).
     let h = Heap::new();

@@ -30,6 +30,11 @@ impl HeapCore {
             let unit = crate::region::PAGED_ALIGN;
             return self.map_chunk(if min <= unit { unit } else { min });
         }
+        #[cfg(feature = "mmap")]
+        if self.cfg.give_back_big && min > crate::region::provider::MAX_CARVE {
+            // Exactly one large block's worth, given back when it is freed (`map_chunk`).
+            return self.map_chunk(min);
+        }
         // Up to half a segment, a chunk comes from the provider: a power of two, the first
         // one sized to the request (from 1 KiB), later ones to the geometric step.
         #[cfg(feature = "mmap")]
@@ -131,6 +136,17 @@ impl HeapCore {
         Some(c)
     }
 
+    /// Is a mapped chunk of `len` bytes one made for a single large block (see
+    /// `Chunk::single`)? An arena's larger than its alignment unit, and with `give_back_big`
+    /// one larger than the provider carves.
+    fn single_chunk(&self, len: usize) -> bool {
+        #[cfg(feature = "mmap")]
+        if self.cfg.give_back_big && len > crate::region::provider::MAX_CARVE {
+            return true;
+        }
+        self.cfg.arena && len > crate::region::PAGED_ALIGN
+    }
+
     /// Maps a chunk of exactly `len` bytes (whole pages; a cached mapping may be larger) and
     /// links it in address order. Every heap that maps its memory gets *paged* chunks: aligned
     /// to the page map's unit and recorded there, so the chunk of any pointer is found in O(1)
@@ -164,7 +180,7 @@ impl HeapCore {
             c.set_map_len(m.map_len);
             if paged {
                 c.set_owner(self.cfg.owner);
-                c.set_single(self.cfg.arena && m.len > crate::region::PAGED_ALIGN);
+                c.set_single(self.single_chunk(m.len));
                 c.set_paged(true);
                 if !crate::region::publish(m.base, m.len) {
                     crate::region::discard(m);
@@ -263,6 +279,28 @@ impl HeapCore {
             // (1) unlinked now, and (2) nothing of it is used: never touched again.
             self.return_chunk(c);
         }
+    }
+
+    /// Gives back every mapped or carved chunk that holds no block (after flushing the quick
+    /// lists); returns the bytes given back. O(chunks).
+    #[cfg_attr(not(feature = "mmap"), allow(dead_code))]
+    pub(crate) fn give_back_empty(&mut self) -> usize {
+        self.flush();
+        let mut freed = 0;
+        let mut next = self.head;
+        while let Some(c) = next {
+            // SAFETY: c is a live chunk of this heap's list; its successor is read before it
+            // may be given back; `give_back_chunk`: (1) on the list, (2) empty (frontier at its
+            // first granule) and mapped or carved (not a buffer's or a parent's).
+            unsafe {
+                next = c.next();
+                if c.frontier() == c.first() && (c.mapped() || c.carved()) {
+                    freed += c.len();
+                    self.give_back_chunk(c);
+                }
+            }
+        }
+        freed
     }
 
     /// Links a fresh chunk into the address-ordered list and counts it.

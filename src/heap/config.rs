@@ -54,6 +54,11 @@ pub(crate) struct Config {
     pub checked: bool,
     /// Zero blocks when they are freed and all memory on `reset` (for secrets).
     pub zero_on_free: bool,
+    /// A block too large for the chunk provider gets a chunk of its own, given back as soon as
+    /// the block is freed (a scope heap's: kept alive by one small escaped block, it must not
+    /// hold on to a big temporary's mapping).
+    #[cfg_attr(not(feature = "mmap"), allow(dead_code))]
+    pub give_back_big: bool,
 }
 
 /// Is checked mode on by default? In builds with debug assertions, or with the `checked`
@@ -78,6 +83,7 @@ impl Config {
         arena: false,
         checked: CHECKED_DEFAULT,
         zero_on_free: false,
+        give_back_big: false,
     };
 }
 

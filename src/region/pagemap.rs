@@ -62,10 +62,11 @@ fn leaf(i1: usize, create: bool) -> Option<&'static Leaf> {
     }
 }
 
-/// A fresh identity for a heap whose chunks are paged (never 0).
+/// A fresh identity for a heap whose chunks are paged: even and never 0 (odd identities name
+/// the global heap's scope heaps, see `sync::scope`).
 pub(crate) fn next_owner() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(1);
-    NEXT.fetch_add(1, Relaxed)
+    static NEXT: AtomicUsize = AtomicUsize::new(2);
+    NEXT.fetch_add(2, Relaxed)
 }
 
 /// Records `base` (an `ALIGN`-aligned chunk base) as the chunk for every `ALIGN` window of

@@ -168,6 +168,21 @@ fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
     f(unsafe { &mut *P.state.get() })
 }
 
+/// Registers the provider's `fork` handlers (once). Called before the lock is ever taken: a
+/// child forked while another thread held it would wait for it forever, so fork takes it
+/// first and both sides release it (plain functions that allocate nothing). Registering may
+/// allocate, so never under the lock. A fork-safe `GlobalHeap` calls it before registering
+/// its own handlers: prepare handlers run in the reverse order of registration, so the
+/// provider's lock is taken last, after every heap lock whose holder may be waiting for it.
+pub(crate) fn register_fork_handlers() {
+    #[cfg(not(miri))]
+    if !HANDLERS.load(Relaxed) && !HANDLERS.swap(true, AcqRel) {
+        os::atfork(fork_prepare, fork_after, fork_after);
+    }
+    #[cfg(miri)]
+    let _ = &HANDLERS;
+}
+
 #[cfg(not(miri))]
 extern "C" fn fork_prepare() {
     while P
@@ -329,15 +344,7 @@ unsafe fn unmap_segment(seg: *mut Segment) {
 /// how many bytes from its start may be non-zero (the rest reads as zero). `None` if the OS
 /// refuses a new segment.
 pub(crate) fn carve(len: usize) -> Option<(NonNull<u8>, usize)> {
-    // Before the lock is ever taken: a child forked while another thread held it would wait
-    // for it forever, so fork takes it first and both sides release it (plain functions that
-    // allocate nothing). Registering may allocate, so never under the lock.
-    #[cfg(not(miri))]
-    if !HANDLERS.load(Relaxed) && !HANDLERS.swap(true, AcqRel) {
-        os::atfork(fork_prepare, fork_after, fork_after);
-    }
-    #[cfg(miri)]
-    let _ = &HANDLERS;
+    register_fork_handlers();
     loop {
         if let Some(got) = with(|st| carve_in(st, len)) {
             return Some(got);

@@ -71,14 +71,22 @@ pub(super) const REENTRANT_ROUNDS: usize = 256;
 
 impl Arena {
     pub(super) const fn new(abort: bool) -> Arena {
+        Arena::with(
+            abort,
+            Config {
+                arena: true,
+                ..Config::DEFAULT
+            },
+        )
+    }
+
+    /// An arena whose heap has configuration `cfg` (a scope heap's: chunks from the provider).
+    pub(super) const fn with(abort: bool, cfg: Config) -> Arena {
         Arena {
             abort,
             lock: SpinLock::new(),
             id: AtomicUsize::new(0),
-            core: UnsafeCell::new(HeapCore::new(Config {
-                arena: true,
-                ..Config::DEFAULT
-            })),
+            core: UnsafeCell::new(HeapCore::new(cfg)),
             remote: RemoteStack::new(),
         }
     }

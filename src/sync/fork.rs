@@ -33,6 +33,8 @@ impl Forked for GlobalHeap {
 /// Adds `heap` to the heaps the handlers lock (once per heap: the caller checks), registering
 /// the handlers with the first heap.
 pub(super) fn register(heap: &'static GlobalHeap) {
+    // The provider's handlers first, so its prepare runs after this one (see there).
+    crate::region::provider::register_fork_handlers();
     HEAPS.register(heap);
     // After the gate is released: `pthread_atfork` takes libc's fork lock, which a concurrent
     // `fork` holds while its prepare handler waits for the gate.
@@ -45,8 +47,12 @@ pub(super) fn register(heap: &'static GlobalHeap) {
 
 extern "C" fn prepare() {
     HEAPS.prepare();
+    #[cfg(feature = "std")]
+    scope::lock_all();
 }
 
 extern "C" fn after_fork() {
+    #[cfg(feature = "std")]
+    scope::unlock_all();
     HEAPS.after();
 }

@@ -23,6 +23,10 @@ use super::*;
 pub struct GlobalHeap {
     pub(super) heap: SyncHeap,
     forks: AtomicBool,
+    /// Has a scope of this heap ever started? Until then no free looks for a scope heap.
+    pub(super) scoped: AtomicBool,
+    /// Scope heaps taken and not yet released (`live_scopes`).
+    pub(super) live_scopes: AtomicUsize,
     /// The next heap made fork-safe before this one (see `fork`).
     pub(super) fork_next: AtomicPtr<GlobalHeap>,
 }
@@ -33,6 +37,8 @@ impl GlobalHeap {
         GlobalHeap {
             heap: SyncHeap::for_global(),
             forks: AtomicBool::new(false),
+            scoped: AtomicBool::new(false),
+            live_scopes: AtomicUsize::new(0),
             fork_next: AtomicPtr::new(core::ptr::null_mut()),
         }
     }
@@ -127,27 +133,67 @@ pub(super) fn global<T>(r: Result<T, Fail>) -> Option<T> {
     }
 }
 
+/// Where a `GlobalAlloc` call goes: this thread's current scope heap of this global heap, if
+/// any (feature `std`), else the arenas.
+impl GlobalHeap {
+    #[inline]
+    fn alloc_any(&self, layout: Layout, zero: bool) -> *mut u8 {
+        #[cfg(feature = "std")]
+        if self.scoped.load(Relaxed)
+            && let Some(s) = scope::current_for(self)
+        {
+            let inside = Inside::enter();
+            match s.alloc(layout, zero, inside.reentrant) {
+                Some(r) => return global(r).map_or(null_mut(), |b| b.cast::<u8>().as_ptr()),
+                // Re-entered while the scope heap's lock is busy (maybe this thread's): the
+                // arenas serve it (they never wait when re-entered either).
+                None => drop(inside),
+            }
+        }
+        global(self.heap.alloc_raw(layout, zero)).map_or(null_mut(), |b| b.cast::<u8>().as_ptr())
+    }
+
+    /// The scope heap of this global heap that owns the block at `addr`, if any, and the
+    /// block's pointer rebuilt from its chunk's base.
+    #[cfg(feature = "std")]
+    #[inline]
+    fn scope_of(&self, addr: usize) -> Option<(&'static scope::ScopeHeap, NonNull<u8>)> {
+        if !self.scoped.load(Relaxed) {
+            return None;
+        }
+        let (c, owner) = crate::block::Chunk::paged_at(addr)?;
+        let s = scope::owner_in(self, owner)?;
+        Some((s, c.base().with_addr(core::num::NonZeroUsize::new(addr)?)))
+    }
+}
+
 // SAFETY: blocks are valid until freed; `alloc` returns null on failure and never unwinds
 // (misuse aborts); the heap is Sync and never calls the global allocator itself.
 unsafe impl core::alloc::GlobalAlloc for GlobalHeap {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        no_unwind(|| global(self.heap.alloc_raw(layout, false)))
-            .map_or(null_mut(), |b| b.cast::<u8>().as_ptr())
+        no_unwind(|| self.alloc_any(layout, false))
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        no_unwind(|| global(self.heap.alloc_raw(layout, true)))
-            .map_or(null_mut(), |b| b.cast::<u8>().as_ptr())
+        no_unwind(|| self.alloc_any(layout, true))
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if let Some(p) = NonNull::new(ptr) {
-            // SAFETY: the GlobalAlloc contract is Heap::deallocate's.
-            no_unwind(|| global(unsafe { self.heap.dealloc_raw(p, layout) }));
+        let Some(p) = NonNull::new(ptr) else { return };
+        #[cfg(feature = "std")]
+        if let Some((s, p)) = self.scope_of(p.addr().get()) {
+            let inside = Inside::enter();
+            // SAFETY: the GlobalAlloc contract: a live block of this allocator (its scope
+            // heap's, as the page map says), allocated with `layout`, not used again; `p` has
+            // its chunk's provenance.
+            no_unwind(|| unsafe { s.dealloc(p, layout, inside.reentrant) });
+            return;
         }
+        // SAFETY: the GlobalAlloc contract is Heap::deallocate's.
+        no_unwind(|| global(unsafe { self.heap.dealloc_raw(p, layout) }));
     }
 
     #[inline]
@@ -158,6 +204,39 @@ unsafe impl core::alloc::GlobalAlloc for GlobalHeap {
         let Some(p) = NonNull::new(ptr) else {
             return null_mut();
         };
+        // A block stays in the heap that owns it (a scope heap's, or the arenas').
+        #[cfg(feature = "std")]
+        if let Some((s, p)) = self.scope_of(p.addr().get()) {
+            return no_unwind(|| {
+                let inside = Inside::enter();
+                // SAFETY: the GlobalAlloc contract for realloc is Heap::grow's / shrink's, on
+                // the scope heap that owns the block; `p` has its chunk's provenance.
+                match unsafe { s.resize(p, layout, new, inside.reentrant) } {
+                    Some(r) => global(r).map_or(null_mut(), |b| b.cast::<u8>().as_ptr()),
+                    // Re-entered while the scope heap's lock is busy (maybe this thread's):
+                    // the block moves to the arenas (which never wait when re-entered), and
+                    // the old one goes onto its heap's remote list.
+                    None => {
+                        let Ok(b) = self.heap.alloc_raw(new, false) else {
+                            return null_mut();
+                        };
+                        let q = b.cast::<u8>().as_ptr();
+                        // SAFETY: the old block is the caller's (contract) and the new one is
+                        // distinct and at least as long as what is copied; then the old one is
+                        // given up (it is not used again: realloc succeeded).
+                        unsafe {
+                            core::ptr::copy_nonoverlapping(
+                                p.as_ptr(),
+                                q,
+                                layout.size().min(new.size()),
+                            );
+                            s.dealloc(p, layout, true);
+                        }
+                        q
+                    }
+                }
+            });
+        }
         no_unwind(|| {
             // SAFETY: the GlobalAlloc contract for realloc is Heap::grow's / shrink's.
             global(unsafe { self.heap.resize_raw(p, layout, new, false, Resize::Either) })

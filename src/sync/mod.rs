@@ -70,6 +70,8 @@ mod gate;
 mod global;
 mod lock;
 mod remote;
+#[cfg(feature = "std")]
+mod scope;
 mod thread;
 
 use crate::block::{remote_next, remote_next_set};
@@ -79,6 +81,8 @@ pub use global::GlobalHeap;
 use global::*;
 use lock::*;
 use remote::*;
+#[cfg(feature = "std")]
+pub use scope::Scope;
 use thread::*;
 
 #[cfg(feature = "std")]

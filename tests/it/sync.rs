@@ -3,6 +3,9 @@
 //! test-stress (contents checked on every free, all memory accounted for at the end). These run
 //! under Miri too, with small counts.
 
+#[path = "scope.rs"]
+mod scope;
+
 use allocator_api2::vec::Vec as AVec;
 use isoheap::{SharedHeap, SyncHeap};
 use isoheap_testkit::Rng;
