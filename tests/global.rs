@@ -138,7 +138,11 @@ fn scope_redirects_ordinary_code() {
     assert_eq!(map["word number 7"], 7);
     // Growing a vector from before the scope: it stays in the arenas.
     before.extend(0..100_000u64);
-    assert!(scope.stats().in_use < st.in_use + 100_000, "{:?}", scope.stats());
+    assert!(
+        scope.stats().in_use < st.in_use + 100_000,
+        "{:?}",
+        scope.stats()
+    );
     assert!(GLOBAL.heap().stats().in_use >= arenas_before + 800_000);
     // A budget: fallible reservations past it fail and are counted.
     scope.set_budget(Some(scope.stats().in_use + (64 << 10)));
