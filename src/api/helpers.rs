@@ -5,6 +5,10 @@
 //!
 //! The rules they share are documented on [`Heap::alloc`].
 
+// Every helper returns a `&mut` to a new block from `&self`: each is a distinct block, so no two
+// of them alias, which is what the lint guards against.
+#![allow(clippy::mut_from_ref)]
+
 use super::{AllocError, Heap};
 use core::alloc::Layout;
 use core::ptr::NonNull;
@@ -79,7 +83,6 @@ impl Heap {
     /// ```
     #[track_caller]
     #[inline]
-    #[allow(clippy::mut_from_ref)]
     pub fn alloc<T>(&self, value: T) -> &mut T {
         match self.try_alloc(value) {
             Ok(r) => r,
@@ -100,7 +103,6 @@ impl Heap {
     /// assert!(heap.try_alloc([0u8; 4096]).is_err());  // past the budget
     /// ```
     #[inline]
-    #[allow(clippy::mut_from_ref)]
     pub fn try_alloc<T>(&self, value: T) -> Result<&mut T, AllocError> {
         let p = self.room_for::<T>(1)?;
         // SAFETY: `p` is valid for writes of one `T` and aligned for it (a new block of
@@ -128,7 +130,6 @@ impl Heap {
     /// ```
     #[track_caller]
     #[inline]
-    #[allow(clippy::mut_from_ref)]
     pub fn alloc_with<T, F: FnOnce() -> T>(&self, f: F) -> &mut T {
         match self.try_alloc_with(f) {
             Ok(r) => r,
@@ -151,7 +152,6 @@ impl Heap {
     /// assert_eq!(heap.try_alloc_with(|| 5u16).map(|r| *r), Ok(5));
     /// ```
     #[inline]
-    #[allow(clippy::mut_from_ref)]
     pub fn try_alloc_with<T, F: FnOnce() -> T>(&self, f: F) -> Result<&mut T, AllocError> {
         let p = self.room_for::<T>(1)?;
         // SAFETY: as in `try_alloc`: `p` is valid for writes of one aligned `T`, initialised
@@ -177,7 +177,6 @@ impl Heap {
     /// ```
     #[track_caller]
     #[inline]
-    #[allow(clippy::mut_from_ref)]
     pub fn alloc_str(&self, s: &str) -> &mut str {
         match self.try_alloc_str(s) {
             Ok(r) => r,
@@ -197,7 +196,6 @@ impl Heap {
     /// assert!(heap.try_alloc_str(&"long ".repeat(100)).is_err());
     /// ```
     #[inline]
-    #[allow(clippy::mut_from_ref)]
     pub fn try_alloc_str(&self, s: &str) -> Result<&mut str, AllocError> {
         let bytes = self.try_alloc_slice_copy(s.as_bytes())?;
         // SAFETY: the bytes are a copy of a `str`, so valid UTF-8.
@@ -220,7 +218,6 @@ impl Heap {
     /// ```
     #[track_caller]
     #[inline]
-    #[allow(clippy::mut_from_ref)]
     pub fn alloc_slice_copy<T: Copy>(&self, src: &[T]) -> &mut [T] {
         match self.try_alloc_slice_copy(src) {
             Ok(r) => r,
@@ -241,7 +238,6 @@ impl Heap {
     /// assert!(heap.try_alloc_slice_copy(&[0u64; 100]).is_err());
     /// ```
     #[inline]
-    #[allow(clippy::mut_from_ref)]
     pub fn try_alloc_slice_copy<T: Copy>(&self, src: &[T]) -> Result<&mut [T], AllocError> {
         let p = self.room_for::<T>(src.len())?;
         // SAFETY: `p` is valid for writes of `src.len()` aligned `T`s (a new block of
@@ -272,7 +268,6 @@ impl Heap {
     /// ```
     #[track_caller]
     #[inline]
-    #[allow(clippy::mut_from_ref)]
     pub fn alloc_slice_clone<T: Clone>(&self, src: &[T]) -> &mut [T] {
         match self.try_alloc_slice_clone(src) {
             Ok(r) => r,
@@ -296,7 +291,6 @@ impl Heap {
     /// assert!(heap.try_alloc_slice_clone(&[[0u8; 8]; 100]).is_err());
     /// ```
     #[inline]
-    #[allow(clippy::mut_from_ref)]
     pub fn try_alloc_slice_clone<T: Clone>(&self, src: &[T]) -> Result<&mut [T], AllocError> {
         self.try_alloc_slice_fill_with(src.len(), |i| src[i].clone())
     }
@@ -317,7 +311,6 @@ impl Heap {
     /// ```
     #[track_caller]
     #[inline]
-    #[allow(clippy::mut_from_ref)]
     pub fn alloc_slice_fill_with<T, F: FnMut(usize) -> T>(&self, len: usize, f: F) -> &mut [T] {
         match self.try_alloc_slice_fill_with(len, f) {
             Ok(r) => r,
@@ -342,7 +335,6 @@ impl Heap {
     /// assert_eq!(heap.try_alloc_slice_fill_with(3, |i| i as u8).unwrap(), &[0, 1, 2]);
     /// ```
     #[inline]
-    #[allow(clippy::mut_from_ref)]
     pub fn try_alloc_slice_fill_with<T, F: FnMut(usize) -> T>(
         &self,
         len: usize,
