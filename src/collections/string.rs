@@ -316,6 +316,14 @@ mod sealed {
 /// let heap = isoheap::Heap::new();
 /// assert_eq!(keep(isoheap::format_in!(&heap, "{}", 1)), "1");
 /// ```
+///
+/// Text in an owned handle (a `SharedHeap`) or in any other allocator cannot be leaked this way:
+///
+/// ```compile_fail,E0599
+/// let shared = isoheap::SharedHeap::new();
+/// let s = isoheap::format_in!(shared.clone(), "text");
+/// let text = s.leak(); // error: `leak` needs a `String<&'h H>` with `H: OwnHeap`
+/// ```
 pub trait OwnHeap: sealed::Sealed {}
 
 macro_rules! own_heap {
