@@ -45,6 +45,18 @@ mod api;
 mod bins;
 mod block;
 mod check;
+#[cfg(any(
+    all(feature = "allocator-api2", feature = "std"),
+    feature = "hashbrown"
+))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(
+        all(feature = "allocator-api2", feature = "std"),
+        feature = "hashbrown"
+    )))
+)]
+pub mod collections;
 mod error;
 mod heap;
 mod index;
@@ -58,6 +70,38 @@ mod stats;
 mod sync;
 mod vg;
 
+/// allocator-api2 0.2, whose `Allocator` the crate's heaps implement (the version hashbrown
+/// uses), re-exported so its types need no dependency of their own:
+///
+/// ```
+/// use isoheap::Heap;
+/// use isoheap::allocator_api2::vec::Vec;
+///
+/// let heap = Heap::new();
+/// let mut v = Vec::new_in(&heap);
+/// v.push(1u8);
+/// assert_eq!(v, [1]);
+/// ```
+#[cfg(feature = "allocator-api2")]
+#[cfg_attr(docsrs, doc(cfg(feature = "allocator-api2")))]
+pub use allocator_api2;
+/// allocator-api2 0.4 (feature `allocator-api2-04`), whose `Allocator` the crate's heaps also
+/// implement, re-exported under this name (with `std`, its `Vec` and `Box` are there too):
+///
+/// ```
+/// # #[cfg(all(feature = "allocator-api2-04", feature = "std"))] {
+/// use isoheap::Heap;
+/// use isoheap::allocator_api2_04::vec::Vec;
+///
+/// let heap = Heap::new();
+/// let mut v = Vec::new_in(&heap);
+/// v.extend_from_slice(b"0.4");
+/// assert_eq!(v.len(), 3);
+/// # }
+/// ```
+#[cfg(feature = "allocator-api2-04")]
+#[cfg_attr(docsrs, doc(cfg(feature = "allocator-api2-04")))]
+pub use allocator_api2_04;
 pub use api::{AllocError, BufferHeap, ChildHeap, Heap, HeapBuilder};
 pub use error::{CheckError, HeapError};
 pub use heap::MAX_ALIGN;

@@ -4,6 +4,7 @@
 
 mod buffer;
 mod child;
+mod helpers;
 mod traits;
 
 pub use buffer::BufferHeap;

@@ -8,6 +8,10 @@
 //! | `allocator-api2` (default)        | `allocator_api2::alloc::Allocator` (0.2), on stable       |
 //! | `nightly`                         | `core::alloc::Allocator` (std's `Vec::new_in`, ...)       |
 //! | both                              | both: std collections, hashbrown and allocator-api2's `Vec` on one heap |
+//! | `allocator-api2-04`               | also `allocator_api2_04::alloc::Allocator` (0.4), on stable |
+//!
+//! Every front end gets the same set: `&Heap`, `&ChildHeap`, `&BufferHeap`, `&PooledHeap`
+//! (`std`), `&SyncHeap` (`mmap`) and `SharedHeap` (`mmap` and `std`).
 //!
 //! allocator-api2 0.2 has its own `nightly` feature that makes its trait a re-export of core's.
 //! We do not turn it on: it would also make hashbrown (without hashbrown's own `nightly`) fail to
@@ -129,4 +133,72 @@ forward_allocator!(
     crate::SharedHeap,
     allocator_api2::alloc::Allocator,
     allocator_api2::alloc::AllocError
+);
+
+// The wrappers that deref to `Heap`: an impl on the reference, so `Vec::new_in(&pooled)` and
+// `Vec::new_in(&buffer_heap)` need no annotation (`(**self)` reaches `Heap`'s inherent methods
+// through `Deref`). Each borrows its heap, which `reset` (`&mut self`) and drop cannot touch
+// while the reference lives.
+#[cfg(feature = "nightly")]
+forward_allocator!(
+    &crate::BufferHeap<'_>,
+    core::alloc::Allocator,
+    core::alloc::AllocError
+);
+#[cfg(feature = "allocator-api2")]
+forward_allocator!(
+    &crate::BufferHeap<'_>,
+    allocator_api2::alloc::Allocator,
+    allocator_api2::alloc::AllocError
+);
+#[cfg(all(feature = "nightly", feature = "std"))]
+forward_allocator!(
+    &crate::PooledHeap<'_>,
+    core::alloc::Allocator,
+    core::alloc::AllocError
+);
+#[cfg(all(feature = "allocator-api2", feature = "std"))]
+forward_allocator!(
+    &crate::PooledHeap<'_>,
+    allocator_api2::alloc::Allocator,
+    allocator_api2::alloc::AllocError
+);
+
+// allocator-api2 0.4 (feature `allocator-api2-04`): a trait distinct from 0.2's and core's, so
+// these impls sit beside the others.
+#[cfg(feature = "allocator-api2-04")]
+forward_allocator!(
+    &Heap,
+    allocator_api2_04::alloc::Allocator,
+    allocator_api2_04::alloc::AllocError
+);
+#[cfg(feature = "allocator-api2-04")]
+forward_allocator!(
+    &crate::ChildHeap<'_>,
+    allocator_api2_04::alloc::Allocator,
+    allocator_api2_04::alloc::AllocError
+);
+#[cfg(feature = "allocator-api2-04")]
+forward_allocator!(
+    &crate::BufferHeap<'_>,
+    allocator_api2_04::alloc::Allocator,
+    allocator_api2_04::alloc::AllocError
+);
+#[cfg(all(feature = "allocator-api2-04", feature = "std"))]
+forward_allocator!(
+    &crate::PooledHeap<'_>,
+    allocator_api2_04::alloc::Allocator,
+    allocator_api2_04::alloc::AllocError
+);
+#[cfg(all(feature = "allocator-api2-04", feature = "mmap"))]
+forward_allocator!(
+    &crate::SyncHeap,
+    allocator_api2_04::alloc::Allocator,
+    allocator_api2_04::alloc::AllocError
+);
+#[cfg(all(feature = "allocator-api2-04", feature = "mmap", feature = "std"))]
+forward_allocator!(
+    crate::SharedHeap,
+    allocator_api2_04::alloc::Allocator,
+    allocator_api2_04::alloc::AllocError
 );

@@ -8,6 +8,8 @@
 //!   `docs/bad-input.md`);
 //! - `regressions`: one test per class of allocator bug;
 //! - `reliability`: one test per confirmed reliability bug (mapping, peak, wiping on drop);
+//! - `ergonomics`: the allocator traits (0.2, 0.4, core) on every front end, `format_in!`,
+//!   `String`, the `alloc` helpers and `collections::HashMap`;
 //! - `sync`: the thread-safe heap from many threads (also under Miri);
 //! - `faults`: planted misuses, each in a child process (this binary run again with
 //!   `ISOHEAP_FAULT`); not under Miri, and only where checked mode is on by default.
@@ -17,6 +19,8 @@
 #![cfg_attr(feature = "nightly", feature(allocator_api, btreemap_alloc))]
 
 mod bad_input;
+#[cfg(all(feature = "std", feature = "mmap", feature = "allocator-api2"))]
+mod ergonomics;
 #[cfg(all(not(miri), any(debug_assertions, feature = "checked")))]
 mod faults;
 mod integration;
