@@ -32,10 +32,31 @@ pub struct GlobalHeap {
 }
 
 impl GlobalHeap {
-    /// The global heap; maps nothing until the first allocation.
+    /// The global heap; maps nothing until the first allocation. Checked mode follows the
+    /// build (on with debug assertions or the `checked` feature); to choose it, see
+    /// [`with_checked`](Self::with_checked).
     pub const fn new() -> GlobalHeap {
+        GlobalHeap::with_checked(crate::heap::CHECKED_DEFAULT)
+    }
+
+    /// The global heap in checked mode (`true`) or not (`false`), whatever the build. A program
+    /// whose debug builds are too slow with every free verified installs
+    /// `GlobalHeap::with_checked(false)`; one that wants the checks in release builds too,
+    /// `with_checked(true)`. Scopes ([`scope`](Self::scope)) take the same mode.
+    ///
+    /// ```
+    /// #[global_allocator]
+    /// static GLOBAL: isoheap::GlobalHeap = isoheap::GlobalHeap::with_checked(false);
+    ///
+    /// fn main() {
+    ///     assert!(!GLOBAL.heap().is_checked());
+    ///     let v: Vec<u32> = (0..100).collect();
+    ///     assert_eq!(v[99], 99);
+    /// }
+    /// ```
+    pub const fn with_checked(on: bool) -> GlobalHeap {
         GlobalHeap {
-            heap: SyncHeap::for_global(),
+            heap: SyncHeap::for_global(on),
             forks: AtomicBool::new(false),
             scoped: AtomicBool::new(false),
             live_scopes: AtomicUsize::new(0),

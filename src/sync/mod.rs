@@ -21,7 +21,7 @@
 use crate::api::{AllocError, edge};
 use crate::error::{CheckError, Fail, Misuse};
 use crate::heap::FOREIGN;
-use crate::heap::{Block, CHECKED_DEFAULT, Config, HeapCore};
+use crate::heap::{Block, Config, HeapCore};
 use crate::stats::Stats;
 use core::alloc::Layout;
 use core::cell::UnsafeCell;
@@ -116,6 +116,8 @@ pub struct SyncHeap {
     /// Made fork-safe (a `GlobalHeap`'s, see `fork`): inside `fork` the forking thread holds
     /// every arena lock.
     fork_safe: AtomicBool,
+    /// Checked mode (see [`with_checked`](Self::with_checked)).
+    checked: bool,
 }
 
 // SAFETY: every arena's core is reached only under its lock (or, for `remote` and `id`,
@@ -131,22 +133,59 @@ impl Default for SyncHeap {
 }
 
 impl SyncHeap {
-    /// An empty heap. `const`: it maps nothing until first used.
+    /// An empty heap. `const`: it maps nothing until first used. Checked mode follows the
+    /// build (on with debug assertions or the `checked` feature); to choose it, see
+    /// [`with_checked`](Self::with_checked).
+    ///
+    /// ```
+    /// static HEAP: isoheap::SyncHeap = isoheap::SyncHeap::new();
+    /// let b = allocator_api2::boxed::Box::new_in(5u32, &HEAP);
+    /// # let _ = b;
+    /// ```
     pub const fn new() -> SyncHeap {
+        SyncHeap::with(false, crate::heap::CHECKED_DEFAULT)
+    }
+
+    /// An empty heap in checked mode (`true`) or not (`false`), whatever the build: a debug
+    /// build that wants the unchecked speed (or a release build that wants the checks) says so
+    /// here. See the README's checked-mode table for what checked mode detects.
+    ///
+    /// ```
+    /// use isoheap::SyncHeap;
+    /// static FAST: SyncHeap = SyncHeap::with_checked(false);
+    /// static SAFE: SyncHeap = SyncHeap::with_checked(true);
+    /// assert!(!FAST.is_checked());
+    /// assert!(SAFE.is_checked());
+    /// ```
+    pub const fn with_checked(on: bool) -> SyncHeap {
+        SyncHeap::with(false, on)
+    }
+
+    /// The global allocator's heap: a misuse found later (in a deferred free) aborts.
+    const fn for_global(checked: bool) -> SyncHeap {
+        SyncHeap::with(true, checked)
+    }
+
+    const fn with(abort: bool, checked: bool) -> SyncHeap {
         SyncHeap {
             arenas: [const { Arena::new(false) }; ARENAS],
             totals: Totals::new(),
             fork_safe: AtomicBool::new(false),
+            checked,
         }
+        .arenas_with(abort, checked)
     }
 
-    /// The global allocator's heap: a misuse found later (in a deferred free) aborts.
-    const fn for_global() -> SyncHeap {
-        SyncHeap {
-            arenas: [const { Arena::new(true) }; ARENAS],
-            totals: Totals::new(),
-            fork_safe: AtomicBool::new(false),
+    /// Sets every arena's `abort` and checked mode (a `const` loop: arrays of non-`Copy` values
+    /// cannot be built from a closure in a `const fn`).
+    const fn arenas_with(mut self, abort: bool, checked: bool) -> SyncHeap {
+        let mut i = 0;
+        while i < ARENAS {
+            self.arenas[i].abort = abort;
+            self.arenas[i].core.get_mut().cfg.checked = checked;
+            i += 1;
         }
+        self
     }
 
     /// Runs `f` in the first arena (from this thread's home) whose lock is free, or waits for
@@ -215,7 +254,7 @@ impl SyncHeap {
         }
         let inside = Inside::enter();
         let (a, p) = self.owner(ptr.addr().get())?;
-        if CHECKED_DEFAULT && !inside.reentrant {
+        if self.checked && !inside.reentrant {
             // Checked mode verifies every free before anything is written to the block, so it
             // waits for the owner's lock (a deferral writes into the block first).
             let _held = self.lock(a);
@@ -405,11 +444,52 @@ impl SyncHeap {
         t
     }
 
-    /// Is this heap in checked mode? `SyncHeap` and `GlobalHeap` follow the build's default:
+    /// Is this heap in checked mode? By default `SyncHeap` and `GlobalHeap` follow the build:
     /// on with debug assertions or the `checked` feature (see
-    /// [`HeapBuilder::checked`](crate::HeapBuilder::checked)).
+    /// [`HeapBuilder::checked`](crate::HeapBuilder::checked)); `with_checked` chooses.
+    ///
+    /// ```
+    /// let heap = isoheap::SyncHeap::new();
+    /// assert_eq!(heap.is_checked(), cfg!(debug_assertions));
+    /// ```
     pub fn is_checked(&self) -> bool {
-        crate::heap::CHECKED_DEFAULT
+        self.checked
+    }
+
+    /// Does `ptr` lie in one of this heap's chunks? O(1): one page-map lookup and a compare
+    /// with each arena's identity; it reads nothing of the chunk's blocks. It does not say
+    /// whether a block there is live (a freed block's address still lies in the chunk).
+    ///
+    /// ```
+    /// use std::alloc::Layout;
+    /// let (a, b) = (isoheap::SyncHeap::new(), isoheap::SyncHeap::new());
+    /// let l = Layout::new::<u64>();
+    /// let p = a.allocate(l).unwrap().cast::<u8>();
+    /// assert!(a.owns(p.as_ptr()));
+    /// assert!(!b.owns(p.as_ptr()));
+    /// assert!(!a.owns(&l as *const Layout as *const u8));
+    /// unsafe { a.deallocate(p, l) };
+    /// ```
+    pub fn owns(&self, ptr: *const u8) -> bool {
+        self.owner(ptr.addr()).is_ok()
+    }
+
+    /// Gives every chunk of the arenas that holds no block back (to the process cache of
+    /// mappings, which keeps a few for the next heap; [`release_cached`](crate::release_cached)
+    /// returns those to the OS too). Returns the bytes given back. O(chunks), under each
+    /// arena's lock in turn.
+    ///
+    /// ```
+    /// let heap = isoheap::SyncHeap::new();
+    /// let v: allocator_api2::vec::Vec<u8, _> = allocator_api2::vec::Vec::with_capacity_in(1 << 20, &heap);
+    /// drop(v);
+    /// let before = heap.stats().mapped;
+    /// let freed = heap.trim();
+    /// assert!(freed >= 1 << 20, "the empty chunk went back");
+    /// assert_eq!(heap.stats().mapped, before - freed);
+    /// ```
+    pub fn trim(&self) -> usize {
+        self.each(|c| c.give_back_empty()).sum()
     }
 
     /// Checks every arena (see [`Heap::check`](crate::Heap::check)).

@@ -137,6 +137,12 @@ impl ScopeHeap {
         s.soft.store(usize::MAX, Relaxed);
         s.over.store(false, Relaxed);
         s.released.store(false, Relaxed);
+        {
+            // The slot is free (no chunks): its mode follows the global heap's now.
+            let _h = s.arena.lock.hold();
+            // SAFETY: we hold the slot's lock.
+            unsafe { (*s.arena.core.get()).cfg.checked = global.heap.checked };
+        }
         s.ended.store(false, Release);
         Some(s)
     }

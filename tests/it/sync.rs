@@ -176,3 +176,37 @@ fn foreign_pointer_to_sync_heap_panics() {
     // SAFETY: p is still b's live block.
     unsafe { b.deallocate(p, l) };
 }
+
+/// `SyncHeap::with_checked` chooses checked mode whatever the build: a double free on a
+/// checked heap is reported (naming the address) in release builds too, and an unchecked heap
+/// says it is unchecked in debug builds too.
+#[test]
+#[cfg_attr(
+    miri,
+    ignore = "a panic with an unwinding message is slow under Miri; the path is covered natively"
+)]
+fn sync_heap_checked_mode_is_chosen_by_the_constructor() {
+    let fast = SyncHeap::with_checked(false);
+    assert!(!fast.is_checked());
+    let l = Layout::from_size_align(48, 8).unwrap();
+    let p = fast.allocate(l).unwrap().cast::<u8>();
+    // SAFETY: a live block of `fast` with layout `l`.
+    unsafe { fast.deallocate(p, l) };
+    let safe = SyncHeap::with_checked(true);
+    assert!(safe.is_checked());
+    let keep = safe.allocate(l).unwrap().cast::<u8>();
+    let p = safe.allocate(l).unwrap().cast::<u8>();
+    // SAFETY: a live block of `safe` with layout `l`.
+    unsafe { safe.deallocate(p, l) };
+    // SAFETY: deliberately wrong (a double free): checked mode must detect it before touching
+    // the heap.
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
+        safe.deallocate(p, l)
+    }));
+    let msg = r.expect_err("a double free on a checked SyncHeap went unnoticed");
+    let msg = isoheap_testkit::bytes::panic_text(msg);
+    assert!(msg.contains(&format!("{:#x}", p.addr().get())), "{msg}");
+    safe.check().unwrap();
+    // SAFETY: still live.
+    unsafe { safe.deallocate(keep, l) };
+}
