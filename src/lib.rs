@@ -118,7 +118,7 @@ pub use stats::Stats;
 #[cfg(feature = "mmap")]
 pub use sync::{ARENAS, GlobalHeap, SyncHeap};
 #[cfg(all(feature = "mmap", feature = "std"))]
-pub use sync::{Scope, SharedHeap};
+pub use sync::{Scope, SharedHeap, THREAD_CACHE_BYTES};
 
 /// Bytes per granule: every block is a multiple of this and aligned to it.
 pub const GRANULE: usize = block::GRANULE;

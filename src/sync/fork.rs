@@ -22,11 +22,11 @@ impl Forked for GlobalHeap {
     }
 
     fn fork_locks(&self) -> impl Iterator<Item = &SpinLock> {
-        self.heap.arenas.iter().map(|a| &a.lock)
+        self.sync().arenas.iter().map(|a| &a.lock)
     }
 
     fn set_fork_safe(&self) {
-        self.heap.fork_safe.store(true, Release);
+        self.sync().fork_safe.store(true, Release);
     }
 }
 

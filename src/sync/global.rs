@@ -21,7 +21,14 @@ use super::*;
 /// stderr, since a global allocator must not unwind. For programs that fork while other
 /// threads allocate, see [`fork_safe`](Self::fork_safe).
 pub struct GlobalHeap {
-    pub(super) heap: SyncHeap,
+    /// The arenas: a `SyncHeap` in a mapping of its own, made at the first use and never moved
+    /// (so the thread caches can point at it whatever happens to this value; see `cache`).
+    state: AtomicPtr<SyncHeap>,
+    /// Checked mode for the state.
+    checked: bool,
+    /// A thread cache has used the state: it is never freed (a cache may still hold blocks of
+    /// it, and gives them back when its thread exits).
+    pub(super) cached: AtomicBool,
     forks: AtomicBool,
     /// Has a scope of this heap ever started? Until then no free looks for a scope heap.
     pub(super) scoped: AtomicBool,
@@ -56,7 +63,9 @@ impl GlobalHeap {
     /// ```
     pub const fn with_checked(on: bool) -> GlobalHeap {
         GlobalHeap {
-            heap: SyncHeap::for_global(on),
+            state: AtomicPtr::new(null_mut()),
+            checked: on,
+            cached: AtomicBool::new(false),
             forks: AtomicBool::new(false),
             scoped: AtomicBool::new(false),
             live_scopes: AtomicUsize::new(0),
@@ -64,9 +73,61 @@ impl GlobalHeap {
         }
     }
 
-    /// The underlying [`SyncHeap`] (for `stats()` and `check()`).
+    /// The underlying [`SyncHeap`] (for `stats()` and `check()`). Its counters count the
+    /// blocks in the threads' caches as in use (at most [`THREAD_CACHE_BYTES`] per thread);
+    /// its `stats()` and `check()` first give back the calling thread's cache.
+    ///
+    /// ```
+    /// static GLOBAL: isoheap::GlobalHeap = isoheap::GlobalHeap::new();
+    /// assert_eq!(GLOBAL.heap().stats().in_use, 0);
+    /// ```
     pub fn heap(&self) -> &SyncHeap {
-        &self.heap
+        self.sync()
+    }
+
+    /// The arenas, made at the first call.
+    #[inline]
+    pub(super) fn sync(&self) -> &SyncHeap {
+        let p = self.state.load(Acquire);
+        if p.is_null() {
+            return self.make_state();
+        }
+        // SAFETY: a published state is an initialised SyncHeap that lives as long as this
+        // value (freed only by its `Drop`, or never).
+        unsafe { &*p }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn make_state(&self) -> &SyncHeap {
+        let len = state_len();
+        let fresh = match crate::region::os::map(len) {
+            Ok(m) => {
+                let p = m.cast::<SyncHeap>();
+                // SAFETY: a fresh mapping of `len` bytes, page-aligned: room for one SyncHeap.
+                unsafe { p.as_ptr().write(SyncHeap::for_global(self.checked)) };
+                p.as_ptr()
+            }
+            Err(_) => core::ptr::from_ref(&FALLBACK).cast_mut(),
+        };
+        match self
+            .state
+            .compare_exchange(null_mut(), fresh, AcqRel, Acquire)
+        {
+            // SAFETY: just published; lives as long as this value.
+            Ok(_) => unsafe { &*fresh },
+            Err(theirs) => {
+                if !core::ptr::eq(fresh, &FALLBACK) {
+                    // SAFETY: ours, never published: nothing was allocated from it.
+                    unsafe {
+                        core::ptr::drop_in_place(fresh);
+                        crate::region::os::unmap(NonNull::new_unchecked(fresh).cast(), len);
+                    }
+                }
+                // SAFETY: published by the winner.
+                unsafe { &*theirs }
+            }
+        }
     }
 
     #[cold]
@@ -74,7 +135,36 @@ impl GlobalHeap {
         if self.forks.swap(true, AcqRel) {
             return;
         }
+        // The state first: the handlers lock its arenas, which must not appear between them.
+        let _ = self.sync();
         fork::register(self);
+    }
+}
+
+/// Bytes of the mapping that holds a global heap's state.
+fn state_len() -> usize {
+    core::mem::size_of::<SyncHeap>().next_multiple_of(crate::region::os::page_size())
+}
+
+/// The state of every global heap whose own could not be mapped (the OS refused one page at
+/// its first use): they share these arenas, which is correct, only not isolated.
+static FALLBACK: SyncHeap = SyncHeap::for_global(crate::heap::CHECKED_DEFAULT);
+
+impl Drop for GlobalHeap {
+    fn drop(&mut self) {
+        let p = *self.state.get_mut();
+        // A state a thread cache has used is never freed (the caches may point at it), nor
+        // the shared fallback. (Scopes and fork-safety need `&'static self`: such a heap is
+        // never dropped.)
+        if p.is_null() || *self.cached.get_mut() || core::ptr::eq(p, &FALLBACK) {
+            return;
+        }
+        // SAFETY: our own state, mapped by `make_state`, which nothing uses any more (`&mut
+        // self`, and no thread cache ever held it): dropped (its chunks given back), unmapped.
+        unsafe {
+            core::ptr::drop_in_place(p);
+            crate::region::os::unmap(NonNull::new_unchecked(p).cast(), state_len());
+        }
     }
 }
 
@@ -87,7 +177,7 @@ impl Default for GlobalHeap {
 impl fmt::Debug for GlobalHeap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GlobalHeap")
-            .field("heap", &self.heap)
+            .field("heap", self.sync())
             .finish()
     }
 }
@@ -171,7 +261,12 @@ impl GlobalHeap {
                 None => drop(inside),
             }
         }
-        global(self.heap.alloc_raw(layout, zero)).map_or(null_mut(), |b| b.cast::<u8>().as_ptr())
+        let heap = self.sync();
+        #[cfg(feature = "std")]
+        if let Some(p) = cache::alloc(self, heap, layout.size(), layout.align(), zero) {
+            return p;
+        }
+        global(heap.alloc_raw(layout, zero)).map_or(null_mut(), |b| b.cast::<u8>().as_ptr())
     }
 
     /// The scope heap of this global heap that owns the block at `addr`, if any, and the
@@ -204,17 +299,35 @@ unsafe impl core::alloc::GlobalAlloc for GlobalHeap {
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         let Some(p) = NonNull::new(ptr) else { return };
+        let heap = self.sync();
         #[cfg(feature = "std")]
-        if let Some((s, p)) = self.scope_of(p.addr().get()) {
-            let inside = Inside::enter();
-            // SAFETY: the GlobalAlloc contract: a live block of this allocator (its scope
-            // heap's, as the page map says), allocated with `layout`, not used again; `p` has
-            // its chunk's provenance.
-            no_unwind(|| unsafe { s.dealloc(p, layout, inside.reentrant) });
-            return;
+        {
+            // One page-map lookup tells a scope heap's block (odd owner) from an arena's, and
+            // a small arena block may go into this thread's cache.
+            let small = layout.size() <= cache::CACHE_MAX && !heap.checked;
+            if (small || self.scoped.load(Relaxed))
+                && let Some((c, owner)) = crate::block::Chunk::paged_at(p.addr().get())
+            {
+                let q = c.base().with_addr(p.addr());
+                if let Some(s) = scope::owner_in(self, owner) {
+                    let inside = Inside::enter();
+                    // SAFETY: the GlobalAlloc contract: a live block of this allocator (its
+                    // scope heap's, as the page map says), allocated with `layout`, not used
+                    // again; `q` has its chunk's provenance.
+                    no_unwind(|| unsafe { s.dealloc(q, layout, inside.reentrant) });
+                    return;
+                }
+                if small && {
+                    // SAFETY: the GlobalAlloc contract: a live block of this heap allocated
+                    // with `layout`, not used again; `q` has its chunk's provenance.
+                    unsafe { cache::free(self, heap, q, owner, layout.size(), layout.align()) }
+                } {
+                    return;
+                }
+            }
         }
         // SAFETY: the GlobalAlloc contract is Heap::deallocate's.
-        no_unwind(|| global(unsafe { self.heap.dealloc_raw(p, layout) }));
+        no_unwind(|| global(unsafe { heap.dealloc_raw(p, layout) }));
     }
 
     #[inline]
@@ -238,7 +351,7 @@ unsafe impl core::alloc::GlobalAlloc for GlobalHeap {
                     // the block moves to the arenas (which never wait when re-entered), and
                     // the old one goes onto its heap's remote list.
                     None => {
-                        let Ok(b) = self.heap.alloc_raw(new, false) else {
+                        let Ok(b) = self.sync().alloc_raw(new, false) else {
                             return null_mut();
                         };
                         let q = b.cast::<u8>().as_ptr();
@@ -260,7 +373,10 @@ unsafe impl core::alloc::GlobalAlloc for GlobalHeap {
         }
         no_unwind(|| {
             // SAFETY: the GlobalAlloc contract for realloc is Heap::grow's / shrink's.
-            global(unsafe { self.heap.resize_raw(p, layout, new, false, Resize::Either) })
+            global(unsafe {
+                self.sync()
+                    .resize_raw(p, layout, new, false, Resize::Either)
+            })
         })
         .map_or(null_mut(), |b| b.cast::<u8>().as_ptr())
     }

@@ -65,6 +65,8 @@ fn relax(spins: u32) {
 }
 
 mod arena;
+#[cfg(feature = "std")]
+mod cache;
 mod fork;
 mod gate;
 mod global;
@@ -76,6 +78,8 @@ mod thread;
 
 use crate::block::{remote_next, remote_next_set};
 use arena::*;
+#[cfg(feature = "std")]
+pub use cache::THREAD_CACHE_BYTES;
 use gate::*;
 pub use global::GlobalHeap;
 use global::*;
@@ -425,6 +429,8 @@ impl SyncHeap {
     /// `peak_in_use` is the most the whole heap had in use at once (blocks freed by another
     /// thread count as in use until their arena merges them).
     pub fn stats(&self) -> Stats {
+        #[cfg(feature = "std")]
+        cache::flush_mine(self);
         let mut t = Stats::default();
         for s in self.each(|c| c.flushed_stats()) {
             t.in_use += s.in_use;
@@ -450,7 +456,8 @@ impl SyncHeap {
     ///
     /// ```
     /// let heap = isoheap::SyncHeap::new();
-    /// assert_eq!(heap.is_checked(), cfg!(debug_assertions));
+    /// // The build's default, as for `Heap::new()`.
+    /// assert_eq!(heap.is_checked(), isoheap::Heap::new().is_checked());
     /// ```
     pub fn is_checked(&self) -> bool {
         self.checked
@@ -489,11 +496,15 @@ impl SyncHeap {
     /// assert_eq!(heap.stats().mapped, before - freed);
     /// ```
     pub fn trim(&self) -> usize {
+        #[cfg(feature = "std")]
+        cache::flush_mine(self);
         self.each(|c| c.give_back_empty()).sum()
     }
 
     /// Checks every arena (see [`Heap::check`](crate::Heap::check)).
     pub fn check(&self) -> Result<(), CheckError> {
+        #[cfg(feature = "std")]
+        cache::flush_mine(self);
         self.each(|c| c.check()).collect()
     }
 }

@@ -141,7 +141,7 @@ impl ScopeHeap {
             // The slot is free (no chunks): its mode follows the global heap's now.
             let _h = s.arena.lock.hold();
             // SAFETY: we hold the slot's lock.
-            unsafe { (*s.arena.core.get()).cfg.checked = global.heap.checked };
+            unsafe { (*s.arena.core.get()).cfg.checked = global.sync().checked };
         }
         s.ended.store(false, Release);
         Some(s)

@@ -210,3 +210,93 @@ fn sync_heap_checked_mode_is_chosen_by_the_constructor() {
     // SAFETY: still live.
     unsafe { safe.deallocate(keep, l) };
 }
+
+/// The per-thread caches of an unchecked `GlobalHeap` (checked mode bypasses them, so this
+/// heap chooses unchecked to test them in debug builds and under Miri too): blocks of every
+/// cached size class allocated and freed on several threads, some freed by another thread
+/// than the one that allocated them, contents checked on every free; a thread's cache goes
+/// back to its arena when the thread exits, so all is accounted for at the end.
+#[test]
+fn thread_caches_of_an_unchecked_global_heap() {
+    use std::alloc::GlobalAlloc;
+    static G: isoheap::GlobalHeap = isoheap::GlobalHeap::with_checked(false);
+    struct Blk(*mut u8, Layout, u8);
+    // SAFETY: the block is owned by this value; the heap is Sync.
+    unsafe impl Send for Blk {}
+    let rounds = if cfg!(miri) { 40 } else { 5_000 };
+    let (tx, rx) = mpsc::channel::<Blk>();
+    let check_free = |b: Blk| {
+        // SAFETY: a live block of b.1 bytes filled with b.2.
+        let s = unsafe { std::slice::from_raw_parts(b.0, b.1.size()) };
+        assert!(s.iter().all(|&x| x == b.2), "a cached block changed");
+        // SAFETY: allocated from G with this layout.
+        unsafe { G.dealloc(b.0, b.1) };
+    };
+    std::thread::scope(|s| {
+        for t in 0..3u64 {
+            let tx = tx.clone();
+            s.spawn(move || {
+                let mut rng = Rng(0xCAC4E + t);
+                let mut live: Vec<Blk> = Vec::new();
+                for r in 0..rounds {
+                    let size = 1 + rng.below(1100);
+                    let layout = Layout::from_size_align(size, 1 << rng.below(5)).unwrap();
+                    let zero = rng.below(4) == 0;
+                    // SAFETY: non-zero sizes.
+                    let p = unsafe {
+                        if zero {
+                            G.alloc_zeroed(layout)
+                        } else {
+                            G.alloc(layout)
+                        }
+                    };
+                    assert!(!p.is_null());
+                    if zero {
+                        // SAFETY: a fresh block of `size` bytes.
+                        let fresh = unsafe { std::slice::from_raw_parts(p, size) };
+                        assert!(fresh.iter().all(|&x| x == 0));
+                    }
+                    let tag = r as u8;
+                    // SAFETY: a fresh block of `size` bytes.
+                    unsafe { p.write_bytes(tag, size) };
+                    let b = Blk(p, layout, tag);
+                    if rng.below(5) == 0 {
+                        tx.send(b).unwrap();
+                    } else {
+                        live.push(b);
+                    }
+                    if live.len() > 50 {
+                        let i = rng.below(live.len());
+                        let b = live.swap_remove(i);
+                        // SAFETY: as in `check_free`.
+                        let s = unsafe { std::slice::from_raw_parts(b.0, b.1.size()) };
+                        assert!(s.iter().all(|&x| x == b.2), "a cached block changed");
+                        // SAFETY: allocated from G with this layout.
+                        unsafe { G.dealloc(b.0, b.1) };
+                    }
+                }
+                for b in live {
+                    // SAFETY: as above.
+                    unsafe { G.dealloc(b.0, b.1) };
+                }
+            });
+        }
+        drop(tx);
+        // This thread frees the blocks the others sent (into their arenas, not its cache).
+        for b in rx {
+            check_free(b);
+        }
+    });
+    // The workers' caches go back when their threads exit (a thread-exit destructor, which
+    // may run just after `scope` saw the closures return); this thread's goes back in `stats`.
+    let start = std::time::Instant::now();
+    while G.heap().stats().in_use != 0 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "exited threads' caches were not given back: {:?}",
+            G.heap().stats()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    G.heap().check().unwrap();
+}
