@@ -54,8 +54,24 @@ pub struct BufferHeap<'a> {
 
 impl BufferHeap<'_> {
     /// The smallest buffer [`Heap::from_buffer`] accepts if it starts on a 16-byte boundary: the
-    /// heap's metadata plus one 16-byte block (64 bytes on 64-bit targets). A buffer that does
+    /// heap's metadata (its chunk header and bitmaps, sized for checked mode) plus one 16-byte
+    /// block: 368 bytes on 64-bit targets (the example checks the figure). A buffer that does
     /// not start on 16 bytes needs up to 15 bytes more.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use core::mem::MaybeUninit;
+    /// use isoheap::{BufferHeap, Heap};
+    ///
+    /// # #[cfg(target_pointer_width = "64")]
+    /// assert_eq!(BufferHeap::MIN_LEN, 368);
+    /// #[repr(align(16))]
+    /// struct Aligned([MaybeUninit<u8>; BufferHeap::MIN_LEN]);
+    /// let mut buf = Aligned([MaybeUninit::uninit(); BufferHeap::MIN_LEN]);
+    /// let heap = Heap::from_buffer(&mut buf.0).unwrap();
+    /// assert!(heap.stats().free >= 16);                // room for one block
+    /// ```
     pub const MIN_LEN: usize = MIN_GRANULES * GRANULE;
 
     /// Frees every block at once, like [`Heap::reset`]: the whole buffer is free again, O(1 +
@@ -252,6 +268,27 @@ mod tests {
             "reset keeps every buffer chunk"
         );
         heap.check().unwrap();
+    }
+
+    /// Without `mmap` a heap that must map memory says why it cannot, and an empty one fails
+    /// its allocations cleanly (CI runs this module's tests with `--no-default-features`).
+    #[test]
+    #[cfg(not(feature = "mmap"))]
+    fn no_backing_without_mmap() {
+        let e = Heap::with_capacity(4096).unwrap_err();
+        assert_eq!(e, HeapError::NoBacking);
+        assert_eq!(
+            Heap::builder().initial(1 << 20).build().unwrap_err(),
+            HeapError::NoBacking
+        );
+        let text = std::format!("{e}");
+        assert!(
+            text.contains("`mmap`") && text.contains("Heap::from_buffer"),
+            "{text}"
+        );
+        let heap = Heap::new();
+        assert!(heap.allocate(Layout::new::<u64>()).is_err());
+        assert_eq!(heap.stats().mapped, 0);
     }
 
     #[test]
