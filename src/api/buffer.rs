@@ -77,6 +77,21 @@ impl BufferHeap<'_> {
     /// Frees every block at once, like [`Heap::reset`]: the whole buffer is free again, O(1 +
     /// buffer size / 1024). Taking `&mut self` guarantees that no collection still borrows the
     /// heap. The buffer's contents are left as they are.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use core::mem::MaybeUninit;
+    /// use isoheap::Heap;
+    ///
+    /// let mut buf = [MaybeUninit::<u8>::uninit(); 8 << 10];
+    /// let mut heap = Heap::from_buffer(&mut buf)?;
+    /// let v = allocator_api2::vec::Vec::<u8, &Heap>::with_capacity_in(4000, &heap);
+    /// core::mem::forget(v);                               // leaked: reset frees it anyway
+    /// heap.reset();
+    /// assert_eq!(heap.stats().in_use, 0);
+    /// # Ok::<(), isoheap::HeapError>(())
+    /// ```
     pub fn reset(&mut self) {
         self.heap.reset();
     }

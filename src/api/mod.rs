@@ -715,6 +715,14 @@ pub struct HeapBuilder {
 
 impl HeapBuilder {
     /// Bytes of block space to map when the heap is built (0: map on first use).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let heap = isoheap::Heap::builder().initial(1 << 20).build()?;
+    /// assert!(heap.stats().free >= 1 << 20);            // mapped up front, no growth until then
+    /// # Ok::<(), isoheap::HeapError>(())
+    /// ```
     pub const fn initial(mut self, bytes: usize) -> Self {
         self.initial = bytes;
         self
@@ -722,6 +730,17 @@ impl HeapBuilder {
 
     /// The smallest chunk mapped when the heap grows (default 64 KiB). Chunks also grow
     /// geometrically, so a heap of N bytes has O(log N) of them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let heap = isoheap::Heap::builder().growth(1 << 20).build()?;
+    /// let v = allocator_api2::vec::Vec::<u8, _>::with_capacity_in(100, &heap);
+    /// let w = allocator_api2::vec::Vec::<u8, _>::with_capacity_in(64 << 10, &heap);
+    /// assert!(heap.stats().mapped >= 1 << 20);          // the second chunk is at least the step
+    /// # drop((v, w));
+    /// # Ok::<(), isoheap::HeapError>(())
+    /// ```
     pub const fn growth(mut self, bytes: usize) -> Self {
         self.growth = bytes;
         self
@@ -730,6 +749,19 @@ impl HeapBuilder {
     /// A hard limit on bytes mapped, metadata included. An allocation that would need more
     /// fails with `AllocError` and leaves the heap usable. A heap whose limit equals its
     /// initial size never maps again.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use allocator_api2::vec::Vec;
+    ///
+    /// let heap = isoheap::Heap::builder().limit(256 << 10).build()?;
+    /// let mut v: Vec<u8, _> = Vec::new_in(&heap);
+    /// assert!(v.try_reserve(1 << 20).is_err());         // past the limit: an error, heap usable
+    /// assert!(v.try_reserve(1 << 10).is_ok());
+    /// assert!(heap.stats().mapped <= 256 << 10);
+    /// # Ok::<(), isoheap::HeapError>(())
+    /// ```
     pub const fn limit(mut self, bytes: usize) -> Self {
         self.limit = Some(bytes);
         self
@@ -737,6 +769,16 @@ impl HeapBuilder {
 
     /// Bytes of chunks that [`Heap::reset`] keeps mapped for the next use (default 1 MiB); the
     /// rest goes back to the OS.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut heap = isoheap::Heap::builder().warm(0).build()?;
+    /// drop(allocator_api2::vec::Vec::<u8, _>::with_capacity_in(4096, &heap));
+    /// heap.reset();
+    /// assert_eq!(heap.stats().mapped, 0);                // nothing kept warm
+    /// # Ok::<(), isoheap::HeapError>(())
+    /// ```
     pub const fn warm(mut self, bytes: usize) -> Self {
         self.warm = bytes;
         self
@@ -749,6 +791,19 @@ impl HeapBuilder {
     /// APIs (`Vec::try_reserve`, `Box::try_new_in`, hashbrown's `try_reserve`) return `Err` and
     /// the heap stays usable; `stats().budget_refusals` counts these refusals. Unlike
     /// [`limit`](Self::limit) it does not count metadata, free space or cached blocks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use allocator_api2::vec::Vec;
+    ///
+    /// let heap = isoheap::Heap::builder().budget(4096).build()?;
+    /// let mut v: Vec<u8, _> = Vec::new_in(&heap);
+    /// assert!(v.try_reserve(8192).is_err());
+    /// assert_eq!(heap.stats().budget_refusals, 1);
+    /// v.try_reserve(1000).expect("within the budget");
+    /// # Ok::<(), isoheap::HeapError>(())
+    /// ```
     pub const fn budget(mut self, bytes: usize) -> Self {
         self.budget = Some(bytes);
         self
@@ -760,6 +815,17 @@ impl HeapBuilder {
     /// call. A heap that refills memory it gave back raises its own threshold (up to 8 MiB), so
     /// a pattern repeated in rounds does not fault its pages in again every round.
     /// `usize::MAX` turns it off.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// // Give back free spans of 1 MiB or more (fewer system calls than the 64 KiB default), or
+    /// // never (`usize::MAX`: then only `trim()`, `reset()` and dropping the heap do).
+    /// let eager_less = isoheap::Heap::builder().give_back(1 << 20).build()?;
+    /// let never = isoheap::Heap::builder().give_back(usize::MAX).build()?;
+    /// # drop((eager_less, never));
+    /// # Ok::<(), isoheap::HeapError>(())
+    /// ```
     pub const fn give_back(mut self, bytes: usize) -> Self {
         self.give_back = bytes;
         self
@@ -771,6 +837,24 @@ impl HeapBuilder {
     /// 4 KiB on size-class lists (O(1) good fit for any small size, see README "How it works").
     /// With `false`, every free merges at once and every allocation is strict lowest-address
     /// first fit, at some cost in speed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use core::alloc::Layout;
+    ///
+    /// // Strict address-ordered first fit: a freed block is reused at once by the next request
+    /// // that fits, lowest address first.
+    /// let heap = isoheap::Heap::builder().quick_reuse(false).build()?;
+    /// let l = Layout::from_size_align(64, 8).unwrap();
+    /// let (a, b) = (heap.allocate(l).unwrap(), heap.allocate(l).unwrap());
+    /// // SAFETY: `a` came from this heap with layout `l`, not used afterwards.
+    /// unsafe { heap.deallocate(a.cast(), l) };
+    /// let c = heap.allocate(l).unwrap();
+    /// assert_eq!(c.cast::<u8>(), a.cast::<u8>());
+    /// # unsafe { heap.deallocate(b.cast(), l); heap.deallocate(c.cast(), l) };
+    /// # Ok::<(), isoheap::HeapError>(())
+    /// ```
     pub const fn quick_reuse(mut self, on: bool) -> Self {
         self.quick_reuse = on;
         self
@@ -805,6 +889,17 @@ impl HeapBuilder {
     /// Zero every block when it is freed (and all used memory on [`Heap::reset`]), so secrets
     /// do not outlive their owners in the heap (default off). Costs a write of every freed
     /// byte.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use allocator_api2::boxed::Box;
+    ///
+    /// let heap = isoheap::Heap::builder().zero_on_free(true).build()?;
+    /// let key = Box::new_in(*b"secret key bytes", &heap);
+    /// drop(key);                                         // its 16 bytes are zero now
+    /// # Ok::<(), isoheap::HeapError>(())
+    /// ```
     pub const fn zero_on_free(mut self, on: bool) -> Self {
         self.zero_on_free = on;
         self
@@ -818,10 +913,24 @@ impl HeapBuilder {
 
     /// Builds the heap, mapping the initial size if one was set.
     ///
-    /// Errors: a zero growth step or limit ([`HeapError::ZeroSize`]), a limit too small for one
-    /// chunk ([`HeapError::TooSmall`]), an initial size beyond the address space
-    /// ([`HeapError::TooLarge`]) or above the limit ([`HeapError::LimitBelowInitial`]), or the
-    /// OS refusing the mapping ([`HeapError::OsRefused`]).
+    /// # Errors
+    /// A zero growth step or limit ([`HeapError::ZeroSize`]), a limit too small for one chunk
+    /// ([`HeapError::TooSmall`]), an initial size beyond the address space
+    /// ([`HeapError::TooLarge`]) or above the limit ([`HeapError::LimitBelowInitial`]), the OS
+    /// refusing the mapping ([`HeapError::OsRefused`]), or an initial size without the `mmap`
+    /// feature ([`HeapError::NoBacking`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isoheap::{Heap, HeapError};
+    ///
+    /// let heap = Heap::builder().initial(64 << 10).limit(1 << 20).build()?;
+    /// assert!(heap.stats().mapped <= 1 << 20);
+    /// let e = Heap::builder().initial(2 << 20).limit(1 << 20).build().unwrap_err();
+    /// assert!(matches!(e, HeapError::LimitBelowInitial { .. }));
+    /// # Ok::<(), HeapError>(())
+    /// ```
     pub fn build(self) -> Result<Heap, HeapError> {
         let mut core = heap::build(
             self.initial,
