@@ -134,10 +134,13 @@ impl Heap {
     /// [`Heap::stats`] for what is left. More than 64 GiB becomes several chunks (a block cannot
     /// span two). O(buffer size / 1024) to clear the bitmap.
     ///
-    /// Errors: an empty buffer is [`HeapError::ZeroSize`]; one too small for the metadata and
-    /// one 16-byte block once its start is aligned is [`HeapError::TooSmall`], whose `minimum`
-    /// is the smallest length that works at this buffer's address (the padding to the next
+    /// # Errors
+    /// An empty buffer is [`HeapError::ZeroSize`]; one too small for the metadata and one
+    /// 16-byte block once its start is aligned is [`HeapError::TooSmall`], whose `minimum` is
+    /// the smallest length that works at this buffer's address (the padding to the next
     /// 16-byte boundary plus [`BufferHeap::MIN_LEN`]). Never a panic.
+    ///
+    /// # Examples
     ///
     /// ```
     /// use core::mem::MaybeUninit;

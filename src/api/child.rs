@@ -59,6 +59,8 @@ impl Heap {
     /// [`HeapError::ParentFull`] if this heap's budget, or its limit with no free span left,
     /// cannot lend the child even its smallest chunk; nothing changes then.
     ///
+    /// # Examples
+    ///
     /// ```
     /// use isoheap::{Heap, HeapError};
     ///

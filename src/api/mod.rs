@@ -519,6 +519,8 @@ impl Heap {
     /// mapped for the next use; the rest go back to the OS. Taking `&mut self` guarantees that
     /// no collection still borrows the heap. The peak in use restarts from zero.
     ///
+    /// # Examples
+    ///
     /// ```
     /// use isoheap::Heap;
     /// let mut heap = Heap::new();
@@ -666,6 +668,9 @@ impl Heap {
     }
 }
 
+/// The counters and settings, read without side effects: unlike [`Heap::stats`], it does not
+/// merge the blocks cached for quick reuse (they are counted in `free` and `cached_before`, not in
+/// `free_blocks` or `largest_free`), so printing a heap never changes it.
 impl fmt::Debug for Heap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Copy everything out first: the formatter may allocate from this very heap. No side

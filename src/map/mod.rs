@@ -154,6 +154,8 @@ impl Heap {
     /// the map costs O(mapped bytes / 1024 + spans x (log(free blocks) + chunks)): each step
     /// finds its place in the heap afresh.
     ///
+    /// # Examples
+    ///
     /// ```
     /// use isoheap::{Heap, SpanKind};
     /// use core::alloc::Layout;

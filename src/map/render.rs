@@ -22,6 +22,9 @@ impl HeapMap<'_> {
     ///   0x7f3e5c2a04d0      68400 B  frontier  <- largest free span
     /// ```
     ///
+    /// # Errors
+    /// Only the writer's: an error from `w` is returned as soon as it happens.
+    ///
     /// # Examples
     ///
     /// ```
@@ -69,6 +72,9 @@ impl HeapMap<'_> {
     /// # used  . free  (blank) untouched  m metadata  * largest free span
     /// ```
     ///
+    /// # Errors
+    /// Only the writer's: an error from `w` is returned as soon as it happens.
+    ///
     /// # Examples
     ///
     /// ```
@@ -106,6 +112,9 @@ impl HeapMap<'_> {
     /// labelled. Each pixel column of a strip is coloured by the spans it covers: used, free,
     /// untouched (frontier, a lighter shade of free) or metadata (grey); a column that covers
     /// several kinds blends their colours by bytes. O(spans + chunks x 1000).
+    ///
+    /// # Errors
+    /// Only the writer's: an error from `w` is returned as soon as it happens.
     ///
     /// # Examples
     ///
