@@ -41,6 +41,12 @@ pub enum HeapError {
         /// The OS error number (`errno`).
         errno: i32,
     },
+    /// The heap has no memory to draw from: built without the `mmap` feature, the crate cannot
+    /// ask the OS for memory, so a heap that must map memory up front (`Heap::with_capacity`,
+    /// `HeapBuilder::initial`) cannot be built. Enable the `mmap` feature, or give the heap a
+    /// buffer with `Heap::from_buffer`. (A `Heap::new()` in that build is empty and stays so:
+    /// its allocations fail with `AllocError`.)
+    NoBacking,
     /// A caller's buffer does not start on the alignment the heap needs.
     Misaligned {
         /// The buffer's address.
@@ -77,6 +83,9 @@ impl fmt::Display for HeapError {
             Self::OsRefused { bytes, errno } => write!(
                 f,
                 "the operating system refused to map {bytes} bytes (errno {errno})"
+            ),
+            Self::NoBacking => f.write_str(
+                "the heap has no memory to map: isoheap was built without the `mmap` feature; enable `mmap`, or use `Heap::from_buffer` with memory of your own",
             ),
             Self::ParentFull { needed, available } => write!(
                 f,

@@ -1,38 +1,4 @@
-//! # isoheap
-//!
-//! Isolated heaps for collections. A [`Heap`] owns memory mapped from the OS and hands it out
-//! through `&Heap`, which implements `Allocator` (allocator-api2 0.2 on stable, core's with the
-//! `nightly` feature): `Vec::new_in(&heap)`, `hashbrown::HashMap::new_in(&heap)`. Free blocks
-//! are kept in address order and merged with both neighbours on free; allocation is first fit
-//! through an index that answers in O(log n). Dropping the heap frees everything at once.
-//!
-//! ```
-//! use isoheap::Heap;
-//! use allocator_api2::vec::Vec;
-//! use hashbrown::HashMap;
-//!
-//! let heap = Heap::new();
-//! let mut names: Vec<&str, &Heap> = Vec::new_in(&heap);
-//! let mut ages = HashMap::new_in(&heap);
-//! for (name, age) in [("ada", 36), ("alan", 41)] {
-//!     names.push(name);
-//!     ages.insert(name, age);
-//! }
-//! assert_eq!(ages["alan"], 41);
-//! heap.check().expect("heap invariants hold");
-//! println!("{:?}", heap.stats());
-//! ```
-//!
-//! ## Features
-//! - `std` (default): [`HeapPool`], a pool of heaps for servers (uses std's mutex).
-//! - `mmap` (default): memory from the OS by anonymous `mmap` (Unix).
-//! - `allocator-api2` (default): `&Heap` implements allocator-api2 0.2's `Allocator` (stable).
-//! - `nightly`: `&Heap` also implements `core::alloc::Allocator` for std collections; needs a
-//!   nightly compiler and may break when the unstable trait changes. The two trait features are
-//!   additive (see the README for the one combination that collides).
-//!
-//! The crate is `#![no_std]`; it never uses the global allocator.
-
+#![doc = include_str!("../README.md")]
 #![no_std]
 #![cfg_attr(feature = "nightly", feature(allocator_api))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -107,23 +73,24 @@ pub use error::{CheckError, HeapError};
 pub use heap::MAX_ALIGN;
 pub use map::{Chunks, HeapMap, MapChunk, Span, SpanKind, Spans};
 #[cfg(feature = "std")]
+#[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 pub use pool::{HeapPool, PooledHeap};
 #[cfg(feature = "mmap")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mmap")))]
 pub use region::os::{OsCounters, os_counters};
 #[cfg(feature = "mmap")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mmap")))]
 pub use region::provider::set_idle_limit;
 #[cfg(feature = "mmap")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mmap")))]
 pub use region::release_cached;
 pub use stats::Stats;
 #[cfg(feature = "mmap")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mmap")))]
 pub use sync::{ARENAS, GlobalHeap, SyncHeap};
 #[cfg(all(feature = "mmap", feature = "std"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "mmap", feature = "std"))))]
 pub use sync::{Scope, SharedHeap, THREAD_CACHE_BYTES};
 
 /// Bytes per granule: every block is a multiple of this and aligned to it.
 pub const GRANULE: usize = block::GRANULE;
-
-/// The README's examples, compiled and run as doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-pub struct ReadmeDoctests;

@@ -69,6 +69,18 @@ pub struct HeapPool {
 impl HeapPool {
     /// A pool that builds heaps with `builder` and keeps at most `max_idle` of them idle.
     /// Allocates nothing (the list of idle heaps is reserved when the first heap is lent).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isoheap::{Heap, HeapPool};
+    ///
+    /// // A `const fn`: a pool can be a `static`.
+    /// static POOL: HeapPool = HeapPool::new(Heap::builder().budget(1 << 20), 16);
+    /// let heap = POOL.get()?;
+    /// assert_eq!(heap.stats().budget, Some(1 << 20));
+    /// # Ok::<(), isoheap::HeapError>(())
+    /// ```
     pub const fn new(builder: HeapBuilder, max_idle: usize) -> HeapPool {
         HeapPool {
             idle: Mutex::new(Vec::new()),
@@ -102,6 +114,28 @@ impl HeapPool {
     }
 
     /// Takes an idle heap, or builds one. O(1) plus, for a new heap, the builder's work.
+    ///
+    /// # Errors
+    /// What [`HeapBuilder::build`] returns when a new heap must be built (a heap reused from
+    /// the pool cannot fail).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isoheap::{Heap, HeapPool};
+    /// use allocator_api2::vec::Vec;
+    ///
+    /// let pool = HeapPool::new(Heap::builder(), 4);
+    /// {
+    ///     let heap = pool.get()?;
+    ///     let mut v: Vec<u8, &Heap> = Vec::new_in(&heap);
+    ///     v.extend_from_slice(b"request body");
+    /// } // `v` and then the guard dropped: the heap is reset and back in the pool
+    /// assert_eq!((pool.created(), pool.idle()), (1, 1));
+    /// let again = pool.get()?;
+    /// assert_eq!((again.id(), again.stats().in_use), (0, 0)); // the same heap, empty
+    /// # Ok::<(), isoheap::HeapError>(())
+    /// ```
     pub fn get(&self) -> Result<PooledHeap<'_>, HeapError> {
         if !self.reserved.load(Acquire) {
             self.reserve();
@@ -122,11 +156,32 @@ impl HeapPool {
     }
 
     /// Heaps waiting in the pool.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = isoheap::HeapPool::new(isoheap::Heap::builder(), 4);
+    /// let (a, b) = (pool.get()?, pool.get()?);
+    /// assert_eq!(pool.idle(), 0);
+    /// drop((a, b));
+    /// assert_eq!(pool.idle(), 2);
+    /// # Ok::<(), isoheap::HeapError>(())
+    /// ```
     pub fn idle(&self) -> usize {
         self.lock().len()
     }
 
     /// Heaps this pool has built so far.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = isoheap::HeapPool::new(isoheap::Heap::builder(), 1);
+    /// drop(pool.get()?);
+    /// drop(pool.get()?);                // reuses the idle heap
+    /// assert_eq!(pool.created(), 1);
+    /// # Ok::<(), isoheap::HeapError>(())
+    /// ```
     pub fn created(&self) -> usize {
         self.created.load(Relaxed)
     }
@@ -152,6 +207,15 @@ pub struct PooledHeap<'p> {
 
 impl PooledHeap<'_> {
     /// Which of the pool's heaps this is (0, 1, 2, ... in order of creation).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = isoheap::HeapPool::new(isoheap::Heap::builder(), 4);
+    /// let (a, b) = (pool.get()?, pool.get()?);
+    /// assert_eq!((a.id(), b.id()), (0, 1));
+    /// # Ok::<(), isoheap::HeapError>(())
+    /// ```
     pub fn id(&self) -> usize {
         self.id
     }

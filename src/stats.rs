@@ -61,6 +61,18 @@ impl HeapCore {
         }
     }
 
+    /// The counters without merging the quick lists (no side effects, for `Debug`): the cached
+    /// blocks are counted in `free` (so `in_use + free + metadata == mapped` still holds) and
+    /// in `cached_before`, but not in `free_blocks` or `largest_free`.
+    pub(crate) fn peek_stats(&self) -> Stats {
+        let s = self.stats();
+        Stats {
+            free: s.free + self.quick.bytes,
+            cached_before: self.quick.bytes,
+            ..s
+        }
+    }
+
     /// O(c) in the number of chunks.
     pub(crate) fn stats(&self) -> Stats {
         let mut frontier_bytes = 0;

@@ -54,13 +54,44 @@ pub struct BufferHeap<'a> {
 
 impl BufferHeap<'_> {
     /// The smallest buffer [`Heap::from_buffer`] accepts if it starts on a 16-byte boundary: the
-    /// heap's metadata plus one 16-byte block (64 bytes on 64-bit targets). A buffer that does
+    /// heap's metadata (its chunk header and bitmaps, sized for checked mode) plus one 16-byte
+    /// block: 368 bytes on 64-bit targets (the example checks the figure). A buffer that does
     /// not start on 16 bytes needs up to 15 bytes more.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use core::mem::MaybeUninit;
+    /// use isoheap::{BufferHeap, Heap};
+    ///
+    /// # #[cfg(target_pointer_width = "64")]
+    /// assert_eq!(BufferHeap::MIN_LEN, 368);
+    /// #[repr(align(16))]
+    /// struct Aligned([MaybeUninit<u8>; BufferHeap::MIN_LEN]);
+    /// let mut buf = Aligned([MaybeUninit::uninit(); BufferHeap::MIN_LEN]);
+    /// let heap = Heap::from_buffer(&mut buf.0).unwrap();
+    /// assert!(heap.stats().free >= 16);                // room for one block
+    /// ```
     pub const MIN_LEN: usize = MIN_GRANULES * GRANULE;
 
     /// Frees every block at once, like [`Heap::reset`]: the whole buffer is free again, O(1 +
     /// buffer size / 1024). Taking `&mut self` guarantees that no collection still borrows the
     /// heap. The buffer's contents are left as they are.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use core::mem::MaybeUninit;
+    /// use isoheap::Heap;
+    ///
+    /// let mut buf = [MaybeUninit::<u8>::uninit(); 8 << 10];
+    /// let mut heap = Heap::from_buffer(&mut buf)?;
+    /// let v = allocator_api2::vec::Vec::<u8, &Heap>::with_capacity_in(4000, &heap);
+    /// core::mem::forget(v);                               // leaked: reset frees it anyway
+    /// heap.reset();
+    /// assert_eq!(heap.stats().in_use, 0);
+    /// # Ok::<(), isoheap::HeapError>(())
+    /// ```
     pub fn reset(&mut self) {
         self.heap.reset();
     }
@@ -103,10 +134,13 @@ impl Heap {
     /// [`Heap::stats`] for what is left. More than 64 GiB becomes several chunks (a block cannot
     /// span two). O(buffer size / 1024) to clear the bitmap.
     ///
-    /// Errors: an empty buffer is [`HeapError::ZeroSize`]; one too small for the metadata and
-    /// one 16-byte block once its start is aligned is [`HeapError::TooSmall`], whose `minimum`
-    /// is the smallest length that works at this buffer's address (the padding to the next
+    /// # Errors
+    /// An empty buffer is [`HeapError::ZeroSize`]; one too small for the metadata and one
+    /// 16-byte block once its start is aligned is [`HeapError::TooSmall`], whose `minimum` is
+    /// the smallest length that works at this buffer's address (the padding to the next
     /// 16-byte boundary plus [`BufferHeap::MIN_LEN`]). Never a panic.
+    ///
+    /// # Examples
     ///
     /// ```
     /// use core::mem::MaybeUninit;
@@ -252,6 +286,27 @@ mod tests {
             "reset keeps every buffer chunk"
         );
         heap.check().unwrap();
+    }
+
+    /// Without `mmap` a heap that must map memory says why it cannot, and an empty one fails
+    /// its allocations cleanly (CI runs this module's tests with `--no-default-features`).
+    #[test]
+    #[cfg(not(feature = "mmap"))]
+    fn no_backing_without_mmap() {
+        let e = Heap::with_capacity(4096).unwrap_err();
+        assert_eq!(e, HeapError::NoBacking);
+        assert_eq!(
+            Heap::builder().initial(1 << 20).build().unwrap_err(),
+            HeapError::NoBacking
+        );
+        let text = std::format!("{e}");
+        assert!(
+            text.contains("`mmap`") && text.contains("Heap::from_buffer"),
+            "{text}"
+        );
+        let heap = Heap::new();
+        assert!(heap.allocate(Layout::new::<u64>()).is_err());
+        assert_eq!(heap.stats().mapped, 0);
     }
 
     #[test]

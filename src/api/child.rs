@@ -59,6 +59,8 @@ impl Heap {
     /// [`HeapError::ParentFull`] if this heap's budget, or its limit with no free span left,
     /// cannot lend the child even its smallest chunk; nothing changes then.
     ///
+    /// # Examples
+    ///
     /// ```
     /// use isoheap::{Heap, HeapError};
     ///
@@ -111,11 +113,42 @@ impl Heap {
 impl ChildHeap<'_> {
     /// Frees every block of the child at once (as [`Heap::reset`]): chunks beyond its `warm`
     /// bytes (1 MiB) go back to the parent. O(chunks).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isoheap::Heap;
+    ///
+    /// let parent = Heap::new();
+    /// let mut child = parent.child()?;
+    /// for round in 0..3 {
+    ///     let mut v = allocator_api2::vec::Vec::<u32, &Heap>::new_in(&child);
+    ///     v.extend(0..1000 * round);
+    ///     drop(v);
+    ///     child.reset();                                  // every block of the child freed at once
+    ///     assert_eq!(child.stats().in_use, 0);
+    /// }
+    /// # Ok::<(), isoheap::HeapError>(())
+    /// ```
     pub fn reset(&mut self) {
         self.heap.reset();
     }
 
     /// The child's counters (its chunks are its `mapped` bytes; see [`Heap::stats`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isoheap::Heap;
+    ///
+    /// let parent = Heap::new();
+    /// let child = parent.child()?;
+    /// let v = allocator_api2::vec::Vec::<u64, &Heap>::with_capacity_in(100, &child);
+    /// assert!(child.stats().in_use >= 800);
+    /// assert!(parent.stats().lent_to_children >= child.stats().mapped);
+    /// # drop(v);
+    /// # Ok::<(), isoheap::HeapError>(())
+    /// ```
     pub fn stats(&self) -> Stats {
         self.heap.stats()
     }

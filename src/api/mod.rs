@@ -35,6 +35,7 @@ impl core::error::Error for AllocError {}
 /// address, raised here, after the heap's `&mut` state is no longer borrowed); every other
 /// failure is `AllocError`.
 #[inline]
+#[track_caller]
 pub(crate) fn edge<T>(r: Result<T, Fail>) -> Result<T, AllocError> {
     match r {
         Ok(v) => Ok(v),
@@ -126,6 +127,20 @@ impl Heap {
     /// A heap that maps nothing until its first allocation, then grows on demand (64 KiB first,
     /// each new chunk as large as all before it, up to 1 GiB per chunk). An empty heap costs
     /// its own size (`size_of::<Heap>()` bytes) and no system call. O(1).
+    ///
+    /// Without the `mmap` feature a heap has no memory of its own: every allocation from a
+    /// `Heap::new()` fails (use [`Heap::from_buffer`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isoheap::Heap;
+    ///
+    /// let heap = Heap::new();
+    /// assert_eq!(heap.stats().mapped, 0); // nothing mapped yet
+    /// let b = allocator_api2::boxed::Box::new_in(7u64, &heap);
+    /// assert_eq!(*b, 7);
+    /// ```
     pub const fn new() -> Heap {
         Heap::from_core(HeapCore::new(heap::Config::DEFAULT))
     }
@@ -141,7 +156,23 @@ impl Heap {
 
     /// A heap with `bytes` of block space mapped up front (plus its metadata, rounded to whole
     /// pages). Like `Vec::with_capacity`, it still grows past that; use [`Heap::builder`] for a
-    /// limit. Fails on zero, on sizes the address space cannot hold, and when the OS refuses.
+    /// limit.
+    ///
+    /// # Errors
+    /// [`HeapError::ZeroSize`] for 0, [`HeapError::TooLarge`] for sizes the address space cannot
+    /// hold, [`HeapError::OsRefused`] when the OS refuses the mapping, and
+    /// [`HeapError::NoBacking`] without the `mmap` feature (there is no OS to map from).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isoheap::{Heap, HeapError};
+    ///
+    /// let heap = Heap::with_capacity(1 << 20)?;
+    /// assert!(heap.stats().free >= 1 << 20);      // mapped up front
+    /// assert_eq!(Heap::with_capacity(0).unwrap_err(), HeapError::ZeroSize);
+    /// # Ok::<(), HeapError>(())
+    /// ```
     pub fn with_capacity(bytes: usize) -> Result<Heap, HeapError> {
         if bytes == 0 {
             return Err(HeapError::ZeroSize);
@@ -149,7 +180,17 @@ impl Heap {
         Heap::builder().initial(bytes).build()
     }
 
-    /// A builder for the initial size, the growth step and a hard limit on bytes mapped.
+    /// A builder for the initial size, the growth step and a hard limit on bytes mapped (see
+    /// [`HeapBuilder`] for every setting).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isoheap::Heap;
+    ///
+    /// let heap = Heap::builder().budget(1 << 16).build().unwrap();
+    /// assert_eq!(heap.stats().budget, Some(1 << 16));
+    /// ```
     pub const fn builder() -> HeapBuilder {
         HeapBuilder {
             initial: 0,
@@ -187,14 +228,62 @@ impl Heap {
     /// Expected O(log n) in the number of free blocks (first fit in an address-ordered index),
     /// O(1) while nothing fits below the frontier, plus O(c) over the chunks (few: they grow
     /// geometrically). Mapping a new chunk is a system call.
+    ///
+    /// # Errors
+    /// [`AllocError`] when the heap's limit, budget or the OS refuse the memory, or for a size
+    /// or alignment it cannot serve (above [`MAX_ALIGN`](crate::MAX_ALIGN), near `isize::MAX`);
+    /// the heap is unchanged.
+    ///
+    /// # Panics
+    /// In checked mode, if the block it would reuse was written after it was freed (a use after
+    /// free elsewhere in the program); the panic names the address.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isoheap::Heap;
+    /// use core::alloc::Layout;
+    ///
+    /// let heap = Heap::new();
+    /// let layout = Layout::new::<[u64; 4]>();
+    /// let block = heap.allocate(layout)?;
+    /// assert!(block.len() >= 32);
+    /// // SAFETY: allocated just above with `layout`, not used afterwards.
+    /// unsafe { heap.deallocate(block.cast(), layout) };
+    /// # Ok::<(), isoheap::AllocError>(())
+    /// ```
     #[inline]
+    #[track_caller]
     pub fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
         edge(self.with_core(|c| c.alloc(layout.size(), layout.align(), false)))
     }
 
     /// Like [`allocate`](Self::allocate), and the block reads as zero. Memory fresh from the OS
     /// is zero already and is not cleared again. Same complexity plus O(size) for reused memory.
+    ///
+    /// # Errors
+    /// As for [`allocate`](Self::allocate).
+    ///
+    /// # Panics
+    /// As for [`allocate`](Self::allocate).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isoheap::Heap;
+    /// use core::alloc::Layout;
+    ///
+    /// let heap = Heap::new();
+    /// let layout = Layout::array::<u32>(100).unwrap();
+    /// let block = heap.allocate_zeroed(layout)?;
+    /// // SAFETY: a live block of `block.len()` bytes.
+    /// assert!(unsafe { block.as_ref() }.iter().all(|&b| b == 0));
+    /// // SAFETY: allocated just above with `layout`, not used afterwards.
+    /// unsafe { heap.deallocate(block.cast(), layout) };
+    /// # Ok::<(), isoheap::AllocError>(())
+    /// ```
     #[inline]
+    #[track_caller]
     pub fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
         edge(self.with_core(|c| c.alloc(layout.size(), layout.align(), true)))
     }
@@ -207,9 +296,27 @@ impl Heap {
     ///    requested and the length returned);
     /// 2. it is not used afterwards.
     ///
-    /// A pointer that does not belong to this heap, or (in debug builds) a block freed twice,
-    /// stops the program with a message naming the address.
+    /// # Panics
+    /// A pointer that does not belong to this heap, or in checked mode (on by default in debug
+    /// builds, see [`HeapBuilder::checked`]) a block freed twice, an interior pointer or a
+    /// layout other than the block's, stops the program with a panic naming the address,
+    /// raised at the caller's line, before anything changes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isoheap::Heap;
+    /// use core::alloc::Layout;
+    ///
+    /// let heap = Heap::new();
+    /// let layout = Layout::new::<u128>();
+    /// let p = heap.allocate(layout).unwrap().cast::<u8>();
+    /// // SAFETY: `p` was allocated by `heap` with `layout` and is not used afterwards.
+    /// unsafe { heap.deallocate(p, layout) };
+    /// assert_eq!(heap.stats().in_use, 0);
+    /// ```
     #[inline]
+    #[track_caller]
     pub unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
         // SAFETY: `ptr` is a block of this heap allocated with `layout`, unused afterwards (this
         // function's contract, which is `dealloc`'s).
@@ -226,7 +333,34 @@ impl Heap {
     /// 1. `ptr` is a live block of this heap allocated with `old_layout`;
     /// 2. `new_layout.size() >= old_layout.size()`;
     /// 3. on success `ptr` must not be used again.
+    ///
+    /// # Errors
+    /// [`AllocError`] if the memory cannot be had (as for [`allocate`](Self::allocate)) or
+    /// `new_layout` is smaller than `old_layout`; the block is unchanged and still live.
+    ///
+    /// # Panics
+    /// As for [`deallocate`](Self::deallocate): a pointer or layout that cannot be a live block
+    /// of this heap (checked mode for most of them), at the caller's line.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isoheap::Heap;
+    /// use core::alloc::Layout;
+    ///
+    /// let heap = Heap::new();
+    /// let (small, big) = (Layout::new::<[u8; 16]>(), Layout::new::<[u8; 64]>());
+    /// let p = heap.allocate(small)?.cast::<u8>();
+    /// // SAFETY: `p` is a live block of `heap` allocated with `small`; 64 >= 16; `p` is not
+    /// // used after the grow.
+    /// let q = unsafe { heap.grow(p, small, big)? };
+    /// assert!(q.len() >= 64);
+    /// // SAFETY: the grown block, with its layout, not used afterwards.
+    /// unsafe { heap.deallocate(q.cast(), big) };
+    /// # Ok::<(), isoheap::AllocError>(())
+    /// ```
     #[inline]
+    #[track_caller]
     pub unsafe fn grow(
         &self,
         ptr: NonNull<u8>,
@@ -249,7 +383,33 @@ impl Heap {
     ///
     /// # Safety
     /// As for [`grow`](Self::grow).
+    ///
+    /// # Errors
+    /// As for [`grow`](Self::grow).
+    ///
+    /// # Panics
+    /// As for [`grow`](Self::grow).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isoheap::Heap;
+    /// use core::alloc::Layout;
+    ///
+    /// let heap = Heap::new();
+    /// let (small, big) = (Layout::new::<[u8; 16]>(), Layout::new::<[u8; 64]>());
+    /// let p = heap.allocate(small)?.cast::<u8>();
+    /// // SAFETY: `p` is a live block of `heap` allocated with `small`; 64 >= 16; `p` is not
+    /// // used after the grow.
+    /// let q = unsafe { heap.grow_zeroed(p, small, big)? };
+    /// // SAFETY: the grown block; bytes 16.. are the new, zeroed ones.
+    /// assert!(unsafe { &q.as_ref()[16..64] }.iter().all(|&b| b == 0));
+    /// // SAFETY: the grown block, with its layout, not used afterwards.
+    /// unsafe { heap.deallocate(q.cast(), big) };
+    /// # Ok::<(), isoheap::AllocError>(())
+    /// ```
     #[inline]
+    #[track_caller]
     pub unsafe fn grow_zeroed(
         &self,
         ptr: NonNull<u8>,
@@ -276,7 +436,33 @@ impl Heap {
     /// 2. `new_layout.size() <= old_layout.size()`;
     /// 3. on success `ptr` must not be used again (the block may have moved, or been freed
     ///    when `new_layout.size()` is 0).
+    ///
+    /// # Errors
+    /// [`AllocError`] if `new_layout` is larger than `old_layout`, or if a move to a stricter
+    /// alignment finds no memory; the block is unchanged and still live.
+    ///
+    /// # Panics
+    /// As for [`grow`](Self::grow).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isoheap::Heap;
+    /// use core::alloc::Layout;
+    ///
+    /// let heap = Heap::new();
+    /// let (big, small) = (Layout::new::<[u8; 256]>(), Layout::new::<[u8; 32]>());
+    /// let p = heap.allocate(big)?.cast::<u8>();
+    /// // SAFETY: `p` is a live block of `heap` allocated with `big`; 32 <= 256; `p` is not used
+    /// // after the shrink.
+    /// let q = unsafe { heap.shrink(p, big, small)? };
+    /// assert_eq!(q.cast::<u8>(), p);                // in place
+    /// // SAFETY: the shrunk block, with its layout, not used afterwards.
+    /// unsafe { heap.deallocate(q.cast(), small) };
+    /// # Ok::<(), isoheap::AllocError>(())
+    /// ```
     #[inline]
+    #[track_caller]
     pub unsafe fn shrink(
         &self,
         ptr: NonNull<u8>,
@@ -295,12 +481,36 @@ impl Heap {
     }
 
     /// Is this heap in checked mode (see [`HeapBuilder::checked`])?
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isoheap::Heap;
+    ///
+    /// assert!(Heap::builder().checked(true).build().unwrap().is_checked());
+    /// assert!(!Heap::builder().checked(false).build().unwrap().is_checked());
+    /// ```
     pub fn is_checked(&self) -> bool {
         self.with_core(|c| c.cfg.checked)
     }
 
     /// Sets or clears the budget on bytes in use (see [`HeapBuilder::budget`]). Lowering it
     /// below what is in use frees nothing: only later allocations are refused. O(1).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isoheap::Heap;
+    /// use allocator_api2::vec::Vec;
+    ///
+    /// let heap = Heap::new();
+    /// heap.set_budget(Some(1024));
+    /// let mut v: Vec<u8, &Heap> = Vec::new_in(&heap);
+    /// assert!(v.try_reserve(4096).is_err());      // over budget: refused, heap unchanged
+    /// assert_eq!(heap.stats().budget_refusals, 1);
+    /// heap.set_budget(None);
+    /// assert!(v.try_reserve(4096).is_ok());
+    /// ```
     pub fn set_budget(&self, bytes: Option<usize>) {
         self.with_core(|c| c.cfg.budget = bytes.unwrap_or(usize::MAX));
     }
@@ -309,6 +519,8 @@ impl Heap {
     /// mapped bytes / 1024)). The first chunks, up to 1 MiB (see [`HeapBuilder::warm`]), stay
     /// mapped for the next use; the rest go back to the OS. Taking `&mut self` guarantees that
     /// no collection still borrows the heap. The peak in use restarts from zero.
+    ///
+    /// # Examples
     ///
     /// ```
     /// use isoheap::Heap;
@@ -330,6 +542,19 @@ impl Heap {
     /// Counters: bytes in use, free, mapped, the largest free span, peak use. Blocks cached for
     /// quick reuse are merged into the free set first, so the free spans reported are those of
     /// a fully merged heap (no two adjacent). O(c) in chunks plus O(cached blocks).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isoheap::Heap;
+    ///
+    /// let heap = Heap::new();
+    /// let v = allocator_api2::vec::Vec::<u64, _>::with_capacity_in(100, &heap);
+    /// let s = heap.stats();
+    /// assert!(s.in_use >= 800);
+    /// assert_eq!(s.in_use + s.free + s.metadata, s.mapped);
+    /// # drop(v);
+    /// ```
     pub fn stats(&self) -> Stats {
         self.with_core(|c| c.flushed_stats())
     }
@@ -338,15 +563,120 @@ impl Heap {
     /// holds exactly the free blocks in address order, no two free blocks are adjacent, block
     /// sizes add up to the mapped total, and the counters agree. Returns the first violation,
     /// naming its address. O(heap size / 1024 + free blocks).
+    ///
+    /// # Errors
+    /// The first broken invariant, as a [`CheckError`] naming the address: the heap was
+    /// corrupted (a write out of bounds in the program, or a bug here) and must not be used on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isoheap::Heap;
+    ///
+    /// let heap = Heap::new();
+    /// let mut m = hashbrown::HashMap::new_in(&heap);
+    /// m.extend((0..100).map(|i| (i, i * i)));
+    /// heap.check().expect("every invariant holds");
+    /// ```
     pub fn check(&self) -> Result<(), CheckError> {
         self.with_core(|c| c.check())
     }
+
+    /// Does `ptr` point into memory of this heap: inside one of its chunks (block area or
+    /// metadata)? It answers for any pointer, dangling or foreign, and reads only this heap's
+    /// own chunk headers (never memory the pointer leads to, nor another heap's). O(c) in the
+    /// chunks, which grow geometrically: a few dozen at most, one for a small heap or a buffer.
+    ///
+    /// - It says nothing about whether a **block is live**: a pointer to a freed block, into
+    ///   free space or the untouched tail of a chunk is owned too. It is not a licence to
+    ///   `deallocate`.
+    /// - A **child heap**'s chunks are blocks of its parent, so the parent owns every pointer
+    ///   into them (and its ancestors too); the child owns only pointers into its own chunks.
+    /// - A pointer from [`Heap::allocate`] for a zero-size layout is dangling and owned by no
+    ///   heap.
+    /// - It works the same for heaps over a buffer ([`Heap::from_buffer`]), whose chunks are
+    ///   the buffer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isoheap::Heap;
+    /// use allocator_api2::boxed::Box;
+    ///
+    /// let (a, b) = (Heap::new(), Heap::new());
+    /// let x = Box::new_in(1u32, &a);
+    /// let p: *const u32 = &*x;
+    /// assert!(a.owns(p.cast()));
+    /// assert!(!b.owns(p.cast()));
+    /// assert!(!a.owns(&0u8));                       // the stack is no heap's
+    ///
+    /// let child = a.child().unwrap();
+    /// let y = Box::new_in(2u32, &*child);
+    /// let q: *const u32 = &*y;
+    /// assert!(child.owns(q.cast()) && a.owns(q.cast()));   // the parent lent that chunk
+    /// assert!(!child.owns(p.cast()));
+    /// ```
+    pub fn owns(&self, ptr: *const u8) -> bool {
+        let addr = ptr.addr();
+        self.with_core(|c| c.owns(addr))
+    }
+
+    /// Gives the heap's free memory back to the OS now, instead of waiting for the give-back
+    /// threshold ([`HeapBuilder::give_back`]): the blocks cached for quick reuse are merged
+    /// first, then every whole page of free memory (inside free blocks, and the tail of each
+    /// chunk that was handed out before) is returned (`madvise(MADV_DONTNEED)` on Linux). The
+    /// chunks stay mapped, so [`Stats::mapped`] does not change, but the resident size falls;
+    /// the pages come back, reading as zero, when the heap uses them again. Returns the bytes
+    /// given back.
+    ///
+    /// Returns 0 where nothing can go back: a heap over a caller's buffer, a child heap (its
+    /// chunks are its parent's blocks: trim the parent once the child is dropped), without the
+    /// `mmap` feature, on OSes other than Linux, under Miri. It neither frees blocks in use nor
+    /// unmaps chunks (see [`Heap::reset`] and dropping the heap), nor touches memory the process
+    /// keeps for other heaps ([`release_cached`](crate::release_cached)).
+    ///
+    /// The heap does not record which pages inside free blocks went back: a second call gives
+    /// them back again (and counts them again), a cheap system call on pages already gone; the
+    /// untouched tail of a chunk goes back only once.
+    ///
+    /// O(c + mapped bytes / 1024 + free blocks), one system call per free span of a page or
+    /// more. Working through `&self`, it may be called while collections borrow the heap.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isoheap::Heap;
+    /// use allocator_api2::vec::Vec;
+    ///
+    /// // Automatic give-back off: memory goes back only when asked for.
+    /// let heap = Heap::builder().give_back(usize::MAX).build().unwrap();
+    /// let keep: Vec<u8, &Heap> = Vec::with_capacity_in(100, &heap);
+    /// let spike: Vec<u8, &Heap> = vec_of(&heap, 4 << 20); // 4 MiB, touched
+    /// drop(spike);
+    /// let released = heap.trim();
+    /// if cfg!(all(target_os = "linux", not(miri))) {
+    ///     assert!(released >= 3 << 20, "{released}");
+    /// }
+    /// assert!(keep.capacity() >= 100);
+    /// # fn vec_of(heap: &Heap, n: usize) -> Vec<u8, &Heap> {
+    /// #     let mut v = Vec::with_capacity_in(n, heap);
+    /// #     v.resize(n, 1);
+    /// #     v
+    /// # }
+    /// ```
+    pub fn trim(&self) -> usize {
+        self.with_core(|c| c.trim())
+    }
 }
 
+/// The counters and settings, read without side effects: unlike [`Heap::stats`], it does not
+/// merge the blocks cached for quick reuse (they are counted in `free` and `cached_before`, not in
+/// `free_blocks` or `largest_free`), so printing a heap never changes it.
 impl fmt::Debug for Heap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Copy everything out first: the formatter may allocate from this very heap.
-        let stats = self.stats();
+        // Copy everything out first: the formatter may allocate from this very heap. No side
+        // effects: the quick lists are left alone (`stats()` would merge them first).
+        let stats = self.with_core(|c| c.peek_stats());
         let cfg = self.with_core(|c| c.cfg);
         f.debug_struct("Heap")
             .field("stats", &stats)
@@ -391,6 +721,14 @@ pub struct HeapBuilder {
 
 impl HeapBuilder {
     /// Bytes of block space to map when the heap is built (0: map on first use).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let heap = isoheap::Heap::builder().initial(1 << 20).build()?;
+    /// assert!(heap.stats().free >= 1 << 20);            // mapped up front, no growth until then
+    /// # Ok::<(), isoheap::HeapError>(())
+    /// ```
     pub const fn initial(mut self, bytes: usize) -> Self {
         self.initial = bytes;
         self
@@ -398,6 +736,17 @@ impl HeapBuilder {
 
     /// The smallest chunk mapped when the heap grows (default 64 KiB). Chunks also grow
     /// geometrically, so a heap of N bytes has O(log N) of them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let heap = isoheap::Heap::builder().growth(1 << 20).build()?;
+    /// let v = allocator_api2::vec::Vec::<u8, _>::with_capacity_in(100, &heap);
+    /// let w = allocator_api2::vec::Vec::<u8, _>::with_capacity_in(64 << 10, &heap);
+    /// assert!(heap.stats().mapped >= 1 << 20);          // the second chunk is at least the step
+    /// # drop((v, w));
+    /// # Ok::<(), isoheap::HeapError>(())
+    /// ```
     pub const fn growth(mut self, bytes: usize) -> Self {
         self.growth = bytes;
         self
@@ -406,6 +755,19 @@ impl HeapBuilder {
     /// A hard limit on bytes mapped, metadata included. An allocation that would need more
     /// fails with `AllocError` and leaves the heap usable. A heap whose limit equals its
     /// initial size never maps again.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use allocator_api2::vec::Vec;
+    ///
+    /// let heap = isoheap::Heap::builder().limit(256 << 10).build()?;
+    /// let mut v: Vec<u8, _> = Vec::new_in(&heap);
+    /// assert!(v.try_reserve(1 << 20).is_err());         // past the limit: an error, heap usable
+    /// assert!(v.try_reserve(1 << 10).is_ok());
+    /// assert!(heap.stats().mapped <= 256 << 10);
+    /// # Ok::<(), isoheap::HeapError>(())
+    /// ```
     pub const fn limit(mut self, bytes: usize) -> Self {
         self.limit = Some(bytes);
         self
@@ -413,6 +775,16 @@ impl HeapBuilder {
 
     /// Bytes of chunks that [`Heap::reset`] keeps mapped for the next use (default 1 MiB); the
     /// rest goes back to the OS.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut heap = isoheap::Heap::builder().warm(0).build()?;
+    /// drop(allocator_api2::vec::Vec::<u8, _>::with_capacity_in(4096, &heap));
+    /// heap.reset();
+    /// assert_eq!(heap.stats().mapped, 0);                // nothing kept warm
+    /// # Ok::<(), isoheap::HeapError>(())
+    /// ```
     pub const fn warm(mut self, bytes: usize) -> Self {
         self.warm = bytes;
         self
@@ -425,6 +797,19 @@ impl HeapBuilder {
     /// APIs (`Vec::try_reserve`, `Box::try_new_in`, hashbrown's `try_reserve`) return `Err` and
     /// the heap stays usable; `stats().budget_refusals` counts these refusals. Unlike
     /// [`limit`](Self::limit) it does not count metadata, free space or cached blocks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use allocator_api2::vec::Vec;
+    ///
+    /// let heap = isoheap::Heap::builder().budget(4096).build()?;
+    /// let mut v: Vec<u8, _> = Vec::new_in(&heap);
+    /// assert!(v.try_reserve(8192).is_err());
+    /// assert_eq!(heap.stats().budget_refusals, 1);
+    /// v.try_reserve(1000).expect("within the budget");
+    /// # Ok::<(), isoheap::HeapError>(())
+    /// ```
     pub const fn budget(mut self, bytes: usize) -> Self {
         self.budget = Some(bytes);
         self
@@ -436,6 +821,17 @@ impl HeapBuilder {
     /// call. A heap that refills memory it gave back raises its own threshold (up to 8 MiB), so
     /// a pattern repeated in rounds does not fault its pages in again every round.
     /// `usize::MAX` turns it off.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// // Give back free spans of 1 MiB or more (fewer system calls than the 64 KiB default), or
+    /// // never (`usize::MAX`: then only `trim()`, `reset()` and dropping the heap do).
+    /// let eager_less = isoheap::Heap::builder().give_back(1 << 20).build()?;
+    /// let never = isoheap::Heap::builder().give_back(usize::MAX).build()?;
+    /// # drop((eager_less, never));
+    /// # Ok::<(), isoheap::HeapError>(())
+    /// ```
     pub const fn give_back(mut self, bytes: usize) -> Self {
         self.give_back = bytes;
         self
@@ -447,6 +843,24 @@ impl HeapBuilder {
     /// 4 KiB on size-class lists (O(1) good fit for any small size, see README "How it works").
     /// With `false`, every free merges at once and every allocation is strict lowest-address
     /// first fit, at some cost in speed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use core::alloc::Layout;
+    ///
+    /// // Strict address-ordered first fit: a freed block is reused at once by the next request
+    /// // that fits, lowest address first.
+    /// let heap = isoheap::Heap::builder().quick_reuse(false).build()?;
+    /// let l = Layout::from_size_align(64, 8).unwrap();
+    /// let (a, b) = (heap.allocate(l).unwrap(), heap.allocate(l).unwrap());
+    /// // SAFETY: `a` came from this heap with layout `l`, not used afterwards.
+    /// unsafe { heap.deallocate(a.cast(), l) };
+    /// let c = heap.allocate(l).unwrap();
+    /// assert_eq!(c.cast::<u8>(), a.cast::<u8>());
+    /// # unsafe { heap.deallocate(b.cast(), l); heap.deallocate(c.cast(), l) };
+    /// # Ok::<(), isoheap::HeapError>(())
+    /// ```
     pub const fn quick_reuse(mut self, on: bool) -> Self {
         self.quick_reuse = on;
         self
@@ -481,6 +895,17 @@ impl HeapBuilder {
     /// Zero every block when it is freed (and all used memory on [`Heap::reset`]), so secrets
     /// do not outlive their owners in the heap (default off). Costs a write of every freed
     /// byte.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use allocator_api2::boxed::Box;
+    ///
+    /// let heap = isoheap::Heap::builder().zero_on_free(true).build()?;
+    /// let key = Box::new_in(*b"secret key bytes", &heap);
+    /// drop(key);                                         // its 16 bytes are zero now
+    /// # Ok::<(), isoheap::HeapError>(())
+    /// ```
     pub const fn zero_on_free(mut self, on: bool) -> Self {
         self.zero_on_free = on;
         self
@@ -494,10 +919,24 @@ impl HeapBuilder {
 
     /// Builds the heap, mapping the initial size if one was set.
     ///
-    /// Errors: a zero growth step or limit ([`HeapError::ZeroSize`]), a limit too small for one
-    /// chunk ([`HeapError::TooSmall`]), an initial size beyond the address space
-    /// ([`HeapError::TooLarge`]) or above the limit ([`HeapError::LimitBelowInitial`]), or the
-    /// OS refusing the mapping ([`HeapError::OsRefused`]).
+    /// # Errors
+    /// A zero growth step or limit ([`HeapError::ZeroSize`]), a limit too small for one chunk
+    /// ([`HeapError::TooSmall`]), an initial size beyond the address space
+    /// ([`HeapError::TooLarge`]) or above the limit ([`HeapError::LimitBelowInitial`]), the OS
+    /// refusing the mapping ([`HeapError::OsRefused`]), or an initial size without the `mmap`
+    /// feature ([`HeapError::NoBacking`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isoheap::{Heap, HeapError};
+    ///
+    /// let heap = Heap::builder().initial(64 << 10).limit(1 << 20).build()?;
+    /// assert!(heap.stats().mapped <= 1 << 20);
+    /// let e = Heap::builder().initial(2 << 20).limit(1 << 20).build().unwrap_err();
+    /// assert!(matches!(e, HeapError::LimitBelowInitial { .. }));
+    /// # Ok::<(), HeapError>(())
+    /// ```
     pub fn build(self) -> Result<Heap, HeapError> {
         let mut core = heap::build(
             self.initial,
@@ -527,6 +966,187 @@ mod tests {
             self.0.extend_from_slice(s.as_bytes());
             Ok(())
         }
+    }
+
+    /// `Debug` has no side effects: the blocks on the quick lists stay there (`stats()` would
+    /// merge them), and what it prints counts them as free.
+    #[test]
+    fn debug_leaves_the_quick_lists_alone() {
+        let heap = Heap::builder().checked(false).build().unwrap();
+        let l = Layout::from_size_align(48, 8).unwrap();
+        // More than 32 small frees: the quick lists' table exists and takes the later ones.
+        let blocks: std::vec::Vec<_> = (0..64).map(|_| heap.allocate(l).unwrap()).collect();
+        for b in blocks {
+            // SAFETY: allocated above with `l`, freed once.
+            unsafe { heap.deallocate(b.cast(), l) };
+        }
+        let cached = heap.with_core(|c| c.quick.bytes);
+        assert!(cached > 0, "the test needs blocks on the quick lists");
+        let text = std::format!("{heap:?}");
+        assert_eq!(heap.with_core(|c| c.quick.bytes), cached, "{text}");
+        assert!(
+            text.contains(&std::format!("cached_before: {cached}")),
+            "{text}"
+        );
+        let s = heap.stats();
+        assert_eq!(s.cached_before, cached);
+        assert_eq!(heap.with_core(|c| c.quick.bytes), 0, "stats() merges them");
+        heap.check().unwrap();
+    }
+
+    /// `owns`: true for every byte of the heap's chunks (blocks live or freed), false for other
+    /// heaps', the stack, dangling pointers and past a chunk's end; a parent owns its child's
+    /// chunks, the child not the parent's; a buffer heap owns its buffer's chunk.
+    #[test]
+    fn owns_exactly_the_heaps_chunks() {
+        let (a, b) = (Heap::new(), Heap::new());
+        assert!(!a.owns(core::ptr::null()), "an empty heap owns nothing");
+        let l = Layout::from_size_align(100, 8).unwrap();
+        let pa = a.allocate(l).unwrap().cast::<u8>();
+        let pb = b.allocate(l).unwrap().cast::<u8>();
+        assert!(a.owns(pa.as_ptr()) && b.owns(pb.as_ptr()));
+        assert!(!a.owns(pb.as_ptr()) && !b.owns(pa.as_ptr()));
+        let local = 0u8;
+        assert!(!a.owns(&local));
+        assert!(!a.owns(core::ptr::dangling()));
+        // Every byte of each chunk, and nothing just outside.
+        for c in a.with_core(|c| c.chunks().collect::<std::vec::Vec<_>>()) {
+            // SAFETY: a live chunk of `a`.
+            let len = unsafe { c.len() };
+            let base = c.base().as_ptr();
+            assert!(a.owns(base) && a.owns(base.wrapping_add(len - 1)));
+            assert!(!a.owns(base.wrapping_add(len)) && !a.owns(base.wrapping_sub(1)));
+        }
+        // SAFETY: allocated above with `l`.
+        unsafe { a.deallocate(pa, l) };
+        assert!(a.owns(pa.as_ptr()), "a freed block is still in the chunk");
+        let child = a.child().unwrap();
+        let pc = child.allocate(l).unwrap().cast::<u8>();
+        assert!(child.owns(pc.as_ptr()) && a.owns(pc.as_ptr()));
+        assert!(!child.owns(pb.as_ptr()) && !b.owns(pc.as_ptr()));
+        let pa2 = a.allocate(l).unwrap().cast::<u8>();
+        assert!(
+            !child.owns(pa2.as_ptr()),
+            "the parent's own blocks are not the child's"
+        );
+        // SAFETY: allocated above with `l`, freed once.
+        unsafe {
+            child.deallocate(pc, l);
+            a.deallocate(pa2, l);
+            b.deallocate(pb, l);
+        }
+        drop(child);
+        let mut buf = std::vec![core::mem::MaybeUninit::<u8>::uninit(); 4096];
+        let range = buf.as_ptr_range();
+        let bh = Heap::from_buffer(&mut buf).unwrap();
+        let pbuf = bh.allocate(l).unwrap().cast::<u8>();
+        assert!(bh.owns(pbuf.as_ptr()) && !a.owns(pbuf.as_ptr()) && !bh.owns(pb.as_ptr()));
+        assert!(!bh.owns(range.end.cast()), "past the buffer");
+        // SAFETY: allocated above with `l`.
+        unsafe { bh.deallocate(pbuf, l) };
+    }
+
+    /// `trim` gives the free pages back (on Linux, not under Miri) and the heap stays whole:
+    /// blocks in use keep their contents, freed memory is reused (reading as zero where it was
+    /// given back), and a checked heap sees no write after free in memory that went back.
+    #[test]
+    fn trim_gives_free_pages_back() {
+        for checked in [false, true] {
+            let heap = Heap::builder()
+                .checked(checked)
+                .give_back(usize::MAX)
+                .build()
+                .unwrap();
+            let small = Layout::from_size_align(64, 8).unwrap();
+            let keep = heap.allocate(small).unwrap().cast::<u8>();
+            // SAFETY: a live block of 64 bytes.
+            unsafe { keep.write_bytes(0xA5, 64) };
+            // Smaller under Miri, which gives nothing back (no madvise) and reads every byte.
+            let big_len = if cfg!(miri) { 8 << 10 } else { 256 << 10 };
+            let big = Layout::from_size_align(big_len, 16).unwrap();
+            let blocks: std::vec::Vec<_> = (0..8)
+                .map(|_| {
+                    let b = heap.allocate(big).unwrap().cast::<u8>();
+                    // SAFETY: a live block of `big.size()` bytes.
+                    unsafe { b.write_bytes(1, big.size()) };
+                    b
+                })
+                .collect();
+            // Free every other block first (free spans between used ones), then the rest
+            // except the last (the frontier retreats over the tail).
+            for (i, b) in blocks.iter().enumerate() {
+                if i % 2 == 0 {
+                    // SAFETY: allocated above with `big`, freed once.
+                    unsafe { heap.deallocate(*b, big) };
+                }
+            }
+            let smalls: std::vec::Vec<_> = (0..40).map(|_| heap.allocate(small).unwrap()).collect();
+            for p in smalls {
+                // SAFETY: allocated above with `small`, freed once (onto the quick lists).
+                unsafe { heap.deallocate(p.cast(), small) };
+            }
+            let before = heap.stats();
+            let released = heap.trim();
+            heap.check().unwrap();
+            if cfg!(all(target_os = "linux", not(miri))) {
+                assert!(released >= 4 * big_len - 4 * 8192, "{checked}: {released}");
+            } else {
+                assert_eq!(released, 0);
+            }
+            assert_eq!(heap.stats().mapped, before.mapped, "chunks stay mapped");
+            // Free blocks are given back again (the heap does not record which free pages went
+            // back), the tail above the frontier only once.
+            assert!(heap.trim() <= released);
+            // SAFETY: the live block of 64 bytes written above.
+            let kept = unsafe { core::slice::from_raw_parts(keep.as_ptr(), 64) };
+            assert!(kept.iter().all(|&x| x == 0xA5));
+            // Reuse all of it: zeroed allocations read as zero, small ones pass checked mode.
+            let again: std::vec::Vec<_> =
+                (0..4).map(|_| heap.allocate_zeroed(big).unwrap()).collect();
+            for b in &again {
+                // SAFETY: a live block of at least `big.size()` bytes.
+                assert!(unsafe { &b.as_ref()[..big.size()] }.iter().all(|&x| x == 0));
+            }
+            let smalls: std::vec::Vec<_> = (0..40).map(|_| heap.allocate(small).unwrap()).collect();
+            heap.check().unwrap();
+            // SAFETY: each block was allocated above with its layout and is freed once.
+            unsafe {
+                for p in smalls {
+                    heap.deallocate(p.cast(), small);
+                }
+                for b in again {
+                    heap.deallocate(b.cast(), big);
+                }
+                for (i, b) in blocks.into_iter().enumerate() {
+                    if i % 2 == 1 {
+                        heap.deallocate(b, big);
+                    }
+                }
+                heap.deallocate(keep, small);
+            }
+            heap.check().unwrap();
+        }
+    }
+
+    /// A heap over a buffer and a child heap have nothing to give back to the OS.
+    #[test]
+    fn trim_of_buffer_and_child_heaps_is_zero() {
+        let mut buf = std::vec![core::mem::MaybeUninit::<u8>::uninit(); 64 << 10];
+        let bh = Heap::from_buffer(&mut buf).unwrap();
+        let l = Layout::from_size_align(20 << 10, 16).unwrap();
+        let p = bh.allocate(l).unwrap();
+        // SAFETY: allocated above with `l`.
+        unsafe { bh.deallocate(p.cast(), l) };
+        assert_eq!(bh.trim(), 0);
+        bh.check().unwrap();
+        let parent = Heap::new();
+        let child = parent.child().unwrap();
+        let p = child.allocate(l).unwrap();
+        // SAFETY: allocated above with `l`.
+        unsafe { child.deallocate(p.cast(), l) };
+        assert_eq!(child.trim(), 0);
+        child.check().unwrap();
+        parent.check().unwrap();
     }
 
     #[test]

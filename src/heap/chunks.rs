@@ -370,6 +370,14 @@ impl HeapCore {
         misuse(addr, FOREIGN)
     }
 
+    /// Does `addr` lie inside one of this heap's chunks (header, bitmaps and block area)? Reads
+    /// only this heap's own chunk headers, never memory a caller's pointer leads to: O(c) over
+    /// the chunks (a few dozen at most, since they grow geometrically).
+    pub(crate) fn owns(&self, addr: usize) -> bool {
+        // SAFETY: every chunk of this heap's list is live.
+        self.chunks().any(|c| unsafe { c.contains(addr) })
+    }
+
     /// The granule of a block of `n` granules at `addr` in chunk `c`, if it can be one (on a
     /// granule of the block area, ending at or below the frontier).
     ///

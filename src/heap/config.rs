@@ -133,9 +133,15 @@ pub(crate) fn build(
         } else {
             len
         };
-        core.map_chunk(len).map_err(|_| HeapError::OsRefused {
-            bytes: len,
-            errno: crate::region::last_errno(),
+        core.map_chunk(len).map_err(|_| {
+            if cfg!(feature = "mmap") {
+                HeapError::OsRefused {
+                    bytes: len,
+                    errno: crate::region::last_errno(),
+                }
+            } else {
+                HeapError::NoBacking
+            }
         })?;
     }
     Ok(core)

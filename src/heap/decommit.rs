@@ -123,3 +123,53 @@ impl HeapCore {
 
 /// The most the give-back threshold rises to after returns of memory (see `gave_back`).
 pub(crate) const GIVE_BACK_MAX: usize = 8 << 20;
+
+impl HeapCore {
+    /// Gives every whole free page of the heap's mapped chunks back to the OS now, whatever the
+    /// give-back threshold says: the quick lists are merged first, then each chunk's untouched
+    /// tail that was handed out before (down to the frontier) and the inside of every free
+    /// block (past its node, before its footer). Chunks stay mapped and are reused (reading as
+    /// zero). Returns the bytes given back; 0 for chunks that are not mapped (a caller's
+    /// buffer, a child's chunks lent by its parent), under Miri and where the OS gives no zero
+    /// pages. O(c + mapped bytes / 1024 + free blocks), a system call per free span of a page
+    /// or more.
+    pub(crate) fn trim(&mut self) -> usize {
+        self.flush();
+        let page = page();
+        let mut released = 0;
+        for c in self.chunks() {
+            // SAFETY: c is a live chunk of this heap's list. The pages decommitted lie between
+            // the frontier and the clean mark (no blocks there), or inside a free block past its
+            // node granule and before its footer granule (nobody's bytes); boundary bits and
+            // node sizes are read below the frontier only, and after the flush every set bit
+            // found walking from a block start is the first granule of a free block.
+            unsafe {
+                if !c.mapped() {
+                    continue;
+                }
+                let (first, frontier) = (c.first(), c.frontier());
+                let mut g = first;
+                while g < frontier {
+                    let s = c.next_bit(g, frontier);
+                    if s >= frontier {
+                        break;
+                    }
+                    let n = c.get(s, Size);
+                    let from = align_up(bytes(s + 1), page).unwrap_or(usize::MAX);
+                    let to = align_down(bytes(s + n - 1), page);
+                    if from < to && crate::region::decommit(c.base().add(from), to - from) {
+                        released += to - from;
+                    }
+                    g = s + n;
+                }
+                let from = align_up(bytes(frontier), page).unwrap_or(usize::MAX);
+                let to = bytes(c.clean());
+                if from < to && crate::region::decommit(c.base().add(from), to - from) {
+                    c.set_clean((from >> GRANULE_SHIFT) as Gran);
+                    released += to - from;
+                }
+            }
+        }
+        released
+    }
+}

@@ -109,8 +109,11 @@ pub(crate) type Block = NonNull<[u8]>;
 /// A dangling, aligned pointer for zero-size allocations.
 #[inline]
 pub(crate) fn dangling(align: usize) -> Block {
-    let addr = core::num::NonZeroUsize::new(align).unwrap_or(core::num::NonZeroUsize::MIN);
-    NonNull::slice_from_raw_parts(NonNull::without_provenance(addr), 0)
+    // `ptr::without_provenance_mut` (Rust 1.84) rather than `NonNull::without_provenance`
+    // (1.89): the MSRV is 1.88. Never null: `align` is at least 1.
+    let p = core::ptr::without_provenance_mut::<u8>(align.max(1));
+    let p = NonNull::new(p).unwrap_or_else(|| unreachable!());
+    NonNull::slice_from_raw_parts(p, 0)
 }
 
 /// Granules needed for `size` bytes, or `Unsupported` if that cannot be a block.

@@ -41,6 +41,12 @@ pub enum SpanKind {
 
 impl SpanKind {
     /// A lowercase name: `used`, `free`, `frontier`, `metadata`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(isoheap::SpanKind::Frontier.name(), "frontier");
+    /// ```
     pub const fn name(self) -> &'static str {
         match self {
             SpanKind::Used => "used",
@@ -51,6 +57,14 @@ impl SpanKind {
     }
 
     /// Can an allocation be served from a span of this kind (`Free` or `Frontier`)?
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isoheap::SpanKind;
+    /// assert!(SpanKind::Free.is_free() && SpanKind::Frontier.is_free());
+    /// assert!(!SpanKind::Used.is_free() && !SpanKind::Metadata.is_free());
+    /// ```
     pub const fn is_free(self) -> bool {
         matches!(self, SpanKind::Free | SpanKind::Frontier)
     }
@@ -88,6 +102,17 @@ pub struct Span {
 
 impl Span {
     /// One past the last byte.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let heap = isoheap::Heap::with_capacity(4096).unwrap();
+    /// let map = heap.map();
+    /// let spans: Vec<_> = map.spans().collect();
+    /// for w in spans.windows(2) {
+    ///     assert_eq!(w[0].end(), w[1].addr);           // spans tile each chunk
+    /// }
+    /// ```
     pub const fn end(&self) -> usize {
         self.addr + self.len
     }
@@ -129,6 +154,8 @@ impl Heap {
     /// the map costs O(mapped bytes / 1024 + spans x (log(free blocks) + chunks)): each step
     /// finds its place in the heap afresh.
     ///
+    /// # Examples
+    ///
     /// ```
     /// use isoheap::{Heap, SpanKind};
     /// use core::alloc::Layout;
@@ -154,11 +181,33 @@ impl Heap {
 
 impl<'h> HeapMap<'h> {
     /// The heap's counters when the map was taken (after the cached blocks were merged).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let heap = isoheap::Heap::new();
+    /// let v = allocator_api2::vec::Vec::<u8, _>::with_capacity_in(100, &heap);
+    /// let map = heap.map();
+    /// assert_eq!(map.stats(), heap.stats());
+    /// # drop(v);
+    /// ```
     pub fn stats(&self) -> Stats {
         self.stats
     }
 
     /// Every span of every chunk, in address order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isoheap::SpanKind;
+    ///
+    /// let heap = isoheap::Heap::new();
+    /// let v = allocator_api2::vec::Vec::<u8, _>::with_capacity_in(100, &heap);
+    /// let used: usize = heap.map().spans().filter(|s| s.kind == SpanKind::Used).map(|s| s.len).sum();
+    /// assert_eq!(used, heap.stats().in_use);
+    /// # drop(v);
+    /// ```
     pub fn spans(&self) -> Spans<'h> {
         Spans {
             heap: self.heap,
@@ -169,6 +218,17 @@ impl<'h> HeapMap<'h> {
     }
 
     /// The spans of one chunk, in address order (none if the chunk is gone).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let heap = isoheap::Heap::with_capacity(4096).unwrap();
+    /// let map = heap.map();
+    /// for chunk in map.chunks() {
+    ///     let bytes: usize = map.spans_in(&chunk).map(|s| s.len).sum();
+    ///     assert_eq!(bytes, chunk.len);
+    /// }
+    /// ```
     pub fn spans_in(&self, chunk: &MapChunk) -> Spans<'h> {
         Spans {
             heap: self.heap,
@@ -179,6 +239,14 @@ impl<'h> HeapMap<'h> {
     }
 
     /// The chunks in address order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let heap = isoheap::Heap::with_capacity(4096).unwrap();
+    /// let map = heap.map();
+    /// assert_eq!(map.chunks().count(), heap.stats().chunks);
+    /// ```
     pub fn chunks(&self) -> Chunks<'h> {
         Chunks {
             heap: self.heap,
@@ -189,6 +257,14 @@ impl<'h> HeapMap<'h> {
     /// The largest span an allocation can be served from (`Free` or `Frontier`), the
     /// lowest-addressed one if several tie; `None` when nothing is free. Its length is
     /// [`Stats::largest_free`]. O(spans).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let heap = isoheap::Heap::with_capacity(4096).unwrap();
+    /// let map = heap.map();
+    /// assert_eq!(map.largest_free().map(|s| s.len), Some(heap.stats().largest_free));
+    /// ```
     pub fn largest_free(&self) -> Option<Span> {
         self.spans()
             .filter(|s| s.kind.is_free())

@@ -21,6 +21,18 @@ impl HeapMap<'_> {
     ///   0x7f3e5c2a0390        320 B  used
     ///   0x7f3e5c2a04d0      68400 B  frontier  <- largest free span
     /// ```
+    ///
+    /// # Errors
+    /// Only the writer's: an error from `w` is returned as soon as it happens.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let heap = isoheap::Heap::with_capacity(4096).unwrap();
+    /// let mut text = String::new();
+    /// heap.map().write_text(&mut text).unwrap();
+    /// assert!(text.starts_with("heap map: in use 0 B"));
+    /// ```
     pub fn write_text<W: Write + ?Sized>(&self, w: &mut W) -> fmt::Result {
         let largest = self.largest_free();
         w.write_str("heap map: ")?;
@@ -59,6 +71,18 @@ impl HeapMap<'_> {
     ///   0 |m***************************************************************| 0x7f3e5c2a0000 68 KiB
     /// # used  . free  (blank) untouched  m metadata  * largest free span
     /// ```
+    ///
+    /// # Errors
+    /// Only the writer's: an error from `w` is returned as soon as it happens.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let heap = isoheap::Heap::with_capacity(4096).unwrap();
+    /// let mut text = String::new();
+    /// heap.map().write_strips(&mut text, 64).unwrap();
+    /// assert_eq!(text.lines().count(), 3);                // caption, one strip, legend
+    /// ```
     pub fn write_strips<W: Write + ?Sized>(&self, w: &mut W, width: usize) -> fmt::Result {
         let largest = self.largest_free();
         w.write_str("heap map: ")?;
@@ -88,6 +112,18 @@ impl HeapMap<'_> {
     /// labelled. Each pixel column of a strip is coloured by the spans it covers: used, free,
     /// untouched (frontier, a lighter shade of free) or metadata (grey); a column that covers
     /// several kinds blends their colours by bytes. O(spans + chunks x 1000).
+    ///
+    /// # Errors
+    /// Only the writer's: an error from `w` is returned as soon as it happens.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let heap = isoheap::Heap::with_capacity(4096).unwrap();
+    /// let mut svg = String::new();
+    /// heap.map().write_svg(&mut svg).unwrap();
+    /// assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    /// ```
     pub fn write_svg<W: Write + ?Sized>(&self, w: &mut W) -> fmt::Result {
         let st = &self.stats;
         let largest = self.largest_free();

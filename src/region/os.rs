@@ -179,6 +179,15 @@ pub struct OsCounters {
 
 /// Reads the process-wide mapping counters (tests use them to prove maps and unmaps balance;
 /// Miri's own leak checker cannot see mappings).
+///
+/// # Examples
+///
+/// ```
+/// let before = isoheap::os_counters();
+/// let heap = isoheap::Heap::with_capacity(8 << 20).unwrap(); // a mapping of its own
+/// assert!(isoheap::os_counters().mapped_bytes >= before.mapped_bytes + (8 << 20));
+/// # drop(heap);
+/// ```
 pub fn os_counters() -> OsCounters {
     let (segments, idle_bytes) = super::provider::counters();
     OsCounters {

@@ -1599,3 +1599,92 @@ fn std_collections_over_a_buffer() {
     check(&heap);
     assert_eq!(heap.stats().in_use, 0);
 }
+
+// ---- misuse panics point at the caller ----
+
+std::thread_local! {
+    /// Where the last panic on this thread was raised, if the hook below recorded it.
+    static PANIC_AT: std::cell::RefCell<Option<(String, u32, String)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f`, which must panic, and returns the panic's location (file, line) and message. The
+/// hook records panics of the calling thread only and hands every other panic to the hook that
+/// was installed before.
+fn panic_location(f: impl FnOnce()) -> (String, u32, String) {
+    use std::sync::{Arc, Mutex};
+    static HOOK: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = HOOK.lock().unwrap_or_else(|e| e.into_inner());
+    let me = std::thread::current().id();
+    let previous = Arc::new(std::panic::take_hook());
+    let prev = Arc::clone(&previous);
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().id() == me {
+            let loc = info.location().expect("a location");
+            let msg = info
+                .payload()
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            PANIC_AT.with(|p| *p.borrow_mut() = Some((loc.file().to_owned(), loc.line(), msg)));
+        } else {
+            prev(info);
+        }
+    }));
+    let r = catch_unwind(AssertUnwindSafe(f));
+    drop(std::panic::take_hook());
+    let previous = Arc::try_unwrap(previous).unwrap_or_else(|_| unreachable!("hook dropped"));
+    std::panic::set_hook(previous);
+    assert!(r.is_err(), "expected a panic");
+    PANIC_AT
+        .with(|p| p.borrow_mut().take())
+        .expect("the hook saw the panic")
+}
+
+/// A misuse reported by `deallocate`, `grow`, `grow_zeroed` or `shrink` panics at the caller's
+/// line (`#[track_caller]` down to where the panic is raised), not inside the crate.
+#[test]
+fn misuse_panics_point_at_the_callers_line() {
+    let heap = Heap::builder().checked(true).build().unwrap();
+    let other = Heap::new();
+    let l = layout(24, 8);
+    let big = layout(48, 8);
+    let foreign = alloc(&other, 24, 8);
+    let p = alloc(&heap, 24, 8);
+    // SAFETY: allocated above with `l`.
+    unsafe { heap.deallocate(p, l) };
+    // The line of the call, with the call as a closure (`line!()` in a macro is the line of
+    // the macro's invocation).
+    macro_rules! case {
+        ($call:expr) => {
+            (
+                line!(),
+                Box::new(|| {
+                    let _ = $call;
+                }) as Box<dyn FnOnce() + '_>,
+            )
+        };
+    }
+    // SAFETY: deliberate misuse in every case, caught by checked mode before anything changes.
+    let cases = unsafe {
+        [
+            case!(heap.deallocate(p, l)),
+            case!(heap.grow(foreign, l, big)),
+            case!(heap.grow_zeroed(foreign, l, big)),
+            case!(heap.shrink(foreign, big, l)),
+            case!(heap.deallocate(foreign, l)),
+        ]
+    };
+    for (line, case) in cases {
+        let (file, at, msg) = panic_location(case);
+        assert!(msg.starts_with("isoheap: pointer 0x"), "{msg}");
+        assert!(
+            file.ends_with("integration.rs") && at == line,
+            "panic at {file}:{at}, expected this file's line {line}: {msg}"
+        );
+    }
+    heap.check().unwrap();
+    // SAFETY: allocated above with `l`, freed once.
+    unsafe { other.deallocate(foreign, l) };
+}
