@@ -42,6 +42,16 @@ impl GlobalHeap {
     /// The global heap; maps nothing until the first allocation. Checked mode follows the
     /// build (on with debug assertions or the `checked` feature); to choose it, see
     /// [`with_checked`](Self::with_checked).
+    ///
+    /// ```
+    /// #[global_allocator]
+    /// static GLOBAL: isoheap::GlobalHeap = isoheap::GlobalHeap::new();
+    ///
+    /// fn main() {
+    ///     let s = String::from("served by isoheap");
+    ///     assert!(GLOBAL.heap().stats().in_use >= s.len());
+    /// }
+    /// ```
     pub const fn new() -> GlobalHeap {
         GlobalHeap::with_checked(crate::heap::CHECKED_DEFAULT)
     }
@@ -395,6 +405,17 @@ impl GlobalHeap {
     /// while `fork` holds the locks; if it allocates from this heap, the allocation is served
     /// (the forking thread holds the locks, so it uses its home arena directly) instead of
     /// deadlocking. That needs the `std` feature (a thread-local says which thread holds them).
+    ///
+    /// ```
+    /// #[global_allocator]
+    /// static GLOBAL: isoheap::GlobalHeap = isoheap::GlobalHeap::new();
+    ///
+    /// fn main() {
+    ///     GLOBAL.fork_safe();
+    ///     let v: Vec<u8> = vec![1, 2, 3];
+    ///     assert_eq!(v.len(), 3);
+    /// }
+    /// ```
     pub fn fork_safe(&'static self) {
         self.register_fork();
     }

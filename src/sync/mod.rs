@@ -356,11 +356,35 @@ impl SyncHeap {
 
     /// Allocates a block (see [`Heap::allocate`](crate::Heap::allocate)). Takes the first free
     /// arena from this thread's home: O(ARENAS) tries, then as for `Heap`.
+    ///
+    /// # Errors
+    /// [`AllocError`] when memory runs out (or for a layout no block can have).
+    ///
+    /// ```
+    /// use std::alloc::Layout;
+    /// let heap = isoheap::SyncHeap::new();
+    /// let l = Layout::array::<u32>(100).unwrap();
+    /// let b = heap.allocate(l).unwrap();
+    /// assert!(b.len() >= 400);
+    /// unsafe { heap.deallocate(b.cast(), l) };
+    /// ```
     pub fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
         edge(self.alloc_raw(layout, false))
     }
 
     /// Like [`allocate`](Self::allocate), reading as zero.
+    ///
+    /// # Errors
+    /// As for [`allocate`](Self::allocate).
+    ///
+    /// ```
+    /// use std::alloc::Layout;
+    /// let heap = isoheap::SyncHeap::new();
+    /// let l = Layout::array::<u8>(64).unwrap();
+    /// let b = heap.allocate_zeroed(l).unwrap();
+    /// assert!(unsafe { b.as_ref() }.iter().all(|&x| x == 0));
+    /// unsafe { heap.deallocate(b.cast(), l) };
+    /// ```
     pub fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
         edge(self.alloc_raw(layout, true))
     }
@@ -370,6 +394,19 @@ impl SyncHeap {
     ///
     /// # Safety
     /// As for [`Heap::deallocate`](crate::Heap::deallocate), on this heap (items 1 and 2).
+    ///
+    /// ```
+    /// use std::alloc::Layout;
+    /// let heap = isoheap::SyncHeap::new();
+    /// let l = Layout::new::<[u64; 4]>();
+    /// let b = heap.allocate(l).unwrap();
+    /// // Freed on another thread: fine for a SyncHeap.
+    /// let p = b.cast::<u8>().as_ptr() as usize;
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| unsafe { heap.deallocate(std::ptr::NonNull::new(p as *mut u8).unwrap(), l) });
+    /// });
+    /// assert_eq!(heap.stats().in_use, 0);
+    /// ```
     pub unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
         // SAFETY: `dealloc_raw`: (1) `ptr` was returned by this heap for `layout`; (2) it is not
         // used afterwards: this function's items 1 and 2.
@@ -381,6 +418,20 @@ impl SyncHeap {
     ///
     /// # Safety
     /// As for [`Heap::grow`](crate::Heap::grow), on this heap (items 1-3).
+    ///
+    /// # Errors
+    /// [`AllocError`] when memory runs out; the block is then unchanged.
+    ///
+    /// ```
+    /// use std::alloc::Layout;
+    /// let heap = isoheap::SyncHeap::new();
+    /// let (a, b) = (Layout::array::<u8>(16).unwrap(), Layout::array::<u8>(64).unwrap());
+    /// let p = heap.allocate(a).unwrap().cast::<u8>();
+    /// unsafe { p.as_ptr().write(7) };
+    /// let q = unsafe { heap.grow(p, a, b) }.unwrap();
+    /// assert_eq!(unsafe { q.cast::<u8>().as_ptr().read() }, 7);
+    /// unsafe { heap.deallocate(q.cast(), b) };
+    /// ```
     pub unsafe fn grow(
         &self,
         ptr: NonNull<u8>,
@@ -397,6 +448,19 @@ impl SyncHeap {
     ///
     /// # Safety
     /// As for [`Heap::grow`](crate::Heap::grow), on this heap (items 1-3).
+    ///
+    /// # Errors
+    /// As for [`grow`](Self::grow).
+    ///
+    /// ```
+    /// use std::alloc::Layout;
+    /// let heap = isoheap::SyncHeap::new();
+    /// let (a, b) = (Layout::array::<u8>(16).unwrap(), Layout::array::<u8>(64).unwrap());
+    /// let p = heap.allocate(a).unwrap().cast::<u8>();
+    /// let q = unsafe { heap.grow_zeroed(p, a, b) }.unwrap();
+    /// assert!(unsafe { &q.as_ref()[16..64] }.iter().all(|&x| x == 0));
+    /// unsafe { heap.deallocate(q.cast(), b) };
+    /// ```
     pub unsafe fn grow_zeroed(
         &self,
         ptr: NonNull<u8>,
@@ -413,6 +477,18 @@ impl SyncHeap {
     ///
     /// # Safety
     /// As for [`Heap::shrink`](crate::Heap::shrink), on this heap (items 1-3).
+    ///
+    /// # Errors
+    /// [`AllocError`] only for a layout outside the contract; a shrink in place does not fail.
+    ///
+    /// ```
+    /// use std::alloc::Layout;
+    /// let heap = isoheap::SyncHeap::new();
+    /// let (a, b) = (Layout::array::<u8>(256).unwrap(), Layout::array::<u8>(32).unwrap());
+    /// let p = heap.allocate(a).unwrap().cast::<u8>();
+    /// let q = unsafe { heap.shrink(p, a, b) }.unwrap();
+    /// unsafe { heap.deallocate(q.cast(), b) };
+    /// ```
     pub unsafe fn shrink(
         &self,
         ptr: NonNull<u8>,
@@ -428,6 +504,16 @@ impl SyncHeap {
     /// Counters summed over the arenas (each merged first: remote frees, quick lists).
     /// `peak_in_use` is the most the whole heap had in use at once (blocks freed by another
     /// thread count as in use until their arena merges them).
+    ///
+    /// ```
+    /// use std::alloc::Layout;
+    /// let heap = isoheap::SyncHeap::new();
+    /// let l = Layout::array::<u8>(1000).unwrap();
+    /// let b = heap.allocate(l).unwrap();
+    /// assert!(heap.stats().in_use >= 1000);
+    /// unsafe { heap.deallocate(b.cast(), l) };
+    /// assert_eq!(heap.stats().in_use, 0);
+    /// ```
     pub fn stats(&self) -> Stats {
         #[cfg(feature = "std")]
         cache::flush_mine(self);
@@ -502,6 +588,16 @@ impl SyncHeap {
     }
 
     /// Checks every arena (see [`Heap::check`](crate::Heap::check)).
+    ///
+    /// # Errors
+    /// The first broken invariant found ([`CheckError`]).
+    ///
+    /// ```
+    /// let heap = isoheap::SyncHeap::new();
+    /// let v = allocator_api2::vec::Vec::<u32, _>::with_capacity_in(10, &heap);
+    /// heap.check().expect("consistent");
+    /// # drop(v);
+    /// ```
     pub fn check(&self) -> Result<(), CheckError> {
         #[cfg(feature = "std")]
         cache::flush_mine(self);
@@ -536,6 +632,13 @@ pub struct SharedHeap(pub std::sync::Arc<SyncHeap>);
 #[cfg(feature = "std")]
 impl SharedHeap {
     /// A new shared heap.
+    ///
+    /// ```
+    /// let heap = isoheap::SharedHeap::new();
+    /// let mut v = allocator_api2::vec::Vec::new_in(heap.clone());
+    /// v.push(1u8);
+    /// std::thread::spawn(move || assert_eq!(v[0], 1)).join().unwrap();
+    /// ```
     pub fn new() -> SharedHeap {
         SharedHeap(std::sync::Arc::new(SyncHeap::new()))
     }

@@ -473,12 +473,31 @@ impl GlobalHeap {
 impl Scope {
     /// Is the scope redirecting allocations (false only for an inert scope, see
     /// [`GlobalHeap::scope`])?
+    ///
+    /// ```
+    /// static GLOBAL: isoheap::GlobalHeap = isoheap::GlobalHeap::new();
+    /// assert!(GLOBAL.scope().is_active());
+    /// ```
     pub fn is_active(&self) -> bool {
         self.heap.is_some()
     }
 
     /// The scope heap's counters (see [`Stats`]): what this scope's thread allocated while the
     /// scope was current and is not yet freed (`in_use`), its peak, refusals by its budget.
+    ///
+    /// ```
+    /// #[global_allocator]
+    /// static GLOBAL: isoheap::GlobalHeap = isoheap::GlobalHeap::new();
+    ///
+    /// fn main() {
+    ///     let scope = GLOBAL.scope();
+    ///     let v = vec![0u64; 1000];
+    ///     assert!(scope.stats().in_use >= 8000);
+    ///     drop(v);
+    ///     assert_eq!(scope.stats().in_use, 0);
+    ///     assert!(scope.stats().peak_in_use >= 8000);
+    /// }
+    /// ```
     pub fn stats(&self) -> Stats {
         self.heap
             .and_then(|h| {
@@ -497,6 +516,20 @@ impl Scope {
     /// and an infallible allocation ends the program through `handle_alloc_error`), and is
     /// counted in `budget_refusals`. For code that allocates infallibly, see
     /// [`set_soft_budget`](Self::set_soft_budget).
+    ///
+    /// ```
+    /// #[global_allocator]
+    /// static GLOBAL: isoheap::GlobalHeap = isoheap::GlobalHeap::new();
+    ///
+    /// fn main() {
+    ///     let scope = GLOBAL.scope();
+    ///     scope.set_budget(Some(64 << 10));
+    ///     let mut v: Vec<u8> = Vec::new();
+    ///     assert!(v.try_reserve_exact(1 << 20).is_err()); // past the budget
+    ///     assert!(v.try_reserve_exact(1 << 10).is_ok());
+    ///     assert_eq!(scope.stats().budget_refusals, 1);
+    /// }
+    /// ```
     pub fn set_budget(&self, bytes: Option<usize>) {
         if let Some(h) = self.heap {
             let inside = Inside::enter();
@@ -510,6 +543,19 @@ impl Scope {
     /// if any), but the scope is marked as [over](Self::is_over), so a request whose data
     /// expands past its share inside code that cannot fail gracefully (a parser) finishes its
     /// step and is refused at the step's end.
+    ///
+    /// ```
+    /// #[global_allocator]
+    /// static GLOBAL: isoheap::GlobalHeap = isoheap::GlobalHeap::new();
+    ///
+    /// fn main() {
+    ///     let scope = GLOBAL.scope();
+    ///     scope.set_soft_budget(Some(4 << 10));
+    ///     let v = vec![1u8; 16 << 10]; // succeeds ...
+    ///     assert!(scope.is_over()); // ... and marks the scope
+    ///     drop(v);
+    /// }
+    /// ```
     pub fn set_soft_budget(&self, bytes: Option<usize>) {
         if let Some(h) = self.heap {
             h.soft.store(bytes.unwrap_or(usize::MAX), Relaxed);
@@ -517,6 +563,19 @@ impl Scope {
     }
 
     /// Has the scope heap's use passed the soft budget (at any allocation since it was set)?
+    ///
+    /// ```
+    /// #[global_allocator]
+    /// static GLOBAL: isoheap::GlobalHeap = isoheap::GlobalHeap::new();
+    ///
+    /// fn main() {
+    ///     let scope = GLOBAL.scope();
+    ///     scope.set_soft_budget(Some(1 << 20));
+    ///     let v = vec![1u8; 100];
+    ///     assert!(!scope.is_over());
+    ///     drop(v);
+    /// }
+    /// ```
     pub fn is_over(&self) -> bool {
         self.heap.is_some_and(|h| h.over.load(Relaxed))
     }
