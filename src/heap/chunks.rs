@@ -32,8 +32,8 @@ impl HeapCore {
         }
         #[cfg(feature = "mmap")]
         if self.cfg.give_back_big && min > crate::region::provider::MAX_CARVE {
-            // Exactly one large block's worth, given back when it is freed (`map_chunk`).
-            return self.map_chunk(min);
+            // Exactly one large block's worth, given back when it is freed.
+            return self.map_chunk_as(min, true);
         }
         // Up to half a segment, a chunk comes from the provider: a power of two, the first
         // one sized to the request (from 1 KiB), later ones to the geometric step.
@@ -136,22 +136,17 @@ impl HeapCore {
         Some(c)
     }
 
-    /// Is a mapped chunk of `len` bytes one made for a single large block (see
-    /// `Chunk::single`)? An arena's larger than its alignment unit, and with `give_back_big`
-    /// one larger than the provider carves.
-    fn single_chunk(&self, len: usize) -> bool {
-        #[cfg(feature = "mmap")]
-        if self.cfg.give_back_big && len > crate::region::provider::MAX_CARVE {
-            return true;
-        }
-        self.cfg.arena && len > crate::region::PAGED_ALIGN
-    }
-
     /// Maps a chunk of exactly `len` bytes (whole pages; a cached mapping may be larger) and
     /// links it in address order. Every heap that maps its memory gets *paged* chunks: aligned
     /// to the page map's unit and recorded there, so the chunk of any pointer is found in O(1)
     /// (as for the chunks the provider carves).
     pub(crate) fn map_chunk(&mut self, len: usize) -> Result<Chunk, Fail> {
+        self.map_chunk_as(len, false)
+    }
+
+    /// [`map_chunk`](Self::map_chunk); `single`: a chunk made for one large block (see
+    /// `Chunk::single`), as an arena's larger than its alignment unit always is.
+    fn map_chunk_as(&mut self, len: usize, single: bool) -> Result<Chunk, Fail> {
         debug_assert!(
             len > 0 && len.is_multiple_of(page()),
             "map_chunk: {len} bytes is not a whole number of pages"
@@ -180,7 +175,7 @@ impl HeapCore {
             c.set_map_len(m.map_len);
             if paged {
                 c.set_owner(self.cfg.owner);
-                c.set_single(self.single_chunk(m.len));
+                c.set_single(single || (self.cfg.arena && m.len > crate::region::PAGED_ALIGN));
                 c.set_paged(true);
                 if !crate::region::publish(m.base, m.len) {
                     crate::region::discard(m);

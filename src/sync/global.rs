@@ -381,12 +381,34 @@ unsafe impl core::alloc::GlobalAlloc for GlobalHeap {
                 }
             });
         }
+        let heap = self.sync();
+        #[cfg(feature = "std")]
+        if layout.size() <= cache::CACHE_MAX
+            && new_size <= cache::CACHE_MAX
+            && layout.align() <= crate::block::GRANULE
+            && !heap.checked
+        {
+            // Both sizes are cached ones: the same class keeps the block (it spans the whole
+            // class), another moves it through this thread's cache.
+            let g = crate::block::GRANULE_SHIFT;
+            if layout.size() > 0 && (layout.size() - 1) >> g == (new_size.max(1) - 1) >> g {
+                return ptr;
+            }
+            let q = no_unwind(|| cache::alloc(self, heap, new_size, layout.align(), false));
+            if let Some(q) = q {
+                // SAFETY: the old block is the caller's live block of `layout` (contract), the
+                // new one distinct and at least `new_size` long; then the old one is freed
+                // (realloc succeeded: the caller does not use it again).
+                unsafe {
+                    core::ptr::copy_nonoverlapping(ptr, q, layout.size().min(new_size));
+                    self.dealloc(ptr, layout);
+                }
+                return q;
+            }
+        }
         no_unwind(|| {
             // SAFETY: the GlobalAlloc contract for realloc is Heap::grow's / shrink's.
-            global(unsafe {
-                self.sync()
-                    .resize_raw(p, layout, new, false, Resize::Either)
-            })
+            global(unsafe { heap.resize_raw(p, layout, new, false, Resize::Either) })
         })
         .map_or(null_mut(), |b| b.cast::<u8>().as_ptr())
     }

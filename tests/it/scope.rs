@@ -380,3 +380,29 @@ fn scope_model_random_sequences() {
     assert_eq!(G.live_scopes(), 0);
     G.heap().check().unwrap();
 }
+
+/// Bug: a scope heap marked every chunk larger than the provider carves as made for a single
+/// block (meant only for a block too large to carve), so once it held more than that, every
+/// allocation mapped a chunk of its own, of the geometric step's size: a panic's backtrace
+/// inside a scope mapped terabytes and crawled. Small blocks past that size share chunks.
+#[test]
+fn scope_heap_past_the_provider_size_shares_its_chunks() {
+    static G: GlobalHeap = GlobalHeap::new();
+    let total = if cfg!(miri) { 3 << 19 } else { 6 << 20 };
+    let s = G.scope();
+    let blocks: Vec<Blk> = (0..total / 1024).map(|i| make(&G, 1024, i as u8)).collect();
+    let st = s.stats();
+    assert!(st.in_use >= total, "{st:?}");
+    assert!(
+        st.chunks <= 32 && st.mapped <= 4 * st.in_use,
+        "{} blocks of 1 KiB took {} chunks, {} bytes mapped",
+        blocks.len(),
+        st.chunks,
+        st.mapped
+    );
+    for b in blocks {
+        free(&G, b);
+    }
+    drop(s);
+    assert_eq!(G.live_scopes(), 0);
+}

@@ -12,17 +12,21 @@
 //! `cargo run --release -p isoheap-bench --bin global_bench -- std` instead runs a std-heavy
 //! workload (collections, strings, formatting, channels, a parallel sort on 4 threads) with the
 //! program's global allocator, which is `isoheap::GlobalHeap` unless the binary is built with
-//! `RUSTFLAGS="--cfg system_global"`; time it with `/usr/bin/time -v` to compare time and peak
-//! memory against glibc.
+//! `RUSTFLAGS="--cfg system_global"` (glibc) or `RUSTFLAGS="--cfg mimalloc_global"`
+//! (mimalloc); time it with `/usr/bin/time -v` to compare time and peak memory.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc;
 use std::time::Instant;
 
-#[cfg(not(system_global))]
+#[cfg(not(any(system_global, mimalloc_global)))]
 #[global_allocator]
 static GLOBAL: isoheap::GlobalHeap = isoheap::GlobalHeap::new();
+
+#[cfg(mimalloc_global)]
+#[global_allocator]
+static GLOBAL_MI: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 static ISO: isoheap::GlobalHeap = isoheap::GlobalHeap::new();
 static MI: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -286,6 +290,8 @@ fn std_work() {
         "std work ({}): {n} messages, {total} entries, {:.2} s",
         if cfg!(system_global) {
             "glibc malloc"
+        } else if cfg!(mimalloc_global) {
+            "mimalloc"
         } else {
             "isoheap::GlobalHeap"
         },
