@@ -41,7 +41,11 @@ impl HeapCore {
         if let Some(fit) = carve_len_for(need, self.cfg.checked) {
             use crate::region::provider::MAX_CARVE;
             let step = step.checked_next_power_of_two().unwrap_or(usize::MAX);
-            let want = if self.mapped == 0 { fit } else { fit.max(step) };
+            let want = if self.mapped == 0 {
+                fit.max(self.cfg.first_min)
+            } else {
+                fit.max(step)
+            };
             // Past half a segment the step is a mapping of its own (below). Within the limit
             // only the bare fit may do, and if the provider cannot grow, the fit may still be
             // carved from what it has.

@@ -59,6 +59,9 @@ pub(crate) struct Config {
     /// hold on to a big temporary's mapping).
     #[cfg_attr(not(feature = "mmap"), allow(dead_code))]
     pub give_back_big: bool,
+    /// The least size of the first chunk the provider carves (0: sized to the first request).
+    #[cfg_attr(not(feature = "mmap"), allow(dead_code))]
+    pub first_min: usize,
 }
 
 /// Is checked mode on by default? In builds with debug assertions, or with the `checked`
@@ -84,6 +87,7 @@ impl Config {
         checked: CHECKED_DEFAULT,
         zero_on_free: false,
         give_back_big: false,
+        first_min: 0,
     };
 }
 

@@ -46,6 +46,9 @@ pub(super) struct ScopeHeap {
     next_free: Cell<*mut ScopeHeap>,
 }
 
+/// The least first chunk of a scope heap: a small request's allocations fit in it.
+const FIRST_CHUNK: usize = 16 << 10;
+
 /// Slots per page of the slot table.
 #[cfg(not(miri))]
 const PER_PAGE: usize = 1024;
@@ -103,6 +106,7 @@ impl ScopeHeap {
                 Config {
                     owner,
                     give_back_big: true,
+                    first_min: FIRST_CHUNK,
                     ..Config::DEFAULT
                 },
             ),
