@@ -50,6 +50,26 @@ pub struct Stats {
     pub lent_to_children: usize,
 }
 
+impl Stats {
+    /// Adds another heap's counters to these (the largest free block is the larger one; the
+    /// peaks add up, which is an upper bound of a combined peak, and the budget stays).
+    #[cfg_attr(not(feature = "mmap"), allow(dead_code))]
+    pub(crate) fn add(&mut self, s: &Stats) {
+        self.in_use += s.in_use;
+        self.free += s.free;
+        self.free_blocks += s.free_blocks;
+        self.largest_free = self.largest_free.max(s.largest_free);
+        self.mapped += s.mapped;
+        self.metadata += s.metadata;
+        self.chunks += s.chunks;
+        self.budget_refusals += s.budget_refusals;
+        self.cached_before += s.cached_before;
+        self.quick_table += s.quick_table;
+        self.lent_to_children += s.lent_to_children;
+        self.peak_in_use += s.peak_in_use;
+    }
+}
+
 impl HeapCore {
     /// Merges the quick lists, then counts: what `Heap::stats` and `SyncHeap::stats` report.
     pub(crate) fn flushed_stats(&mut self) -> Stats {

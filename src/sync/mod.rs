@@ -519,17 +519,7 @@ impl SyncHeap {
         cache::flush_mine(self);
         let mut t = Stats::default();
         for s in self.each(|c| c.flushed_stats()) {
-            t.in_use += s.in_use;
-            t.free += s.free;
-            t.free_blocks += s.free_blocks;
-            t.largest_free = t.largest_free.max(s.largest_free);
-            t.mapped += s.mapped;
-            t.metadata += s.metadata;
-            t.chunks += s.chunks;
-            t.budget_refusals += s.budget_refusals;
-            t.cached_before += s.cached_before;
-            t.quick_table += s.quick_table;
-            t.lent_to_children += s.lent_to_children;
+            t.add(&s);
         }
         // The arenas' own peaks were reached at different times: their sum is not a peak.
         t.peak_in_use = self.totals.peak();

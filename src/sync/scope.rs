@@ -458,16 +458,7 @@ impl GlobalHeap {
                 }) else {
                     continue;
                 };
-                t.in_use += s.in_use;
-                t.free += s.free;
-                t.free_blocks += s.free_blocks;
-                t.largest_free = t.largest_free.max(s.largest_free);
-                t.mapped += s.mapped;
-                t.metadata += s.metadata;
-                t.chunks += s.chunks;
-                t.budget_refusals += s.budget_refusals;
-                t.quick_table += s.quick_table;
-                t.peak_in_use += s.peak_in_use;
+                t.add(&s);
             }
         }
         t
