@@ -152,11 +152,32 @@ impl Arena {
     ) {
         // SAFETY: `set_remote`: (1) the block was given up by its user (contract) and is at
         // least a granule, with its chunk's provenance; (2) nobody else writes it until the
-        // arena takes it. `push`: (1) the same; (2) it was live, so on no stack.
-        let pending = unsafe {
+        // arena takes it. `push_chain`: a chain of this one block, live so on no stack.
+        unsafe {
             set_remote(b, size, align);
-            self.remote.push(b, size)
-        };
+            self.push_remote_chain(totals, b, b, size);
+        }
+    }
+
+    /// Pushes a chain of blocks whose remote records are written (`set_remote`), `first` to
+    /// `last`, `bytes` in all, onto the remote-free stack with one CAS; then, as
+    /// `push_remote`, merges the stack if it holds [`REMOTE_DRAIN`] bytes or more and the arena
+    /// is idle.
+    ///
+    /// # Safety
+    /// Every block of the chain is a block of this arena (pointer with its chunk's provenance),
+    /// at least 16 bytes, that nobody uses any more, with its record written, on no stack; the
+    /// chain leads from `first` to `last`.
+    pub(super) unsafe fn push_remote_chain(
+        &self,
+        totals: &Totals,
+        first: NonNull<u8>,
+        last: NonNull<u8>,
+        bytes: usize,
+    ) {
+        // SAFETY: `push_chain`: (1) the blocks were given up and are ours to write, linked
+        // from first to last; (2) on no stack (contract).
+        let pending = unsafe { self.remote.push_chain(first, last, bytes) };
         if pending >= REMOTE_DRAIN
             && let Some(_held) = self.lock.try_hold()
         {

@@ -7,6 +7,9 @@
 //!   thread's *home* arena. Every block in a cache belongs to that arena; a block of another
 //!   arena (allocated by another thread) is never cached by the thread that frees it: it goes
 //!   back to its own arena (its lock if free, else its remote-free list).
+//! - Blocks of other arenas freed on this thread are gathered per arena (their remote-free
+//!   records written) and pushed onto that arena's remote-free list as one chain with one CAS,
+//!   every 16 blocks or 4 KiB, and when the cache is flushed.
 //! - An empty list is refilled with half its capacity under one hold of the home arena's lock;
 //!   a full one gives half back under one hold. A list holds at most 4 KiB (and 4 to 64
 //!   blocks), so a cache holds at most [`THREAD_CACHE_BYTES`].
@@ -36,8 +39,13 @@ pub(super) const CLASSES: usize = 64;
 pub(super) const CACHE_MAX: usize = CLASSES << GRANULE_SHIFT;
 /// Bytes one size class's list holds at most (at least 4 blocks, at most 64).
 const LIST_BYTES: usize = 4096;
-/// The most a thread's cache holds: 64 lists of at most 4 KiB.
-pub const THREAD_CACHE_BYTES: usize = CLASSES * LIST_BYTES;
+/// Bytes of other arenas' blocks a cache gathers per arena before it pushes them onto that
+/// arena's remote-free list in one batch (or 16 blocks, whichever comes first).
+const OUT_BYTES: usize = 4096;
+const OUT_BLOCKS: u32 = 16;
+/// The most a thread's cache holds: 64 lists of at most 4 KiB, and up to 4 KiB (plus one block)
+/// of each arena's blocks waiting to go back to it in a batch.
+pub const THREAD_CACHE_BYTES: usize = CLASSES * LIST_BYTES + ARENAS * (OUT_BYTES + CACHE_MAX);
 
 /// How many blocks of `k` granules a list holds at most.
 #[inline]
@@ -63,6 +71,12 @@ pub(super) struct Cache {
     registered: bool,
     heads: [*mut u8; CLASSES],
     lens: [u32; CLASSES],
+    /// Per arena: blocks of it freed on this thread (not its home), their remote records
+    /// written, linked through their first words, first and last, and their count and bytes.
+    out_first: [*mut u8; ARENAS],
+    out_last: [*mut u8; ARENAS],
+    out_len: [u32; ARENAS],
+    out_bytes: [usize; ARENAS],
 }
 
 std::thread_local! {
@@ -74,6 +88,10 @@ std::thread_local! {
             registered: false,
             heads: [null_mut(); CLASSES],
             lens: [0; CLASSES],
+            out_first: [null_mut(); ARENAS],
+            out_last: [null_mut(); ARENAS],
+            out_len: [0; ARENAS],
+            out_bytes: [0; ARENAS],
         })
     };
 }
@@ -164,11 +182,57 @@ impl Cache {
         };
     }
 
-    /// Gives every cached block back.
+    /// Gives every cached block back, and every gathered block of another arena.
     fn flush_all(&mut self) {
         for i in 0..CLASSES {
             self.flush(i, self.lens[i]);
         }
+        for j in 0..ARENAS {
+            self.send(j);
+        }
+    }
+
+    /// Adds block `b` (`size` bytes, `align`) of arena `j` of the bound state (not the home
+    /// arena) to the batch for that arena; sends the batch when it is full.
+    ///
+    /// # Safety
+    /// `b` is a live block of arena `j` with its chunk's provenance, at least a granule, given
+    /// up by its user.
+    unsafe fn gather(&mut self, j: usize, b: NonNull<u8>, size: usize, align: usize) {
+        // SAFETY: the block is ours to write (contract): its remote record, then the link to
+        // the batch's previous first block.
+        unsafe {
+            crate::block::set_remote(b, size, align);
+            crate::block::remote_next_set(b, self.out_first[j]);
+        }
+        if self.out_first[j].is_null() {
+            self.out_last[j] = b.as_ptr();
+        }
+        self.out_first[j] = b.as_ptr();
+        self.out_len[j] += 1;
+        self.out_bytes[j] += size;
+        if self.out_len[j] >= OUT_BLOCKS || self.out_bytes[j] >= OUT_BYTES {
+            self.send(j);
+        }
+    }
+
+    /// Pushes the batch for arena `j` onto its remote-free list with one CAS.
+    fn send(&mut self, j: usize) {
+        let (Some(first), Some(last)) = (
+            NonNull::new(self.out_first[j]),
+            NonNull::new(self.out_last[j]),
+        ) else {
+            return;
+        };
+        // SAFETY: a bound state is never freed (module docs).
+        let heap = unsafe { &*self.heap };
+        // SAFETY: the batch's blocks are blocks of arena j given up by their users, records
+        // written and linked from first to last by `gather`, on no stack.
+        unsafe { heap.arenas[j].push_remote_chain(&heap.totals, first, last, self.out_bytes[j]) };
+        self.out_first[j] = null_mut();
+        self.out_last[j] = null_mut();
+        self.out_len[j] = 0;
+        self.out_bytes[j] = 0;
     }
 
     /// Fills list `i` with half its capacity from the home arena, under one hold of its lock.
@@ -307,8 +371,18 @@ pub(super) unsafe fn free(
             let me = c.get();
             // SAFETY: as in `alloc`.
             let c = unsafe { &mut *me };
-            if !c.bound(g, heap, me) || heap.arenas[c.home].id.load(Relaxed) != owner {
+            if !c.bound(g, heap, me) {
                 return false;
+            }
+            if heap.arenas[c.home].id.load(Relaxed) != owner {
+                // Another arena's block: gathered and sent back to it in a batch.
+                let Some(j) = heap.arenas.iter().position(|a| a.id.load(Relaxed) == owner) else {
+                    return false;
+                };
+                // SAFETY: a live block of arena j (the page map says so), at least a granule,
+                // given up by its user (the caller's contract).
+                unsafe { c.gather(j, b, size, align) };
+                return true;
             }
             c.push(i, b.as_ptr());
             if c.lens[i] > cap(i + 1) {

@@ -36,20 +36,41 @@ impl RemoteStack {
     /// 1. `b` is a block whose first word this thread may write (its user gave it up, and nobody
     ///    else writes it until a `take` hands it out);
     /// 2. it is pushed once until taken.
+    // The crate pushes chains (`push_chain`); the loom models (`loom/`) push single blocks.
+    #[allow(dead_code)]
     pub(super) unsafe fn push(&self, b: NonNull<u8>, size: usize) -> usize {
+        // SAFETY: a chain of one block: `push_chain`'s items are this function's.
+        unsafe { self.push_chain(b, b, size) }
+    }
+
+    /// Pushes a chain of blocks, `first` to `last` linked through their first words (`last`'s
+    /// link is overwritten), `bytes` in all, with one CAS. Lock-free. Returns the bytes pushed
+    /// since the last `take`, these included.
+    ///
+    /// # Safety
+    /// 1. every block of the chain is one whose first word this thread may write (its user
+    ///    gave it up, and nobody else writes it until a `take` hands it out), and the chain
+    ///    leads from `first` to `last`;
+    /// 2. none of them is on the stack or pushed again until taken.
+    pub(super) unsafe fn push_chain(
+        &self,
+        first: NonNull<u8>,
+        last: NonNull<u8>,
+        bytes: usize,
+    ) -> usize {
         let mut head = self.head.load(Relaxed);
         loop {
             // SAFETY: (1) ours to write; rewritten before each publication attempt.
-            unsafe { remote_next_set(b, head) };
+            unsafe { remote_next_set(last, head) };
             match self
                 .head
-                .compare_exchange_weak(head, b.as_ptr(), Release, Relaxed)
+                .compare_exchange_weak(head, first.as_ptr(), Release, Relaxed)
             {
                 Ok(_) => break,
                 Err(h) => head = h,
             }
         }
-        self.pending.fetch_add(size, Relaxed).saturating_add(size)
+        self.pending.fetch_add(bytes, Relaxed).saturating_add(bytes)
     }
 
     /// Takes every block pushed so far (a plain load first: the swap is an atomic
