@@ -30,6 +30,7 @@ macro_rules! forward_allocator {
         // allocator; each method forwards to the inherent method with the same contract.
         unsafe impl $trait_ for $ty {
             #[inline]
+            #[track_caller]
             fn allocate(
                 &self,
                 layout: core::alloc::Layout,
@@ -38,6 +39,7 @@ macro_rules! forward_allocator {
             }
 
             #[inline]
+            #[track_caller]
             fn allocate_zeroed(
                 &self,
                 layout: core::alloc::Layout,
@@ -46,12 +48,14 @@ macro_rules! forward_allocator {
             }
 
             #[inline]
+            #[track_caller]
             unsafe fn deallocate(&self, ptr: core::ptr::NonNull<u8>, layout: core::alloc::Layout) {
                 // SAFETY: the trait's contract is the inherent method's.
                 unsafe { (**self).deallocate(ptr, layout) }
             }
 
             #[inline]
+            #[track_caller]
             unsafe fn grow(
                 &self,
                 ptr: core::ptr::NonNull<u8>,
@@ -63,6 +67,7 @@ macro_rules! forward_allocator {
             }
 
             #[inline]
+            #[track_caller]
             unsafe fn grow_zeroed(
                 &self,
                 ptr: core::ptr::NonNull<u8>,
@@ -74,6 +79,7 @@ macro_rules! forward_allocator {
             }
 
             #[inline]
+            #[track_caller]
             unsafe fn shrink(
                 &self,
                 ptr: core::ptr::NonNull<u8>,

@@ -368,6 +368,7 @@ impl SyncHeap {
     /// assert!(b.len() >= 400);
     /// unsafe { heap.deallocate(b.cast(), l) };
     /// ```
+    #[track_caller]
     pub fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
         edge(self.alloc_raw(layout, false))
     }
@@ -385,6 +386,7 @@ impl SyncHeap {
     /// assert!(unsafe { b.as_ref() }.iter().all(|&x| x == 0));
     /// unsafe { heap.deallocate(b.cast(), l) };
     /// ```
+    #[track_caller]
     pub fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
         edge(self.alloc_raw(layout, true))
     }
@@ -407,6 +409,7 @@ impl SyncHeap {
     /// });
     /// assert_eq!(heap.stats().in_use, 0);
     /// ```
+    #[track_caller]
     pub unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
         // SAFETY: `dealloc_raw`: (1) `ptr` was returned by this heap for `layout`; (2) it is not
         // used afterwards: this function's items 1 and 2.
@@ -432,6 +435,7 @@ impl SyncHeap {
     /// assert_eq!(unsafe { q.cast::<u8>().as_ptr().read() }, 7);
     /// unsafe { heap.deallocate(q.cast(), b) };
     /// ```
+    #[track_caller]
     pub unsafe fn grow(
         &self,
         ptr: NonNull<u8>,
@@ -461,6 +465,7 @@ impl SyncHeap {
     /// assert!(unsafe { &q.as_ref()[16..64] }.iter().all(|&x| x == 0));
     /// unsafe { heap.deallocate(q.cast(), b) };
     /// ```
+    #[track_caller]
     pub unsafe fn grow_zeroed(
         &self,
         ptr: NonNull<u8>,
@@ -489,6 +494,7 @@ impl SyncHeap {
     /// let q = unsafe { heap.shrink(p, a, b) }.unwrap();
     /// unsafe { heap.deallocate(q.cast(), b) };
     /// ```
+    #[track_caller]
     pub unsafe fn shrink(
         &self,
         ptr: NonNull<u8>,
