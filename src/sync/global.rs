@@ -265,6 +265,8 @@ impl GlobalHeap {
         {
             let inside = Inside::enter();
             match s.alloc(layout, zero, inside.reentrant) {
+                // A re-entered allocation the scope heap could not serve without growing.
+                Some(Err(_)) if inside.reentrant => drop(inside),
                 Some(r) => return global(r).map_or(null_mut(), |b| b.cast::<u8>().as_ptr()),
                 // Re-entered while the scope heap's lock is busy (maybe this thread's): the
                 // arenas serve it (they never wait when re-entered either).

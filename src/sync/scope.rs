@@ -134,20 +134,21 @@ impl ScopeHeap {
         let s: &'static ScopeHeap = unsafe { &*s };
         SLOTS.free.set(s.next_free.get());
         s.next_free.set(null_mut());
-        // The slot is free: no thread uses it (only a misuse could still read it).
+        // The slot is free: no scope uses it, but a thread may still lock it (`scope_stats`,
+        // or the `end` of its previous scope after a free on another thread released it): so
+        // its state changes under its lock, `ended` cleared before `released`, and such a
+        // thread sees it either free or taken, never ended and live (which would release it).
+        let _h = s.arena.lock.hold();
+        s.ended.store(false, Release);
+        s.released.store(false, Release);
         s.global
             .store(core::ptr::from_ref(global).cast_mut(), Relaxed);
         s.prev.set(core::ptr::null());
         s.soft.store(usize::MAX, Relaxed);
         s.over.store(false, Relaxed);
-        s.released.store(false, Relaxed);
-        {
-            // The slot is free (no chunks): its mode follows the global heap's now.
-            let _h = s.arena.lock.hold();
-            // SAFETY: we hold the slot's lock.
-            unsafe { (*s.arena.core.get()).cfg.checked = global.sync().checked };
-        }
-        s.ended.store(false, Release);
+        // SAFETY: we hold the slot's lock; the slot has no chunks: its mode follows the global
+        // heap's now.
+        unsafe { (*s.arena.core.get()).cfg.checked = global.sync().checked };
         Some(s)
     }
 
@@ -198,8 +199,10 @@ impl ScopeHeap {
                     self.over.store(true, Relaxed);
                 }
                 let ended = self.ended.load(Acquire);
-                let release = c.in_use == 0 && ended && !self.released.load(Relaxed);
-                if ended && !release && c.in_use != 0 {
+                // A re-entered call gives nothing back (the provider's lock, which that takes,
+                // may be held by the interrupted thread): the next ordinary call does.
+                let release = !reentrant && c.in_use == 0 && ended && !self.released.load(Relaxed);
+                if !reentrant && ended && !release && c.in_use != 0 {
                     // Kept alive by blocks that escaped the scope: it takes no new ones, so
                     // the chunks they left empty go back now.
                     c.give_back_empty();
@@ -218,14 +221,22 @@ impl ScopeHeap {
         drop(held);
         if release {
             // After the heap's lock is dropped: `fork` takes the table's lock before the
-            // heaps' (`lock_all`).
+            // heaps' (`lock_all`). A re-entered call never waits for it (this thread may hold
+            // it): if it is busy the slot stays out of the free list (one slot lost).
             // SAFETY: `global` was set from a `&'static GlobalHeap` when the slot was taken.
             unsafe {
                 (*self.global.load(Relaxed))
                     .live_scopes
                     .fetch_sub(1, Relaxed)
             };
-            let _table = SLOTS.lock.hold();
+            let _table = if reentrant {
+                let Some(t) = SLOTS.lock.try_hold() else {
+                    return Some(r);
+                };
+                t
+            } else {
+                SLOTS.lock.hold()
+            };
             self.next_free.set(SLOTS.free.get());
             SLOTS.free.set(core::ptr::from_ref(self).cast_mut());
         }
@@ -235,19 +246,35 @@ impl ScopeHeap {
     /// Ends the scope: no new allocations; released now if nothing is live, else when the last
     /// block is freed.
     fn end(&self) {
-        self.ended.store(true, Release);
-        // Not re-entered (a `Scope` is dropped by ordinary code), so this waits for the lock.
-        let _ = self.with(false, |_| ());
+        // Raised depth: a signal handler that interrupts this thread while it holds the lock
+        // (and frees a block of this heap) must not wait for it.
+        let _inside = Inside::enter();
+        // `ended` is set under the lock, so a release (here or by a later free) never races
+        // with the slot's next `take`. The budgets end with the scope: an escaped value that
+        // grows later is not refused by them.
+        let _ = self.with(false, |c| {
+            c.cfg.budget = usize::MAX;
+            self.soft.store(usize::MAX, Relaxed);
+            self.ended.store(true, Release);
+        });
     }
 
-    /// An allocation; `None` if re-entered while the lock is busy.
+    /// An allocation; `None` if re-entered while the lock is busy. A re-entered one never grows
+    /// the heap (that takes the provider's lock, which the interrupted thread may hold): if
+    /// the heap has no room, it fails, and the caller takes the arenas.
     pub(super) fn alloc(
         &self,
         layout: Layout,
         zero: bool,
         reentrant: bool,
     ) -> Option<Result<Block, Fail>> {
-        self.with(reentrant, |c| c.alloc(layout.size(), layout.align(), zero))
+        self.with(reentrant, |c| {
+            let grow = c.cfg.can_grow;
+            c.cfg.can_grow = grow && !reentrant;
+            let r = c.alloc(layout.size(), layout.align(), zero);
+            c.cfg.can_grow = grow;
+            r
+        })
     }
 
     /// # Safety
@@ -255,20 +282,21 @@ impl ScopeHeap {
     /// provenance), not used afterwards.
     pub(super) unsafe fn dealloc(&self, p: NonNull<u8>, layout: Layout, reentrant: bool) {
         let (size, align) = (layout.size(), layout.align());
-        // SAFETY: `HeapCore::dealloc`'s contract is the caller's.
-        let done = self.with(reentrant, |c| unsafe { c.dealloc(p, size, align) });
-        match done {
-            Some(r) => {
-                let _ = global(r);
-            }
-            // Re-entered while the lock is busy (maybe ours): left to the lock's next holder.
+        if reentrant {
+            // Re-entered: never waits for the lock, which may be this thread's, and gives
+            // nothing back: the block is left to the lock's next holder.
             // SAFETY: `push_remote`: a live block of this arena with its chunk's provenance,
             // at least a granule, given up by its user (the caller's contract).
-            None => unsafe { self.arena.push_remote(&self.totals, p, size, align) },
+            unsafe { self.arena.push_remote(&self.totals, p, size, align) };
+            return;
+        }
+        // SAFETY: `HeapCore::dealloc`'s contract is the caller's.
+        if let Some(r) = self.with(false, |c| unsafe { c.dealloc(p, size, align) }) {
+            let _ = global(r);
         }
     }
 
-    /// A `realloc` within this heap; `None` if re-entered while the lock is busy.
+    /// A `realloc` within this heap; `None` if re-entered (the caller moves the block).
     ///
     /// # Safety
     /// `p` is a live block of this heap allocated with `old` (pointer with its chunk's
@@ -280,9 +308,12 @@ impl ScopeHeap {
         new: Layout,
         reentrant: bool,
     ) -> Option<Result<Block, Fail>> {
+        if reentrant {
+            return None;
+        }
         // SAFETY: `grow`/`shrink`: a live block of this heap allocated with `old`, the new size
         // on the side each asks for, not used again on success: the caller's contract.
-        self.with(reentrant, |c| unsafe {
+        self.with(false, |c| unsafe {
             if new.size() >= old.size() {
                 c.grow(
                     p,

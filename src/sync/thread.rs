@@ -61,6 +61,10 @@ impl Inside {
             .unwrap_or(false);
         #[cfg(not(feature = "std"))]
         let reentrant = false;
+        // A signal handler runs on this thread between any two instructions: the raised depth
+        // must be in memory before anything the guard protects (a lock taken, a cache list
+        // changed) happens.
+        core::sync::atomic::compiler_fence(SeqCst);
         Inside { reentrant }
     }
 }
@@ -68,6 +72,8 @@ impl Inside {
 impl Drop for Inside {
     #[inline]
     fn drop(&mut self) {
+        // Everything the guard protected is done before the depth falls (see `enter`).
+        core::sync::atomic::compiler_fence(SeqCst);
         #[cfg(feature = "std")]
         let _ = DEPTH.try_with(|d| d.set(d.get().saturating_sub(1)));
     }

@@ -406,3 +406,65 @@ fn scope_heap_past_the_provider_size_shares_its_chunks() {
     drop(s);
     assert_eq!(G.live_scopes(), 0);
 }
+
+/// Review finding: a scope's hard budget outlived it, so an escaped value grown after its scope
+/// ended was refused (null, and `handle_alloc_error` for a `String`). The budgets end with
+/// the scope.
+#[test]
+fn scope_budget_ends_with_the_scope() {
+    static G: GlobalHeap = GlobalHeap::new();
+    let s = G.scope();
+    s.set_budget(Some(4096));
+    s.set_soft_budget(Some(2048));
+    let b = make(&G, 1000, 3);
+    drop(s);
+    // SAFETY: a live block of `b.layout`; a non-zero size.
+    let p = unsafe { G.realloc(b.ptr, b.layout, 100_000) };
+    assert!(!p.is_null(), "the ended scope's budget refused a grow");
+    let grown = Blk {
+        ptr: p,
+        layout: Layout::from_size_align(100_000, 8).unwrap(),
+        tag: 3,
+    }
+    .fill_tail(1000);
+    free(&G, grown);
+    assert_eq!(G.live_scopes(), 0);
+}
+
+/// Review finding: a slot just taken for a new scope could be released by another thread that
+/// locked it in the window where it looked ended and live (`scope_stats`, or the late end of
+/// its previous scope). Scopes start and end on one thread with blocks that escape to a second,
+/// which frees them (releasing the heaps), while a third walks the slots with `scope_stats`;
+/// every scope must keep redirecting while it lives, and everything is released at the end.
+#[test]
+fn scope_slots_reused_while_other_threads_look_at_them() {
+    static G: GlobalHeap = GlobalHeap::new();
+    let rounds = if cfg!(miri) { 20 } else { 3000 };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (tx, rx) = std::sync::mpsc::channel::<Blk>();
+    std::thread::scope(|t| {
+        t.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = G.scope_stats();
+            }
+        });
+        t.spawn(move || {
+            for b in rx {
+                free(&G, b);
+            }
+        });
+        for r in 0..rounds {
+            let s = G.scope();
+            let b = make(&G, 64 + r % 500, r as u8);
+            assert!(
+                s.stats().in_use >= 64,
+                "round {r}: the scope lost its redirect"
+            );
+            drop(s);
+            tx.send(b).unwrap();
+        }
+        drop(tx);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    assert_eq!(G.live_scopes(), 0);
+}
