@@ -10,7 +10,9 @@
 //!   threads), xmalloc (producer/consumer) and cache-scratch (false sharing).
 //!
 //! `cargo run --release -p isoheap-bench --bin global_bench -- std` instead runs a std-heavy
-//! workload (collections, strings, formatting, channels, a parallel sort on 4 threads) with the
+//! workload (collections, strings, formatting, channels, a parallel sort on 4 threads, serde_json
+//! documents built, serialized and parsed on 4 threads, 300 regexes compiled and matched, vectors
+//! of strings freed by another thread) with the
 //! program's global allocator, which is `isoheap::GlobalHeap` unless the binary is built with
 //! `RUSTFLAGS="--cfg system_global"` (glibc) or `RUSTFLAGS="--cfg mimalloc_global"`
 //! (mimalloc); time it with `/usr/bin/time -v` to compare time and peak memory.
@@ -286,6 +288,50 @@ fn std_work() {
         v.chunks(1_000_000)
             .all(|c| c.windows(2).all(|w| w[0] <= w[1]))
     );
+    // JSON documents built, serialized and parsed on 4 threads.
+    let values: usize = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4u32)
+            .map(|t| {
+                s.spawn(move || {
+                    let mut n = 0;
+                    for i in 0..5_000u32 {
+                        let doc = serde_json::json!({
+                            "id": i,
+                            "thread": t,
+                            "name": format!("item {i}"),
+                            "tags": ["alpha", "beta", "gamma"],
+                            "values": (0..20).map(|k| k * i).collect::<Vec<u32>>(),
+                        });
+                        let text = serde_json::to_string(&doc).unwrap();
+                        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+                        n += back["values"].as_array().map_or(0, Vec::len);
+                    }
+                    n
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(values, 4 * 5_000 * 20);
+    // A few hundred regexes compiled and matched.
+    let hay: String = (0..2_000)
+        .map(|i| format!("user{i}@host{}.example.org ", i % 17))
+        .collect();
+    let mut hits = 0;
+    for k in 0..300 {
+        let re = regex::Regex::new(&format!(r"user{k}\d*@host(\d+)\.example\.org")).unwrap();
+        hits += re.find_iter(&hay).count();
+    }
+    assert!(hits >= 300);
+    // Cross-thread churn: vectors of strings built here, freed by another thread.
+    let (btx, brx) = mpsc::sync_channel::<Vec<String>>(64);
+    let consumer = std::thread::spawn(move || brx.iter().map(|v| v.len()).sum::<usize>());
+    for i in 0..20_000 {
+        btx.send((0..16).map(|k| format!("{i}-{k}")).collect())
+            .unwrap();
+    }
+    drop(btx);
+    assert_eq!(consumer.join().unwrap(), 20_000 * 16);
     println!(
         "std work ({}): {n} messages, {total} entries, {:.2} s",
         if cfg!(system_global) {
