@@ -386,16 +386,26 @@ fn scope_model_random_sequences() {
 /// allocation mapped a chunk of its own, of the geometric step's size: a panic's backtrace
 /// inside a scope mapped terabytes and crawled. Small blocks past that size share chunks.
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "megabytes of allocations take minutes under Miri; the chunk policy it checks has no \
+              unsafe code of its own"
+)]
 fn scope_heap_past_the_provider_size_shares_its_chunks() {
     static G: GlobalHeap = GlobalHeap::new();
-    let total = if cfg!(miri) { 3 << 19 } else { 6 << 20 };
+    // Past the provider's largest carve (2 MiB; 512 KiB under Miri, in fewer, larger blocks).
+    let (total, size) = if cfg!(miri) {
+        (3 << 19, 8192)
+    } else {
+        (6 << 20, 1024)
+    };
     let s = G.scope();
-    let blocks: Vec<Blk> = (0..total / 1024).map(|i| make(&G, 1024, i as u8)).collect();
+    let blocks: Vec<Blk> = (0..total / size).map(|i| make(&G, size, i as u8)).collect();
     let st = s.stats();
     assert!(st.in_use >= total, "{st:?}");
     assert!(
         st.chunks <= 32 && st.mapped <= 4 * st.in_use,
-        "{} blocks of 1 KiB took {} chunks, {} bytes mapped",
+        "{} blocks of {size} B took {} chunks, {} bytes mapped",
         blocks.len(),
         st.chunks,
         st.mapped
@@ -437,6 +447,11 @@ fn scope_budget_ends_with_the_scope() {
 /// which frees them (releasing the heaps), while a third walks the slots with `scope_stats`;
 /// every scope must keep redirecting while it lives, and everything is released at the end.
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "a stress test of timing windows: its spinning observer thread makes it take minutes \
+              under Miri, which checks the same paths in the other scope tests"
+)]
 fn scope_slots_reused_while_other_threads_look_at_them() {
     static G: GlobalHeap = GlobalHeap::new();
     let rounds = if cfg!(miri) { 20 } else { 3000 };
