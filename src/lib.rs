@@ -74,7 +74,7 @@ pub use heap::MAX_ALIGN;
 pub use map::{Chunks, HeapMap, MapChunk, Span, SpanKind, Spans};
 #[cfg(feature = "std")]
 #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
-pub use pool::{HeapPool, PooledHeap};
+pub use pool::{HeapPool, PoolHeap, PooledHeap};
 #[cfg(feature = "mmap")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mmap")))]
 pub use region::os::{OsCounters, os_counters};

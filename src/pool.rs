@@ -1,10 +1,13 @@
 //! A pool of heaps for a server: one heap per request, taken from the pool and given back
-//! reset, so a steady stream of requests maps and unmaps nothing.
+//! reset, so a steady stream of requests maps and unmaps nothing. It lends [`Heap`]s, or
+//! [`SyncHeap`]s for a request served by several threads (or a future that moves between a
+//! runtime's worker threads).
 
 #![forbid(unsafe_code)]
 
 extern crate std;
 
+use crate::SyncHeap;
 use crate::api::{Heap, HeapBuilder};
 use crate::error::HeapError;
 use core::fmt;
@@ -57,13 +60,142 @@ use std::vec::Vec;
 /// });
 /// assert!(pool.idle() <= 8);
 /// ```
-pub struct HeapPool {
-    idle: Mutex<Vec<(usize, Heap)>>,
+///
+/// # A heap per request in an async runtime
+///
+/// A future that holds a `Vec<u8, &Heap>` across an `.await` is not `Send` (`Heap` is not
+/// `Sync`, so `&Heap` is not `Send`), and a multi-threaded runtime (`tokio::spawn`) wants
+/// `Send` futures. Lend [`SyncHeap`]s instead ([`HeapPool::of_sync_heaps`]): `&SyncHeap` is
+/// `Send`, so the request's collections can live across awaits and the future may resume on
+/// another worker thread.
+///
+/// ```
+/// use isoheap::{HeapPool, SyncHeap};
+/// use allocator_api2::vec::Vec;
+///
+/// static POOL: HeapPool<SyncHeap> = HeapPool::of_sync_heaps(8);
+///
+/// async fn next_chunk() -> &'static [u8] {
+///     b"more"
+/// }
+///
+/// async fn handle() -> usize {
+///     let heap = POOL.get().expect("heap");
+///     let mut body: Vec<u8, &SyncHeap> = Vec::new_in(&heap);
+///     body.extend_from_slice(b"GET /");
+///     body.extend_from_slice(next_chunk().await); // held across the await
+///     body.len()
+/// } // body, then the guard: the heap is reset and back in the pool
+///
+/// fn spawnable<F: core::future::Future + Send + 'static>(f: F) -> F {
+///     f // what `tokio::spawn` asks of a future
+/// }
+/// let fut = spawnable(handle());
+/// // Any executor runs it; here, a single poll (nothing in it waits).
+/// let mut fut = core::pin::pin!(fut);
+/// let mut cx = core::task::Context::from_waker(core::task::Waker::noop());
+/// assert_eq!(fut.as_mut().poll(&mut cx), core::task::Poll::Ready(9));
+/// assert_eq!(POOL.idle(), 1);
+/// ```
+pub struct HeapPool<H: PoolHeap = Heap> {
+    idle: Mutex<Vec<(usize, H)>>,
     builder: HeapBuilder,
     max_idle: usize,
     created: AtomicUsize,
     /// Whether `idle` has room for `max_idle` heaps.
     reserved: AtomicBool,
+}
+
+/// The heaps a [`HeapPool`] lends: [`Heap`] and [`SyncHeap`]. Sealed: its methods are the
+/// pool's business.
+///
+/// # Examples
+///
+/// ```
+/// use isoheap::{Heap, HeapPool, PoolHeap, SyncHeap};
+///
+/// fn lend<H: PoolHeap>(pool: &HeapPool<H>) -> usize {
+///     let heap = pool.get().expect("a heap");
+///     heap.id()
+/// }
+/// assert_eq!(lend(&HeapPool::new(Heap::builder(), 1)), 0);
+/// assert_eq!(lend(&HeapPool::<SyncHeap>::of_sync_heaps(1)), 0);
+/// ```
+pub trait PoolHeap: Send + fmt::Debug + sealed::Sealed {
+    /// A new heap for the pool, from its builder.
+    #[doc(hidden)]
+    fn build(builder: &HeapBuilder) -> Result<Self, HeapError>
+    where
+        Self: Sized;
+    /// Frees everything in the heap and restores the pool's settings, for the next request.
+    #[doc(hidden)]
+    fn recycle(&mut self, builder: &HeapBuilder);
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for crate::Heap {}
+    impl Sealed for crate::SyncHeap {}
+}
+
+impl PoolHeap for Heap {
+    fn build(builder: &HeapBuilder) -> Result<Heap, HeapError> {
+        (*builder).build()
+    }
+
+    fn recycle(&mut self, builder: &HeapBuilder) {
+        self.reset();
+        // A request may have changed its heap's budget: the next one starts from the pool's.
+        self.with_core(|c| c.cfg.budget = builder.budget_bytes());
+    }
+}
+
+impl PoolHeap for SyncHeap {
+    fn build(builder: &HeapBuilder) -> Result<SyncHeap, HeapError> {
+        Ok(SyncHeap::with_checked(builder.checked_flag()))
+    }
+
+    fn recycle(&mut self, _: &HeapBuilder) {
+        self.reset();
+    }
+}
+
+impl HeapPool<SyncHeap> {
+    /// A pool of [`SyncHeap`]s (checked mode as the build's default, as for
+    /// [`SyncHeap::new`]) that keeps at most `max_idle` of them idle. Each is reset when it
+    /// comes back ([`SyncHeap::reset`]: every arena keeps up to 1 MiB of its chunks mapped).
+    /// A `SyncHeap` has no budget or limit. `const`, like [`HeapPool::new`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use isoheap::{HeapPool, SyncHeap};
+    /// use allocator_api2::vec::Vec;
+    ///
+    /// static POOL: HeapPool<SyncHeap> = HeapPool::of_sync_heaps(4);
+    /// let heap = POOL.get()?;
+    /// std::thread::scope(|s| {
+    ///     for t in 0..2u8 {
+    ///         let heap = &*heap;
+    ///         s.spawn(move || {
+    ///             let mut part: Vec<u8, &SyncHeap> = Vec::new_in(heap);
+    ///             part.extend_from_slice(&[t; 100]);
+    ///         });
+    ///     }
+    /// });
+    /// drop(heap);
+    /// assert_eq!((POOL.created(), POOL.idle()), (1, 1));
+    /// # Ok::<(), isoheap::HeapError>(())
+    /// ```
+    pub const fn of_sync_heaps(max_idle: usize) -> HeapPool<SyncHeap> {
+        HeapPool {
+            idle: Mutex::new(Vec::new()),
+            builder: Heap::builder(),
+            max_idle,
+            created: AtomicUsize::new(0),
+            reserved: AtomicBool::new(false),
+        }
+    }
 }
 
 impl HeapPool {
@@ -90,7 +222,9 @@ impl HeapPool {
             reserved: AtomicBool::new(false),
         }
     }
+}
 
+impl<H: PoolHeap> HeapPool<H> {
     /// Makes room for `max_idle` heaps in the idle list, allocating outside the lock, so that
     /// returning a heap never allocates while the lock is held.
     #[cold]
@@ -107,7 +241,7 @@ impl HeapPool {
         self.reserved.store(true, Release);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(usize, Heap)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(usize, H)>> {
         // A panic while the lock is held cannot leave the vector inconsistent (push and pop
         // are the only operations), so a poisoned lock is still usable.
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
@@ -136,7 +270,7 @@ impl HeapPool {
     /// assert_eq!((again.id(), again.stats().in_use), (0, 0)); // the same heap, empty
     /// # Ok::<(), isoheap::HeapError>(())
     /// ```
-    pub fn get(&self) -> Result<PooledHeap<'_>, HeapError> {
+    pub fn get(&self) -> Result<PooledHeap<'_, H>, HeapError> {
         if !self.reserved.load(Acquire) {
             self.reserve();
         }
@@ -144,7 +278,7 @@ impl HeapPool {
         let (id, heap) = match popped {
             Some(entry) => entry,
             None => {
-                let heap = self.builder.build()?;
+                let heap = H::build(&self.builder)?;
                 (self.created.fetch_add(1, Relaxed), heap)
             }
         };
@@ -187,7 +321,7 @@ impl HeapPool {
     }
 }
 
-impl fmt::Debug for HeapPool {
+impl<H: PoolHeap> fmt::Debug for HeapPool<H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HeapPool")
             .field("idle", &self.idle())
@@ -197,15 +331,16 @@ impl fmt::Debug for HeapPool {
     }
 }
 
-/// A heap on loan from a [`HeapPool`]; dereferences to [`Heap`]. Dropping it resets the heap
-/// and returns it to the pool. Only one guard holds a given heap at a time.
-pub struct PooledHeap<'p> {
+/// A heap on loan from a [`HeapPool`]; dereferences to [`Heap`] (or [`SyncHeap`] from a pool
+/// of those). Dropping it resets the heap and returns it to the pool. Only one guard holds a
+/// given heap at a time.
+pub struct PooledHeap<'p, H: PoolHeap = Heap> {
     id: usize,
-    heap: Option<Heap>,
-    pool: &'p HeapPool,
+    heap: Option<H>,
+    pool: &'p HeapPool<H>,
 }
 
-impl PooledHeap<'_> {
+impl<H: PoolHeap> PooledHeap<'_, H> {
     /// Which of the pool's heaps this is (0, 1, 2, ... in order of creation).
     ///
     /// # Examples
@@ -221,21 +356,21 @@ impl PooledHeap<'_> {
     }
 }
 
-impl Deref for PooledHeap<'_> {
-    type Target = Heap;
-    fn deref(&self) -> &Heap {
+impl<H: PoolHeap> Deref for PooledHeap<'_, H> {
+    type Target = H;
+    fn deref(&self) -> &H {
         // The heap is only taken out in `drop`.
         self.heap.as_ref().unwrap_or_else(|| unreachable!())
     }
 }
 
-impl DerefMut for PooledHeap<'_> {
-    fn deref_mut(&mut self) -> &mut Heap {
+impl<H: PoolHeap> DerefMut for PooledHeap<'_, H> {
+    fn deref_mut(&mut self) -> &mut H {
         self.heap.as_mut().unwrap_or_else(|| unreachable!())
     }
 }
 
-impl fmt::Debug for PooledHeap<'_> {
+impl<H: PoolHeap> fmt::Debug for PooledHeap<'_, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PooledHeap")
             .field("id", &self.id)
@@ -244,14 +379,12 @@ impl fmt::Debug for PooledHeap<'_> {
     }
 }
 
-impl Drop for PooledHeap<'_> {
+impl<H: PoolHeap> Drop for PooledHeap<'_, H> {
     fn drop(&mut self) {
         let Some(mut heap) = self.heap.take() else {
             return;
         };
-        heap.reset();
-        // A request may have changed its heap's budget: the next one starts from the pool's.
-        heap.with_core(|c| c.cfg.budget = self.pool.builder.budget_bytes());
+        heap.recycle(&self.pool.builder);
         let mut idle = self.pool.lock();
         if idle.len() < self.pool.max_idle {
             idle.push((self.id, heap));

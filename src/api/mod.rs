@@ -583,9 +583,15 @@ impl Heap {
     }
 
     /// Does `ptr` point into memory of this heap: inside one of its chunks (block area or
-    /// metadata)? It answers for any pointer, dangling or foreign, and reads only this heap's
-    /// own chunk headers (never memory the pointer leads to, nor another heap's). O(c) in the
-    /// chunks, which grow geometrically: a few dozen at most, one for a small heap or a buffer.
+    /// metadata)? It answers for any pointer, dangling or foreign, even one into memory another
+    /// thread's heap is giving back at that moment, and never reads memory the pointer leads to
+    /// nor another heap's chunks.
+    ///
+    /// O(1) for a heap that maps its memory: every chunk is recorded with the heap's identity
+    /// in the process page map (and, for the chunks the process-wide provider carves, in its
+    /// segment's table), and the answer is one lookup there. A heap over a buffer and a child
+    /// heap compare with their own chunk headers: O(c) in their chunks (a buffer heap's tile
+    /// the buffer; a child's double in size, so a few dozen at most).
     ///
     /// - It says nothing about whether a **block is live**: a pointer to a freed block, into
     ///   free space or the untouched tail of a chunk is owned too. It is not a licence to
@@ -911,6 +917,12 @@ impl HeapBuilder {
         self
     }
 
+    /// The checked mode this builder sets.
+    #[cfg(feature = "std")]
+    pub(crate) const fn checked_flag(&self) -> bool {
+        self.checked
+    }
+
     /// The budget this builder sets (`usize::MAX` for none).
     #[cfg(feature = "std")]
     pub(crate) fn budget_bytes(&self) -> usize {
@@ -1044,6 +1056,115 @@ mod tests {
         assert!(!bh.owns(range.end.cast()), "past the buffer");
         // SAFETY: allocated above with `l`.
         unsafe { bh.deallocate(pbuf, l) };
+    }
+
+    /// `owns` on a chunk mapped on its own (larger than the provider carves), whose last window
+    /// of the page map reaches past its end: true up to its last byte, false past it, though
+    /// the page map names the chunk there.
+    #[test]
+    fn owns_ends_where_a_large_chunk_ends() {
+        let heap = Heap::new();
+        let l = Layout::from_size_align(crate::region::provider::MAX_CARVE + 4096, 8).unwrap();
+        let p = heap.allocate(l).unwrap().cast::<u8>();
+        let big = heap
+            .with_core(|c| c.chunks().collect::<std::vec::Vec<_>>())
+            .into_iter()
+            // SAFETY: live chunks of `heap`.
+            .find(|c| unsafe { c.len() } > crate::region::provider::MAX_CARVE)
+            .expect("a chunk mapped on its own");
+        // SAFETY: a live chunk of `heap`.
+        let (base, len) = (big.base().as_ptr(), unsafe { big.len() });
+        assert!(
+            !len.is_multiple_of(crate::region::PAGED_ALIGN),
+            "the last window is partial"
+        );
+        assert!(heap.owns(base) && heap.owns(base.wrapping_add(len - 1)));
+        assert!(!heap.owns(base.wrapping_add(len)), "past the chunk's end");
+        // SAFETY: allocated above with `l`.
+        unsafe { heap.deallocate(p, l) };
+    }
+
+    /// A chunk given back and carved again for another heap belongs to that heap from then
+    /// on: `owns` reads the owner the provider recorded, not a header the old owner wrote.
+    #[test]
+    fn owns_follows_a_chunk_to_its_next_heap() {
+        let l = Layout::from_size_align(64 << 10, 8).unwrap();
+        let keep = Heap::new();
+        let kept = keep.allocate(l).unwrap();
+        let a = Heap::new();
+        let p = a.allocate(l).unwrap().cast::<u8>();
+        assert!(a.owns(p.as_ptr()) && !keep.owns(p.as_ptr()));
+        drop(a);
+        assert!(!keep.owns(p.as_ptr()), "a freed chunk is nobody's");
+        // Heaps until one gets the chunk back (the provider hands out the lowest free block of
+        // the size first, so the first one does unless another test took it meanwhile).
+        let mut heaps = std::vec::Vec::new();
+        for _ in 0..64 {
+            let b = Heap::new();
+            let q = b.allocate(l).unwrap();
+            if b.owns(p.as_ptr()) {
+                assert!(!keep.owns(p.as_ptr()));
+                // SAFETY: allocated above with `l`.
+                unsafe { b.deallocate(q.cast(), l) };
+                // SAFETY: allocated above with `l`.
+                unsafe { keep.deallocate(kept.cast(), l) };
+                return;
+            }
+            heaps.push((b, q));
+        }
+        panic!("no new heap got the freed chunk back");
+    }
+
+    /// `owns` on pointers into chunks and segments other threads make and drop at the same
+    /// time, as fast as they can: it reads only the page map and the provider's tables (the
+    /// segments it reads are not unmapped under it), so it never faults and never claims a
+    /// chunk of another heap.
+    #[test]
+    fn owns_while_other_threads_drop_their_heaps() {
+        use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+        use std::sync::Arc;
+        let seen: Arc<[AtomicUsize; 64]> = Arc::new(core::array::from_fn(|_| AtomicUsize::new(0)));
+        let stop = Arc::new(AtomicBool::new(false));
+        // Under Miri (slow to map and to switch threads): one round, a few passes of lookups.
+        let (rounds, passes) = if cfg!(miri) {
+            (1, 4)
+        } else {
+            (400, usize::MAX)
+        };
+        let makers: std::vec::Vec<_> = (0..2)
+            .map(|t| {
+                let (seen, stop) = (seen.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    for r in 0..rounds {
+                        let heap = Heap::new();
+                        // Chunks of up to half a segment, so segments empty and go back.
+                        for i in 0..6usize {
+                            let size = (crate::region::provider::MAX_CARVE >> (i % 3)) - 1024;
+                            let l = Layout::from_size_align(size, 8).unwrap();
+                            let p = heap.allocate(l).unwrap();
+                            seen[(t * 31 + r * 7 + i) % 64].store(p.addr().get(), Relaxed);
+                        }
+                    }
+                    stop.store(true, Relaxed);
+                })
+            })
+            .collect();
+        let mine = Heap::new();
+        let kept = mine.allocate(Layout::new::<u64>()).unwrap();
+        let mut pass = 0;
+        while !stop.load(Relaxed) && pass < passes {
+            pass += 1;
+            for s in seen.iter() {
+                let at: *const u8 = core::ptr::without_provenance(s.load(Relaxed));
+                assert!(!mine.owns(at) && !mine.owns(at.wrapping_add(100)));
+            }
+        }
+        for m in makers {
+            m.join().unwrap();
+        }
+        assert!(mine.owns(kept.cast::<u8>().as_ptr()));
+        // SAFETY: allocated above for a u64.
+        unsafe { mine.deallocate(kept.cast(), Layout::new::<u64>()) };
     }
 
     /// `trim` gives the free pages back (on Linux, not under Miri) and the heap stays whole:

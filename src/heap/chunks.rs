@@ -25,13 +25,8 @@ impl HeapCore {
         if let Some(parent) = self.cfg.parent {
             return self.lend(parent, need, step, room);
         }
-        if self.cfg.arena {
-            // Arena chunks: one alignment unit, or exactly one large block's worth.
-            let unit = crate::region::PAGED_ALIGN;
-            return self.map_chunk(if min <= unit { unit } else { min });
-        }
         #[cfg(feature = "mmap")]
-        if self.cfg.give_back_big && min > crate::region::provider::MAX_CARVE {
+        if (self.cfg.give_back_big || self.cfg.arena) && min > crate::region::provider::MAX_CARVE {
             // Exactly one large block's worth, given back when it is freed.
             return self.map_chunk_as(min, true);
         }
@@ -118,7 +113,11 @@ impl HeapCore {
     /// provider and links it in address order; `None` if the provider has no memory.
     #[cfg(feature = "mmap")]
     fn carve_chunk(&mut self, len: usize) -> Option<Chunk> {
-        let (base, dirty) = crate::region::provider::carve(len)?;
+        let (base, dirty) = if self.cfg.reentrant {
+            crate::region::provider::try_carve(len)?
+        } else {
+            crate::region::provider::carve(len)?
+        };
         if self.cfg.owner == 0 {
             self.cfg.owner = crate::region::next_owner();
         }
@@ -135,7 +134,7 @@ impl HeapCore {
             c.set_paged(true);
             self.link(c);
             // Only now may a lookup find it.
-            crate::region::provider::publish(base, len);
+            crate::region::provider::publish(base, len, self.cfg.owner);
         }
         Some(c)
     }
@@ -179,9 +178,9 @@ impl HeapCore {
             c.set_map_len(m.map_len);
             if paged {
                 c.set_owner(self.cfg.owner);
-                c.set_single(single || (self.cfg.arena && m.len > crate::region::PAGED_ALIGN));
+                c.set_single(single);
                 c.set_paged(true);
-                if !crate::region::publish(m.base, m.len) {
+                if !crate::region::publish(m.base, m.len, self.cfg.owner) {
                     crate::region::discard(m);
                     return Err(Fail::Os);
                 }
@@ -369,10 +368,21 @@ impl HeapCore {
         misuse(addr, FOREIGN)
     }
 
-    /// Does `addr` lie inside one of this heap's chunks (header, bitmaps and block area)? Reads
-    /// only this heap's own chunk headers, never memory a caller's pointer leads to: O(c) over
-    /// the chunks (a few dozen at most, since they grow geometrically).
+    /// Does `addr` lie inside one of this heap's chunks (header, bitmaps and block area)? Never
+    /// reads memory a caller's pointer leads to. A heap that maps its chunks has an identity
+    /// (`cfg.owner`) recorded with each of them in the page map: O(1), from the page map and
+    /// the provider's tables alone. A heap over a caller's buffer or a child heap (whose
+    /// chunks are blocks of its parent, under the parent's identity) compares with its own
+    /// chunk headers: O(c) over its chunks (a buffer heap's tile the buffer; a child's double
+    /// in size, so a few dozen at most).
     pub(crate) fn owns(&self, addr: usize) -> bool {
+        if self.cfg.owner != 0 {
+            debug_assert!(
+                self.cfg.parent.is_none(),
+                "owns: a child heap with an identity of its own"
+            );
+            return crate::region::owner_at(addr) == self.cfg.owner;
+        }
         // SAFETY: every chunk of this heap's list is live.
         self.chunks().any(|c| unsafe { c.contains(addr) })
     }

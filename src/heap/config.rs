@@ -29,6 +29,12 @@ pub(crate) struct Config {
     pub limit: usize,
     /// May the heap map more memory at all (false for a caller's buffer)?
     pub can_grow: bool,
+    /// The current call re-entered the allocator (a signal handler that interrupted a thread
+    /// inside it; set by the thread-safe heap for that call only): the interrupted thread may
+    /// hold the chunk provider's lock, so growth never waits for it (a chunk is then mapped
+    /// from the OS instead).
+    #[cfg_attr(not(feature = "mmap"), allow(dead_code))]
+    pub reentrant: bool,
     /// Keep recently freed small blocks on exact-size lists (`quick`)?
     pub quick_reuse: bool,
     /// Bytes of chunks `reset` keeps mapped.
@@ -86,6 +92,7 @@ impl Config {
         arena: false,
         checked: CHECKED_DEFAULT,
         zero_on_free: false,
+        reentrant: false,
         give_back_big: false,
         first_min: 0,
     };

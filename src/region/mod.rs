@@ -83,9 +83,9 @@ pub(crate) fn acquire(len: usize, max: usize, paged: bool) -> Option<Mapping> {
 /// mapping's header is written (the page map publishes it with Release ordering). Returns false
 /// (recording nothing) if the page map could not grow; the caller then gives the mapping back
 /// with [`discard`].
-pub(crate) fn publish(base: NonNull<u8>, len: usize) -> bool {
+pub(crate) fn publish(base: NonNull<u8>, len: usize, owner: usize) -> bool {
     #[cfg(feature = "mmap")]
-    return pagemap::insert(base, len);
+    return pagemap::insert(base, len, owner);
     #[cfg(not(feature = "mmap"))]
     false
 }
@@ -100,6 +100,19 @@ pub(crate) fn chunk_of(addr: usize) -> Option<NonNull<u8>> {
     return provider::resolve(addr);
     #[cfg(not(feature = "mmap"))]
     None
+}
+
+/// The owner recorded for the chunk holding `addr` (0: no chunk the page map knows holds it).
+/// O(1) and lock-free; reads only the page map and the provider's slice tables, never a chunk
+/// (so a foreign pointer, even into a chunk another thread is giving back, is harmless). An
+/// answer about a chunk being recorded or forgotten by another thread at the same moment may
+/// be the old or the new state; the chunks of a heap the caller holds do not change under it.
+#[inline]
+pub(crate) fn owner_at(addr: usize) -> usize {
+    #[cfg(feature = "mmap")]
+    return provider::owner_at(addr);
+    #[cfg(not(feature = "mmap"))]
+    0
 }
 
 /// A fresh identity for the owner of paged mappings (never 0).

@@ -1,12 +1,14 @@
 //! A process-wide map from an address to the chunk that holds it, for arena chunks (aligned to
 //! [`ALIGN`]): O(1), lock-free to read. It answers "which arena owns this pointer" for the
-//! thread-safe heap, and "is this pointer ours at all" for its ownership check.
+//! thread-safe heap, and "is this pointer ours at all" for every heap's ownership check.
 //!
 //! Two levels over the 48-bit user address space in units of `ALIGN`: a static first level of
 //! pointers to second-level tables, each mapped from the OS the first time a chunk lands in its
-//! range and never freed (32 KiB each; a process with a few GiB of chunks has a handful). The
+//! range and never freed (96 KiB each; a process with a few GiB of chunks has a handful). The
 //! entries hold the chunk base pointers themselves (with their provenance), so metadata is never
-//! reached through a caller's pointer.
+//! reached through a caller's pointer, and beside each the chunk's owner and end, so "whose is
+//! this address" is answered from the table alone ([`owner_of`]), without reading a chunk
+//! header that another thread may be giving back.
 
 use core::ptr::{NonNull, null_mut};
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::*};
@@ -23,9 +25,17 @@ const ADDR_BITS: u32 = 48;
 const L2_BITS: u32 = 12;
 const L1_BITS: u32 = ADDR_BITS - ALIGN_SHIFT - L2_BITS;
 const L2_LEN: usize = 1 << L2_BITS;
-const L2_BYTES: usize = L2_LEN * core::mem::size_of::<AtomicPtr<u8>>();
+const L2_BYTES: usize = core::mem::size_of::<Leaf>();
 
-type Leaf = [AtomicPtr<u8>; L2_LEN];
+/// A second-level table: per `ALIGN` window, the chunk base recorded there and, for a chunk
+/// mapped on its own, its owner and end address (a segment's chunks have theirs in the
+/// segment's slice table).
+#[repr(C)]
+struct Leaf {
+    base: [AtomicPtr<u8>; L2_LEN],
+    owner: [AtomicUsize; L2_LEN],
+    end: [AtomicUsize; L2_LEN],
+}
 
 static L1: [AtomicPtr<Leaf>; 1 << L1_BITS] = [const { AtomicPtr::new(null_mut()) }; 1 << L1_BITS];
 
@@ -42,7 +52,7 @@ fn leaf(i1: usize, create: bool) -> Option<&'static Leaf> {
     let p = L1[i1].load(Acquire);
     if let Some(p) = NonNull::new(p) {
         // SAFETY: published leaves are zero-initialised mappings of L2_BYTES that are never
-        // unmapped; AtomicPtr is valid for any bit pattern of zeroes.
+        // unmapped; atomics are valid as all zeroes.
         return Some(unsafe { p.as_ref() });
     }
     if !create {
@@ -63,16 +73,18 @@ fn leaf(i1: usize, create: bool) -> Option<&'static Leaf> {
 }
 
 /// A fresh identity for a heap whose chunks are paged: even and never 0 (odd identities name
-/// the global heap's scope heaps, see `sync::scope`).
+/// the global heap's scope heaps, see `sync::scope`). The provider's slice table keeps 56 bits
+/// of an identity: a process would have to make 2^55 heaps before two could look alike there.
 pub(crate) fn next_owner() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(2);
     NEXT.fetch_add(2, Relaxed)
 }
 
 /// Records `base` (an `ALIGN`-aligned chunk base) as the chunk for every `ALIGN` window of
-/// its `len` bytes. Returns false (recording nothing) if the table could not be extended (the
-/// OS refused 32 KiB).
-pub(crate) fn insert(base: NonNull<u8>, len: usize) -> bool {
+/// its `len` bytes, owned by `owner` (0 for a segment: see `provider`). Returns false
+/// (recording nothing) if the table could not be extended (the OS refused 96 KiB).
+pub(crate) fn insert(base: NonNull<u8>, len: usize, owner: usize) -> bool {
+    let end = base.addr().get().wrapping_add(len);
     let windows = len.div_ceil(ALIGN).max(1);
     for k in 0..windows {
         let Some((i1, i2)) = split(base.addr().get().wrapping_add(k << ALIGN_SHIFT)) else {
@@ -80,8 +92,13 @@ pub(crate) fn insert(base: NonNull<u8>, len: usize) -> bool {
             return false;
         };
         match leaf(i1, true) {
-            // Release: the chunk header written before is visible to whoever finds it.
-            Some(l) => l[i2].store(base.as_ptr(), Release),
+            Some(l) => {
+                l.owner[i2].store(owner, Relaxed);
+                l.end[i2].store(end, Relaxed);
+                // Release: the chunk header, owner and end written before are visible to
+                // whoever finds the base.
+                l.base[i2].store(base.as_ptr(), Release);
+            }
             None => {
                 remove(base, k << ALIGN_SHIFT);
                 return false;
@@ -97,7 +114,9 @@ pub(crate) fn remove(base: NonNull<u8>, len: usize) {
         if let Some((i1, i2)) = split(base.addr().get().wrapping_add(k << ALIGN_SHIFT))
             && let Some(l) = leaf(i1, false)
         {
-            l[i2].store(null_mut(), Release);
+            l.base[i2].store(null_mut(), Release);
+            l.owner[i2].store(0, Relaxed);
+            l.end[i2].store(0, Relaxed);
         }
     }
 }
@@ -106,5 +125,19 @@ pub(crate) fn remove(base: NonNull<u8>, len: usize) {
 #[inline]
 pub(crate) fn get(addr: usize) -> Option<NonNull<u8>> {
     let (i1, i2) = split(addr)?;
-    NonNull::new(leaf(i1, false)?[i2].load(Acquire))
+    NonNull::new(leaf(i1, false)?.base[i2].load(Acquire))
+}
+
+/// The window entry for `addr`: the base recorded there and, for a chunk mapped on its own,
+/// its owner if `addr` is below its end (0 otherwise). Reads the table only. Racing with a
+/// thread that records or forgets a chunk in this window, the owner may be the old or the new
+/// chunk's (or 0): never that of a chunk that was not in the window during the call.
+#[inline]
+pub(crate) fn owner_of(addr: usize) -> Option<(NonNull<u8>, usize)> {
+    let (i1, i2) = split(addr)?;
+    let l = leaf(i1, false)?;
+    let base = NonNull::new(l.base[i2].load(Acquire))?;
+    let owner = l.owner[i2].load(Relaxed);
+    let below_end = addr < l.end[i2].load(Relaxed);
+    Some((base, if below_end { owner } else { 0 }))
 }

@@ -5,19 +5,22 @@
 //! Memory comes in *segments* of [`SEG`] bytes (4 MiB; 1 MiB under Miri), aligned to their size
 //! and recorded in the process page map (`pagemap`, tagged so they are told apart from the
 //! large chunks mapped on their own). A segment is split buddy-style into blocks of
-//! `MIN_CARVE << k` bytes (1 KiB up to half the segment), each aligned to its size:
+//! `MIN_CARVE << k` bytes (512 B up to half the segment), each aligned to its size:
 //!
 //! ```text
 //! segment base                                                       base + SEG
-//! | header: slice table | 8K | 16K.. |    ...    |        SEG / 2 block         |
+//! | header: slice table (64K) | 64K | 128K.. |    ...    |       SEG / 2 block        |
 //! ```
 //!
-//! The header is a table with one byte per 1 KiB *slice*: `k + 1` on every slice of a chunk of
-//! `MIN_CARVE << k` bytes that is handed out, `FREE | (k + 1)` on the first slice of a free
-//! block, 0 elsewhere. So the chunk of an address is `align_down(addr, MIN_CARVE << k)` with
-//! `k` read from the address's slice (O(1), lock-free: the entries are atomics, written under
-//! the provider's lock before a chunk is handed out), and a freed chunk merges with its buddy
-//! when the buddy's first slice says it is a free block of the same size (O(log) merges).
+//! The header is a table with one 64-bit entry per 512 B *slice*: on every slice of a chunk of
+//! `MIN_CARVE << k` bytes that is handed out, `k + 1` in the low byte and the chunk's owner
+//! (the heap identity it was published with) above; `FREE | (k + 1)` on the first slice of a
+//! free block; 0 elsewhere. So one atomic load gives the chunk of an address,
+//! `align_down(addr, MIN_CARVE << k)`, and its owner (O(1), lock-free: the entries are written
+//! before a chunk's pointers are handed out, see [`publish`]), and a freed chunk merges with its
+//! buddy when the buddy's first slice says it is a free block of the same size (O(log)
+//! merges). The header's own slices are never a chunk's: their first entries hold the
+//! segment's fields.
 //!
 //! Free blocks are on one doubly linked list per size (links in the block's first 24 bytes,
 //! with the count of bytes from its start that may be non-zero: the *dirty* prefix, so a heap
@@ -34,7 +37,7 @@
 use super::{os, pagemap};
 use core::cell::UnsafeCell;
 use core::ptr::{NonNull, null_mut};
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::*};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*, fence};
 
 /// log2 of the segment size.
 const SEG_SHIFT: u32 = pagemap::ALIGN_SHIFT;
@@ -50,24 +53,27 @@ const SLICES: usize = SEG >> MIN_SHIFT;
 /// Block sizes: `MIN_CARVE << k` for `k < ORDERS`.
 const ORDERS: usize = (SEG_SHIFT - MIN_SHIFT) as usize;
 /// Slice-table flag: the first slice of a free block.
-const FREE: u8 = 0x80;
+const FREE: u64 = 0x80;
 /// Bytes of a free block's links (always dirty).
 const LINK: usize = core::mem::size_of::<Link>();
 /// Pages mapped for the page map tag: a segment's entry has this bit set.
 const TAG: usize = 1;
 
-/// The header at a segment's base.
+/// The header at a segment's base: one entry per slice (see the module docs). The entries of
+/// the header's own slices, never a chunk's, hold the segment's fields ([`CARVED`],
+/// [`MAP_OFF`], [`MAP_LEN`]).
 #[repr(C)]
 struct Segment {
-    /// Bytes handed out from this segment now.
-    carved: usize,
-    /// The underlying OS mapping (`base - map_off`, `map_len`; larger than the segment only
-    /// under Miri, which cannot unmap part of an over-aligned mapping).
-    map_off: usize,
-    map_len: usize,
-    /// One entry per slice (see the module docs).
-    slices: [AtomicU8; SLICES],
+    slices: [AtomicU64; SLICES],
 }
+
+/// Field entry: bytes handed out from this segment now (changed under the lock).
+const CARVED: usize = 0;
+/// Field entries: the underlying OS mapping (`base - map_off`, `map_len`; larger than the
+/// segment only under Miri, which cannot unmap part of an over-aligned mapping). Written once,
+/// before the segment is published.
+const MAP_OFF: usize = 1;
+const MAP_LEN: usize = 2;
 
 /// The order of the block the header occupies (the smallest power of two that holds it).
 const HEADER_ORDER: usize = {
@@ -77,6 +83,11 @@ const HEADER_ORDER: usize = {
     }
     k
 };
+/// Bytes of the header block: no chunk lies below this offset.
+const HEADER_LEN: usize = MIN_CARVE << HEADER_ORDER;
+/// The low byte of a slice entry: the order code; the owner is above it.
+const CODE: u64 = 0xff;
+const OWNER_SHIFT: u32 = 8;
 
 /// The links at the start of a free block.
 #[repr(C)]
@@ -218,10 +229,42 @@ fn segment_of<T>(p: *mut T) -> *mut Segment {
 ///
 /// # Safety
 /// `seg` is a live segment and `off < SEG`.
-unsafe fn slice<'a>(seg: *mut Segment, off: usize) -> &'a AtomicU8 {
+unsafe fn slice<'a>(seg: *mut Segment, off: usize) -> &'a AtomicU64 {
     // SAFETY: live segment (contract); `off < SEG`, so the index is in the table; the table is
     // never moved while the segment lives, and atomics may be shared.
     unsafe { &(*seg).slices[off >> MIN_SHIFT] }
+}
+
+/// Field entry `i` of `seg`'s header (an entry of the header's own slices).
+///
+/// # Safety
+/// `seg` is a live segment; the reference must not outlive it.
+unsafe fn field<'a>(seg: *mut Segment, i: usize) -> &'a AtomicU64 {
+    const { assert!(MAP_LEN < HEADER_LEN >> MIN_SHIFT) };
+    // SAFETY: live segment (contract); `i` indexes a header slice's entry.
+    unsafe { &(*seg).slices[i] }
+}
+
+/// Bytes carved from `seg` now.
+///
+/// # Safety
+/// `seg` is a live segment and the provider's lock is held.
+unsafe fn carved(seg: *mut Segment) -> usize {
+    // SAFETY: forwarded contract.
+    unsafe { field(seg, CARVED) }.load(Relaxed) as usize
+}
+
+/// Adds `delta` (wrapping: pass `len.wrapping_neg()` to subtract) to `seg`'s carved bytes.
+///
+/// # Safety
+/// As for [`carved`].
+unsafe fn add_carved(seg: *mut Segment, delta: usize) {
+    // SAFETY: forwarded contract.
+    let f = unsafe { field(seg, CARVED) };
+    f.store(
+        (f.load(Relaxed) as usize).wrapping_add(delta) as u64,
+        Relaxed,
+    );
 }
 
 /// Puts the free block at `off` of `seg`, of order `k`, on its list.
@@ -244,7 +287,7 @@ unsafe fn push(st: &mut State, seg: *mut Segment, off: usize, k: usize, dirty: u
         }
         st.heads[k] = b;
         st.idle += dirty;
-        slice(seg, off).store(FREE | (k as u8 + 1), Release);
+        slice(seg, off).store(FREE | (k as u64 + 1), Release);
     }
 }
 
@@ -279,11 +322,11 @@ fn map_segment() -> Option<*mut Segment> {
     // SAFETY: a fresh mapping of SEG bytes, aligned, zero-filled: the header is valid as all
     // zeroes (atomics of 0), and only these fields need writing.
     unsafe {
-        (*seg).map_off = map_off;
-        (*seg).map_len = map_len;
+        field(seg, MAP_OFF).store(map_off as u64, Relaxed);
+        field(seg, MAP_LEN).store(map_len as u64, Relaxed);
     }
     let tagged = base.map_addr(|a| a | TAG);
-    if !pagemap::insert(tagged, SEG) {
+    if !pagemap::insert(tagged, SEG, 0) {
         // SAFETY: exactly the mapping from `map_aligned`, never published, unused.
         unsafe { os::unmap(base.sub(map_off), map_len) };
         return None;
@@ -314,7 +357,7 @@ unsafe fn drop_segment(st: &mut State, seg: *mut Segment) {
     // SAFETY: an empty segment's free blocks are exactly adopt's, each on its list (contract);
     // the mapping goes after it is out of the page map and off every list.
     unsafe {
-        debug_assert!((*seg).carved == 0, "provider: dropping a segment in use");
+        debug_assert!(carved(seg) == 0, "provider: dropping a segment in use");
         for k in HEADER_ORDER..ORDERS {
             let b = seg.cast::<u8>().add(MIN_CARVE << k).cast::<Link>();
             unlink(st, b, k);
@@ -335,7 +378,14 @@ unsafe fn unmap_segment(seg: *mut Segment) {
     unsafe {
         let base = NonNull::new_unchecked(seg.cast::<u8>());
         pagemap::remove(base, SEG);
-        let (off, len) = ((*seg).map_off, (*seg).map_len);
+        // A lookup that loaded the entry before it went may still read the slice table: wait
+        // for those (a few loads each; new ones miss the segment).
+        fence(SeqCst);
+        while READERS.load(Acquire) != 0 {
+            core::hint::spin_loop();
+        }
+        let off = field(seg, MAP_OFF).load(Relaxed) as usize;
+        let len = field(seg, MAP_LEN).load(Relaxed) as usize;
         os::unmap(base.sub(off), len);
     }
 }
@@ -368,6 +418,22 @@ pub(crate) fn carve(len: usize) -> Option<(NonNull<u8>, usize)> {
     }
 }
 
+/// [`carve`] for a call that must not wait for the provider's lock (a signal handler that
+/// interrupted a thread which may hold it): `None` if the lock is busy or no free block is
+/// large enough (it maps no segment).
+pub(crate) fn try_carve(len: usize) -> Option<(NonNull<u8>, usize)> {
+    if P.lock
+        .compare_exchange(false, true, Acquire, Relaxed)
+        .is_err()
+    {
+        return None;
+    }
+    let _held = Held;
+    // SAFETY: the lock is held (until `_held` drops), so this is the only reference to the
+    // state.
+    carve_in(unsafe { &mut *P.state.get() }, len)
+}
+
 /// [`carve`] from the blocks on `st`'s lists (`None` if none is large enough).
 fn carve_in(st: &mut State, len: usize) -> Option<(NonNull<u8>, usize)> {
     let k = order(len);
@@ -386,28 +452,38 @@ fn carve_in(st: &mut State, len: usize) -> Option<(NonNull<u8>, usize)> {
         }
         // The chunk's slices stay 0 (not free, not a chunk) until `publish`, after the heap has
         // written its header: a lookup must never find a chunk whose header is not there yet.
-        if (*seg).carved == 0 && st.spare == seg {
+        if carved(seg) == 0 && st.spare == seg {
             st.spare = null_mut();
         }
-        (*seg).carved += len;
+        add_carved(seg, len);
         Some((NonNull::new_unchecked(b.cast::<u8>()), dirty.max(LINK)))
     }
 }
 
-/// Makes a chunk from [`carve`] findable from its addresses ([`resolve`]). Call it once its
-/// header is written: the Release stores pair with the Acquire load in `chunk_in`, so whoever
-/// finds the chunk sees the header.
+/// Makes a chunk from [`carve`] findable from its addresses ([`resolve`]), as `owner`'s
+/// ([`owner_at`]). Call it once its header is written: the Release stores pair with the
+/// Acquire load in `chunk_in`, so whoever finds the chunk sees the header.
 ///
 /// # Safety
 /// `base`, `len` are exactly a chunk `carve` returned, not given back.
-pub(crate) unsafe fn publish(base: NonNull<u8>, len: usize) {
-    let k = order(len);
+pub(crate) unsafe fn publish(base: NonNull<u8>, len: usize, owner: usize) {
+    debug_assert!(
+        (owner as u64) >> (64 - OWNER_SHIFT) == 0,
+        "provider: owner {owner} does not fit a slice entry"
+    );
+    let e = (k_code(order(len))) | ((owner as u64) << OWNER_SHIFT);
     let seg = segment_of(base.as_ptr());
     let off = base.addr().get() - seg.addr();
     for s in 0..len >> MIN_SHIFT {
         // SAFETY: the chunk lies in a live segment (contract).
-        unsafe { slice(seg, off + (s << MIN_SHIFT)) }.store(k as u8 + 1, Release);
+        unsafe { slice(seg, off + (s << MIN_SHIFT)) }.store(e, Release);
     }
+}
+
+/// The order code of a handed-out chunk of order `k`.
+#[inline]
+const fn k_code(k: usize) -> u64 {
+    k as u64 + 1
 }
 
 /// Takes back a chunk from [`carve`]; `dirty` bytes from its start may be non-zero.
@@ -436,12 +512,13 @@ unsafe fn uncarve_in(st: &mut State, base: NonNull<u8>, len: usize, dirty: usize
         for s in 0..len >> MIN_SHIFT {
             slice(seg, off + (s << MIN_SHIFT)).store(0, Relaxed);
         }
-        (*seg).carved -= len;
+        add_carved(seg, len.wrapping_neg());
         let mut dirty = dirty.max(LINK).min(len);
         while k + 1 < ORDERS {
             let half = MIN_CARVE << k;
             let buddy = off ^ half;
-            if slice(seg, buddy).load(Relaxed) != FREE | (k as u8 + 1) {
+            // The header is never free (and its entries are the segment's fields).
+            if buddy < HEADER_LEN || slice(seg, buddy).load(Relaxed) != FREE | k_code(k) {
                 break;
             }
             let b = seg.cast::<u8>().add(buddy).cast::<Link>();
@@ -455,7 +532,7 @@ unsafe fn uncarve_in(st: &mut State, base: NonNull<u8>, len: usize, dirty: usize
             k += 1;
         }
         push(st, seg, off, k, dirty);
-        if (*seg).carved == 0 {
+        if carved(seg) == 0 {
             if st.spare.is_null() {
                 st.spare = seg;
             } else if st.spare != seg {
@@ -524,19 +601,59 @@ pub(crate) fn release_idle() -> usize {
 /// `seg` is a live segment (the page map holds only live ones).
 #[inline]
 unsafe fn chunk_in(seg: NonNull<u8>, addr: usize) -> Option<NonNull<u8>> {
+    // SAFETY: forwarded contract.
+    unsafe { entry_in(seg, addr) }.map(|(c, _)| c)
+}
+
+/// The carved chunk holding `addr` in `seg` and its owner, from one load of the slice entry.
+///
+/// # Safety
+/// As for [`chunk_in`].
+#[inline]
+unsafe fn entry_in(seg: NonNull<u8>, addr: usize) -> Option<(NonNull<u8>, usize)> {
     let off = addr.wrapping_sub(seg.addr().get());
-    if off >= SEG {
+    if !(HEADER_LEN..SEG).contains(&off) {
         return None;
     }
     // SAFETY: a live segment (contract), `off < SEG`.
     let e = unsafe { slice(seg.cast().as_ptr(), off) }.load(Acquire);
-    if e == 0 || e & FREE != 0 {
+    let code = e & CODE;
+    if code == 0 || code & FREE != 0 {
         return None;
     }
-    let start = off & !((MIN_CARVE << (e - 1)) - 1);
+    let start = off & !((MIN_CARVE << (code - 1)) - 1);
     // SAFETY: inside the segment.
-    Some(unsafe { seg.add(start) })
+    Some((unsafe { seg.add(start) }, (e >> OWNER_SHIFT) as usize))
 }
+
+/// The owner recorded for the chunk holding `addr` (0: none), from the page map and the slice
+/// table alone (see `region::owner_at`).
+#[inline]
+pub(crate) fn owner_at(addr: usize) -> usize {
+    // Announce the read before loading the entry (Dekker with `unmap_segment`: either this
+    // load misses the segment, or its unmapping waits until the count falls back).
+    READERS.fetch_add(1, Relaxed);
+    fence(SeqCst);
+    let owner = match pagemap::owner_of(addr) {
+        None => 0,
+        Some((_, owner)) if owner != 0 => owner,
+        Some((p, _)) if p.addr().get() & TAG == 0 => 0,
+        // SAFETY: a tagged entry is a segment published by map_segment, and it stays mapped
+        // until this read is done: `unmap_segment` takes it out of the page map, then waits
+        // for READERS to fall to 0 before unmapping.
+        Some((p, _)) => unsafe {
+            let seg = NonNull::new_unchecked(p.as_ptr().map_addr(|a| a & !TAG));
+            entry_in(seg, addr).map_or(0, |(_, o)| o)
+        },
+    };
+    READERS.fetch_sub(1, Release);
+    owner
+}
+
+/// Lookups ([`owner_at`]) in flight that may read a segment's slice table: a segment is
+/// unmapped only when none is (see `unmap_segment`). Lookups for a block the caller holds
+/// ([`resolve`]) do not count: their segment cannot go while the block lives.
+static READERS: AtomicUsize = AtomicUsize::new(0);
 
 /// The page map's entry for `addr`, resolved: a large chunk's base, or the carved chunk holding
 /// `addr` in a segment.
@@ -609,7 +726,7 @@ mod tests {
             .map(|i| {
                 let (p, dirty) = carve_in(&mut st, len).expect("room in the segment");
                 // SAFETY: just carved.
-                unsafe { publish(p, len) };
+                unsafe { publish(p, len, 2) };
                 assert_eq!(dirty, LINK, "a fresh segment is clean past the links");
                 assert!(p.addr().get().is_multiple_of(len), "aligned to its size");
                 // SAFETY: the chunk is ours: write its first and last bytes.

@@ -66,6 +66,10 @@ pub(super) fn stop(m: Misuse, abort: bool) -> ! {
     crate::api::misuse(m)
 }
 
+/// The least size of an arena's first chunk (from the chunk provider; later ones double up to
+/// half a segment, then are mappings of their own).
+const FIRST_CHUNK: usize = 64 << 10;
+
 /// Rounds of trying every arena's lock before a re-entered allocation gives up.
 pub(super) const REENTRANT_ROUNDS: usize = 256;
 
@@ -75,6 +79,7 @@ impl Arena {
             abort,
             Config {
                 arena: true,
+                first_min: FIRST_CHUNK,
                 ..Config::DEFAULT
             },
         )

@@ -7,8 +7,9 @@
 //!   thread gets a home arena at its first allocation (round-robin, kept in a thread-local) and
 //!   takes the first arena from there whose lock is free, so two threads rarely wait for each
 //!   other.
-//! - Arena chunks are aligned to 4 MiB and recorded in a process-wide page map, so the arena that
-//!   owns a block is found from the block's address in O(1), without any lock.
+//! - Arena chunks come from the chunk provider (the first 64 KiB; then doubling, then mappings
+//!   of their own) and are recorded in the process-wide page map, so the arena that owns a block
+//!   is found from the block's address in O(1), without any lock.
 //! - A block freed by a thread that cannot take its arena's lock at once (another thread is in
 //!   it) is pushed onto that arena's lock-free *remote free* list; the arena merges the list the
 //!   next time anyone holds its lock. So a cross-thread free never waits.
@@ -130,6 +131,16 @@ unsafe impl Sync for SyncHeap {}
 // SAFETY: as above; moving the SyncHeap moves ownership of all its chunks.
 unsafe impl Send for SyncHeap {}
 
+/// Runs `f` on an arena's heap marked as re-entered for this call if `reentrant` (see
+/// `Config::reentrant`: its growth then never waits for the chunk provider's lock).
+#[inline]
+fn as_reentrant<R>(c: &mut HeapCore, reentrant: bool, f: impl FnOnce(&mut HeapCore) -> R) -> R {
+    c.cfg.reentrant = reentrant;
+    let r = f(c);
+    c.cfg.reentrant = false;
+    r
+}
+
 impl Default for SyncHeap {
     fn default() -> Self {
         Self::new()
@@ -200,7 +211,9 @@ impl SyncHeap {
         let rounds = if reentrant { REENTRANT_ROUNDS } else { 1 };
         if let Some((i, _held)) = hold_first(ARENAS, home, rounds, |i| &self.arenas[i].lock) {
             // SAFETY: we hold the arena's lock until after the call.
-            return Some(unsafe { self.arenas[i].locked(&self.totals, f) });
+            return Some(unsafe {
+                self.arenas[i].locked(&self.totals, |c| as_reentrant(c, reentrant, f))
+            });
         }
         if reentrant {
             return None;
@@ -326,7 +339,8 @@ impl SyncHeap {
         // SAFETY: we hold a's lock until after the call; the caller's contract.
         let r = unsafe {
             a.locked(&self.totals, |c| {
-                if new.size() >= old.size() {
+                c.cfg.reentrant = inside.reentrant;
+                let r = if new.size() >= old.size() {
                     c.grow(
                         p,
                         (old.size(), old.align()),
@@ -335,7 +349,9 @@ impl SyncHeap {
                     )
                 } else {
                     c.shrink(p, (old.size(), old.align()), (new.size(), new.align()))
-                }
+                };
+                c.cfg.reentrant = false;
+                r
             })
         };
         drop(held);
@@ -532,6 +548,43 @@ impl SyncHeap {
         t
     }
 
+    /// Frees every block at once, as [`Heap::reset`](crate::Heap::reset) does for each arena:
+    /// O(chunks + mapped bytes / 1024), whatever was allocated; each arena keeps up to the
+    /// default warm size (1 MiB) of its chunks mapped for the next use, the rest go back. Taking
+    /// `&mut self` guarantees that no collection and no other thread still uses the heap. The
+    /// peak in use restarts from zero.
+    ///
+    /// ```
+    /// use isoheap::SyncHeap;
+    /// use allocator_api2::vec::Vec;
+    ///
+    /// let mut heap = SyncHeap::new();
+    /// std::thread::scope(|s| {
+    ///     for _ in 0..2 {
+    ///         s.spawn(|| {
+    ///             let mut v: Vec<u64, &SyncHeap> = Vec::new_in(&heap);
+    ///             v.extend(0..1000);
+    ///             core::mem::forget(v); // leaked: reset frees it anyway
+    ///         });
+    ///     }
+    /// });
+    /// assert!(heap.stats().in_use >= 16_000);
+    /// heap.reset();
+    /// assert_eq!((heap.stats().in_use, heap.stats().peak_in_use), (0, 0));
+    /// heap.check().unwrap();
+    /// ```
+    pub fn reset(&mut self) {
+        for a in &mut self.arenas {
+            // Blocks other threads freed into the arena lie in its chunks, which the reset
+            // wipes: their records are dropped unread.
+            let _ = a.remote.take();
+            let core = a.core.get_mut();
+            let warm = core.cfg.warm;
+            core.reset(warm);
+        }
+        self.totals = Totals::new();
+    }
+
     /// Is this heap in checked mode? By default `SyncHeap` and `GlobalHeap` follow the build:
     /// on with debug assertions or the `checked` feature (see
     /// [`HeapBuilder::checked`](crate::HeapBuilder::checked)); `with_checked` chooses.
@@ -546,8 +599,10 @@ impl SyncHeap {
     }
 
     /// Does `ptr` lie in one of this heap's chunks? O(1): one page-map lookup and a compare
-    /// with each arena's identity; it reads nothing of the chunk's blocks. It does not say
-    /// whether a block there is live (a freed block's address still lies in the chunk).
+    /// with each arena's identity. It reads only the process page map and the chunk provider's
+    /// tables, never a chunk, so any pointer may be asked about, from any thread, even one into
+    /// memory another heap is giving back at that moment. It does not say whether a block there
+    /// is live (a freed block's address still lies in the chunk).
     ///
     /// ```
     /// use std::alloc::Layout;
@@ -560,7 +615,8 @@ impl SyncHeap {
     /// unsafe { a.deallocate(p, l) };
     /// ```
     pub fn owns(&self, ptr: *const u8) -> bool {
-        self.owner(ptr.addr()).is_ok()
+        let owner = crate::region::owner_at(ptr.addr());
+        owner != 0 && self.arenas.iter().any(|a| a.id.load(Acquire) == owner)
     }
 
     /// Gives every chunk of the arenas that holds no block back (to the process cache of

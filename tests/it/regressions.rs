@@ -352,7 +352,15 @@ fn realloc_copies_exactly_old_size() {
                     let g = f
                         .grow_zeroed(a.cast(), ol, nl)
                         .unwrap_or_else(|e| panic!("{n}: grow_zeroed {old}: {e}"));
-                    assert_ne!(addr(g), addr(a), "{n}: the guard forces a move");
+                    // The guard forces a move when it lies right after the block (first fit
+                    // puts it there unless a lower hole takes it, as in a thread-safe heap whose
+                    // arena grew by chunks of several sizes); the guard's bytes are checked
+                    // below either way.
+                    let right_after = addr(guard) >= addr(a) + a.len()
+                        && addr(guard) <= addr(a) + a.len() + 2 * GRANULE;
+                    if right_after {
+                        assert_ne!(addr(g), addr(a), "{n}: {old}: the guard forces a move");
+                    }
                     assert_pattern(g.cast(), 0, old, tag, "grow_zeroed: kept bytes");
                     assert!(
                         all_are(g.cast::<u8>().add(old), g.len() - old, 0),
