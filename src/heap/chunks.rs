@@ -31,7 +31,7 @@ impl HeapCore {
             return self.map_chunk_as(min, true);
         }
         // Up to half a segment, a chunk comes from the provider: a power of two, the first
-        // one sized to the request (from 1 KiB), later ones to the geometric step.
+        // one sized to the request (from 512 B), later ones to the geometric step.
         #[cfg(feature = "mmap")]
         if let Some(fit) = carve_len_for(need, self.cfg.checked) {
             use crate::region::provider::MAX_CARVE;
@@ -583,7 +583,7 @@ pub(super) fn chunk_len_for(need: usize, checked: bool) -> Option<usize> {
     (len <= max_chunk_len()).then_some(len)
 }
 
-/// The smallest chunk the provider hands out (a power of two from 1 KiB) whose block area
+/// The smallest chunk the provider hands out (a power of two from 512 B) whose block area
 /// holds `need` bytes, if it is at most half a segment.
 #[cfg(feature = "mmap")]
 pub(super) fn carve_len_for(need: usize, checked: bool) -> Option<usize> {

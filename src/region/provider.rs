@@ -44,7 +44,7 @@ const SEG_SHIFT: u32 = pagemap::ALIGN_SHIFT;
 /// Bytes per segment (and its alignment): 4 MiB (1 MiB under Miri).
 pub(crate) const SEG: usize = 1 << SEG_SHIFT;
 const MIN_SHIFT: u32 = 9;
-/// The smallest chunk the provider hands out: 1 KiB.
+/// The smallest chunk the provider hands out: 512 B.
 pub(crate) const MIN_CARVE: usize = 1 << MIN_SHIFT;
 /// The largest: half a segment. Larger chunks are mapped on their own.
 pub(crate) const MAX_CARVE: usize = SEG / 2;
@@ -188,7 +188,7 @@ fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
 pub(crate) fn register_fork_handlers() {
     #[cfg(not(miri))]
     if !HANDLERS.load(Relaxed) && !HANDLERS.swap(true, AcqRel) {
-        os::atfork(fork_prepare, fork_after, fork_after);
+        os::atfork(fork_prepare, fork_after, fork_child);
     }
     #[cfg(miri)]
     let _ = &HANDLERS;
@@ -207,6 +207,14 @@ extern "C" fn fork_prepare() {
 
 #[cfg(not(miri))]
 extern "C" fn fork_after() {
+    P.lock.store(false, Release);
+}
+
+/// In the child, the only thread is the one that forked: no lookup is in flight, whatever the
+/// count said when another thread was inside one.
+#[cfg(not(miri))]
+extern "C" fn fork_child() {
+    READERS.store(0, Relaxed);
     P.lock.store(false, Release);
 }
 
@@ -349,44 +357,75 @@ unsafe fn adopt(st: &mut State, seg: *mut Segment) {
 }
 
 /// Takes a segment's blocks off the lists (it is empty: all of them are the ones `adopt` put
-/// there, merged back) and gives it to the OS.
+/// there, merged back) and gives it to the OS. Returns false, changing nothing, if an
+/// ownership lookup may be reading its table (see [`retire`]): the segment stays, empty and
+/// adopted, and goes at a later drop.
 ///
 /// # Safety
 /// `seg` is a live, adopted segment with nothing carved from it.
-unsafe fn drop_segment(st: &mut State, seg: *mut Segment) {
+unsafe fn drop_segment(st: &mut State, seg: *mut Segment) -> bool {
     // SAFETY: an empty segment's free blocks are exactly adopt's, each on its list (contract);
-    // the mapping goes after it is out of the page map and off every list.
+    // the mapping goes after it is out of the page map (`retire`) and off every list.
     unsafe {
         debug_assert!(carved(seg) == 0, "provider: dropping a segment in use");
+        if !retire(seg) {
+            return false;
+        }
         for k in HEADER_ORDER..ORDERS {
             let b = seg.cast::<u8>().add(MIN_CARVE << k).cast::<Link>();
             unlink(st, b, k);
         }
         st.segments -= 1;
         unmap_segment(seg);
+        true
     }
 }
 
-/// Takes a segment out of the page map and gives it to the OS.
+/// Takes a segment out of the page map, so that no lookup finds it from now on, and returns
+/// true if none that found it before can still be reading its slice table ([`owner_at`]'s
+/// count of lookups in flight is 0 after the removal: Dekker with `owner_at`, whose count goes
+/// up before it loads the entry). Else puts the segment back in the page map and returns
+/// false: never waiting here, which could be for a lookup that a signal handler interrupted on
+/// this very thread, or for a stream of lookups that never pauses.
 ///
 /// # Safety
-/// `seg` is a live segment from `map_segment` that is on no list and holds no chunk.
+/// `seg` is a live segment from `map_segment` that holds no chunk.
+unsafe fn retire(seg: *mut Segment) -> bool {
+    let base = segment_base(seg);
+    pagemap::remove(base, SEG);
+    fence(SeqCst);
+    if READERS.load(Acquire) == 0 {
+        return true;
+    }
+    // Its leaf of the page map exists (the segment was recorded there), so this cannot fail.
+    let back = pagemap::insert(base.map_addr(|a| a | TAG), SEG, 0);
+    debug_assert!(
+        back,
+        "provider: a segment could not be put back in the page map"
+    );
+    false
+}
+
+/// The segment's base pointer.
+fn segment_base(seg: *mut Segment) -> NonNull<u8> {
+    // SAFETY: segments are mappings, never at address 0.
+    unsafe { NonNull::new_unchecked(seg.cast::<u8>()) }
+}
+
+/// Gives a segment that [`retire`] took out of the page map to the OS.
+///
+/// # Safety
+/// `seg` is a live segment that `retire` returned true for, on no list and holding no chunk;
+/// nothing reads or writes it afterwards.
 unsafe fn unmap_segment(seg: *mut Segment) {
-    // SAFETY: a live segment (contract), so its header is readable; the mapping goes after it
-    // is out of the page map (see README "Hardening" for a reader that loaded the entry just
-    // before: only a foreign pointer leads there).
+    // SAFETY: a live segment (contract), so its header is readable; no lookup can reach it
+    // (out of the page map, and no ownership lookup was in flight after that, see `retire`;
+    // the chunk lookups for blocks, `resolve`, only reach segments holding the caller's block,
+    // and this one holds none).
     unsafe {
-        let base = NonNull::new_unchecked(seg.cast::<u8>());
-        pagemap::remove(base, SEG);
-        // A lookup that loaded the entry before it went may still read the slice table: wait
-        // for those (a few loads each; new ones miss the segment).
-        fence(SeqCst);
-        while READERS.load(Acquire) != 0 {
-            core::hint::spin_loop();
-        }
         let off = field(seg, MAP_OFF).load(Relaxed) as usize;
         let len = field(seg, MAP_LEN).load(Relaxed) as usize;
-        os::unmap(base.sub(off), len);
+        os::unmap(segment_base(seg).sub(off), len);
     }
 }
 
@@ -403,18 +442,18 @@ pub(crate) fn carve(len: usize) -> Option<(NonNull<u8>, usize)> {
         // Another thread may have added a segment meanwhile: then ours goes back at once (a
         // segment nobody carves from would never be given back).
         let k = order(len);
-        let adopted = with(|st| {
+        with(|st| {
             let room = (k..ORDERS).any(|j| !st.heads[j].is_null());
-            if !room {
-                // SAFETY: fresh from map_segment, adopted once (here).
-                unsafe { adopt(st, seg) };
+            // SAFETY: fresh from map_segment: published, never adopted, so never on a list or
+            // carved; adopted once (here) if it stays.
+            unsafe {
+                if room && retire(seg) {
+                    unmap_segment(seg);
+                } else {
+                    adopt(st, seg);
+                }
             }
-            !room
         });
-        if !adopted {
-            // SAFETY: published by map_segment, never adopted, so never on a list or carved.
-            unsafe { unmap_segment(seg) };
-        }
     }
 }
 
@@ -536,6 +575,8 @@ unsafe fn uncarve_in(st: &mut State, base: NonNull<u8>, len: usize, dirty: usize
             if st.spare.is_null() {
                 st.spare = seg;
             } else if st.spare != seg {
+                // If an ownership lookup is in flight, the segment stays (empty, its blocks on
+                // the lists) and goes at a later drop.
                 drop_segment(st, seg);
             }
         }
@@ -589,8 +630,12 @@ pub(crate) fn release_idle() -> usize {
             return 0;
         }
         // SAFETY: the spare is a live, adopted, empty segment.
-        unsafe { drop_segment(st, spare) };
-        SEG
+        if unsafe { drop_segment(st, spare) } {
+            SEG
+        } else {
+            st.spare = spare;
+            0
+        }
     })
 }
 
@@ -639,8 +684,8 @@ pub(crate) fn owner_at(addr: usize) -> usize {
         Some((_, owner)) if owner != 0 => owner,
         Some((p, _)) if p.addr().get() & TAG == 0 => 0,
         // SAFETY: a tagged entry is a segment published by map_segment, and it stays mapped
-        // until this read is done: `unmap_segment` takes it out of the page map, then waits
-        // for READERS to fall to 0 before unmapping.
+        // until this read is done: a segment is unmapped only after `retire` took it out of
+        // the page map and then saw READERS at 0.
         Some((p, _)) => unsafe {
             let seg = NonNull::new_unchecked(p.as_ptr().map_addr(|a| a & !TAG));
             entry_in(seg, addr).map_or(0, |(_, o)| o)
@@ -651,7 +696,7 @@ pub(crate) fn owner_at(addr: usize) -> usize {
 }
 
 /// Lookups ([`owner_at`]) in flight that may read a segment's slice table: a segment is
-/// unmapped only when none is (see `unmap_segment`). Lookups for a block the caller holds
+/// unmapped only when none is (see `retire`). Lookups for a block the caller holds
 /// ([`resolve`]) do not count: their segment cannot go while the block lives.
 static READERS: AtomicUsize = AtomicUsize::new(0);
 
@@ -707,6 +752,38 @@ mod tests {
             }
             out
         })
+    }
+
+    /// A segment is never unmapped, and never waited for, while an ownership lookup may be
+    /// reading its table: the drop is refused (the segment stays whole, findable, its blocks on
+    /// the lists) and succeeds once no lookup is in flight. (The first design spun until the
+    /// count fell to 0, under the provider's lock: a lookup interrupted by a signal handler
+    /// that dropped a heap on the same thread would have waited forever, and this test with
+    /// it.)
+    #[test]
+    fn a_segment_is_not_unmapped_under_a_lookup() {
+        let mut st = state();
+        let seg = map_segment().expect("a segment");
+        // SAFETY: fresh from map_segment.
+        unsafe { adopt(&mut st, seg) };
+        let start = lists(&st, seg);
+        let inside = seg.addr() + SEG / 2;
+        READERS.fetch_add(1, SeqCst); // a lookup in flight
+        // SAFETY: an adopted segment with nothing carved.
+        let dropped = unsafe { drop_segment(&mut st, seg) };
+        assert!(!dropped, "dropped under a lookup");
+        assert_eq!(lists(&st, seg), start, "the blocks stay on the lists");
+        assert!(
+            pagemap::get(inside).is_some(),
+            "the segment is back in the page map"
+        );
+        READERS.fetch_sub(1, SeqCst);
+        // SAFETY: as above; other tests' lookups may still be in flight for a moment.
+        while !unsafe { drop_segment(&mut st, seg) } {
+            std::thread::yield_now();
+        }
+        // (Not asked of the page map now: another test may map a segment at the same place.)
+        assert!(st.heads.iter().all(|h| h.is_null()));
     }
 
     /// Chunks carved from a fresh segment and given back in a scrambled order merge back into
@@ -767,7 +844,11 @@ mod tests {
         // SAFETY: a private state's only segment is its spare now: nothing carved.
         unsafe {
             assert_eq!(st.spare, seg);
-            drop_segment(&mut st, seg);
+            // Other tests' ownership lookups may be in flight: then the drop waits for a
+            // later try.
+            while !drop_segment(&mut st, seg) {
+                std::thread::yield_now();
+            }
         }
         assert!(
             st.heads.iter().all(|h| h.is_null()),
