@@ -1062,6 +1062,7 @@ mod tests {
     /// of the page map reaches past its end: true up to its last byte, false past it, though
     /// the page map names the chunk there.
     #[test]
+    #[cfg(feature = "mmap")]
     fn owns_ends_where_a_large_chunk_ends() {
         let heap = Heap::new();
         let l = Layout::from_size_align(crate::region::provider::MAX_CARVE + 4096, 8).unwrap();
@@ -1087,6 +1088,7 @@ mod tests {
     /// A chunk given back and carved again for another heap belongs to that heap from then
     /// on: `owns` reads the owner the provider recorded, not a header the old owner wrote.
     #[test]
+    #[cfg(feature = "mmap")]
     fn owns_follows_a_chunk_to_its_next_heap() {
         let l = Layout::from_size_align(64 << 10, 8).unwrap();
         let keep = Heap::new();
@@ -1120,6 +1122,7 @@ mod tests {
     /// segments it reads are not unmapped under it), so it never faults and never claims a
     /// chunk of another heap.
     #[test]
+    #[cfg(feature = "mmap")]
     fn owns_while_other_threads_drop_their_heaps() {
         use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
         use std::sync::Arc;

@@ -643,7 +643,7 @@ pub(crate) fn release_idle() -> usize {
 /// `addr`'s window (tag cleared).
 ///
 /// # Safety
-/// `seg` is a live segment (the page map holds only live ones).
+/// `seg` is a live segment, and stays so during the call.
 #[inline]
 unsafe fn chunk_in(seg: NonNull<u8>, addr: usize) -> Option<NonNull<u8>> {
     // SAFETY: forwarded contract.
@@ -701,15 +701,19 @@ pub(crate) fn owner_at(addr: usize) -> usize {
 static READERS: AtomicUsize = AtomicUsize::new(0);
 
 /// The page map's entry for `addr`, resolved: a large chunk's base, or the carved chunk holding
-/// `addr` in a segment.
+/// `addr` in a segment. For the chunk of a block the caller holds (whose segment cannot go
+/// while the block lives); for any other address, [`owner_at`], which a segment's unmapping
+/// waits for.
 #[inline]
 pub(crate) fn resolve(addr: usize) -> Option<NonNull<u8>> {
     let p = pagemap::get(addr)?;
     if p.addr().get() & TAG == 0 {
         return Some(p);
     }
-    // SAFETY: tagged entries are live segments (published by map_segment, removed before
-    // they are unmapped).
+    // SAFETY: a tagged entry is a segment published by map_segment. It is live here: `addr`
+    // is in a block the caller holds (see above), so the segment holds a chunk and is not
+    // dropped. (A foreign pointer, a misuse, may meet a segment being unmapped: README
+    // "Hardening".)
     unsafe {
         chunk_in(
             NonNull::new_unchecked(p.as_ptr().map_addr(|a| a & !TAG)),

@@ -192,6 +192,21 @@ fn sync_heap_reset_with_deferred_frees_pending() {
     }
 }
 
+/// A `SyncHeap`'s first small allocation takes a 64 KiB chunk from the process-wide provider,
+/// not a 4 MiB mapping of its own (it was 4 MiB before arenas took their chunks from the
+/// provider), and its blocks are found in O(1) like any arena's.
+#[test]
+fn sync_heap_first_small_allocation_maps_64_kib() {
+    let heap = SyncHeap::new();
+    let l = Layout::new::<u64>();
+    let p = heap.allocate(l).unwrap();
+    assert_eq!(heap.stats().mapped, 64 << 10);
+    assert!(heap.owns(p.cast::<u8>().as_ptr()));
+    // SAFETY: allocated above with `l`.
+    unsafe { heap.deallocate(p.cast(), l) };
+    heap.check().unwrap();
+}
+
 /// An arena that grows past the chunks the provider carves gets mappings of its own (4 MiB and
 /// more) that serve small blocks like any chunk: the mapped size stays close to what is in use.
 /// (Such chunks were once marked as holding one large block, so small blocks never went there
