@@ -188,13 +188,7 @@ impl HeapPool<SyncHeap> {
     /// # Ok::<(), isoheap::HeapError>(())
     /// ```
     pub const fn of_sync_heaps(max_idle: usize) -> HeapPool<SyncHeap> {
-        HeapPool {
-            idle: Mutex::new(Vec::new()),
-            builder: Heap::builder(),
-            max_idle,
-            created: AtomicUsize::new(0),
-            reserved: AtomicBool::new(false),
-        }
+        HeapPool::with(Heap::builder(), max_idle)
     }
 }
 
@@ -214,6 +208,13 @@ impl HeapPool {
     /// # Ok::<(), isoheap::HeapError>(())
     /// ```
     pub const fn new(builder: HeapBuilder, max_idle: usize) -> HeapPool {
+        HeapPool::with(builder, max_idle)
+    }
+}
+
+impl<H: PoolHeap> HeapPool<H> {
+    /// An empty pool of `H`s built from `builder`.
+    const fn with(builder: HeapBuilder, max_idle: usize) -> HeapPool<H> {
         HeapPool {
             idle: Mutex::new(Vec::new()),
             builder,

@@ -179,6 +179,21 @@ fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
     f(unsafe { &mut *P.state.get() })
 }
 
+/// Runs `f` on the state under the lock if the lock is free now (`None`, running nothing, if
+/// it is held).
+fn try_with<R>(f: impl FnOnce(&mut State) -> R) -> Option<R> {
+    if P.lock
+        .compare_exchange(false, true, Acquire, Relaxed)
+        .is_err()
+    {
+        return None;
+    }
+    let _held = Held;
+    // SAFETY: the lock is held (until `_held` drops, after `f`), so this is the only reference
+    // to the state.
+    Some(f(unsafe { &mut *P.state.get() }))
+}
+
 /// Registers the provider's `fork` handlers (once). Called before the lock is ever taken: a
 /// child forked while another thread held it would wait for it forever, so fork takes it
 /// first and both sides release it (plain functions that allocate nothing). Registering may
@@ -461,16 +476,7 @@ pub(crate) fn carve(len: usize) -> Option<(NonNull<u8>, usize)> {
 /// interrupted a thread which may hold it): `None` if the lock is busy or no free block is
 /// large enough (it maps no segment).
 pub(crate) fn try_carve(len: usize) -> Option<(NonNull<u8>, usize)> {
-    if P.lock
-        .compare_exchange(false, true, Acquire, Relaxed)
-        .is_err()
-    {
-        return None;
-    }
-    let _held = Held;
-    // SAFETY: the lock is held (until `_held` drops), so this is the only reference to the
-    // state.
-    carve_in(unsafe { &mut *P.state.get() }, len)
+    try_with(|st| carve_in(st, len)).flatten()
 }
 
 /// [`carve`] from the blocks on `st`'s lists (`None` if none is large enough).
@@ -758,6 +764,14 @@ mod tests {
         })
     }
 
+    /// A fresh segment, adopted by `st`.
+    fn adopted_segment(st: &mut State) -> *mut Segment {
+        let seg = map_segment().expect("a segment");
+        // SAFETY: fresh from map_segment, adopted once (here).
+        unsafe { adopt(st, seg) };
+        seg
+    }
+
     /// A segment is never unmapped, and never waited for, while an ownership lookup may be
     /// reading its table: the drop is refused (the segment stays whole, findable, its blocks on
     /// the lists) and succeeds once no lookup is in flight. (The first design spun until the
@@ -767,9 +781,7 @@ mod tests {
     #[test]
     fn a_segment_is_not_unmapped_under_a_lookup() {
         let mut st = state();
-        let seg = map_segment().expect("a segment");
-        // SAFETY: fresh from map_segment.
-        unsafe { adopt(&mut st, seg) };
+        let seg = adopted_segment(&mut st);
         let start = lists(&st, seg);
         let inside = seg.addr() + SEG / 2;
         READERS.fetch_add(1, SeqCst); // a lookup in flight
@@ -797,9 +809,7 @@ mod tests {
     #[test]
     fn freed_chunks_merge_back_into_the_segment() {
         let mut st = state();
-        let seg = map_segment().expect("a segment");
-        // SAFETY: fresh from map_segment.
-        unsafe { adopt(&mut st, seg) };
+        let seg = adopted_segment(&mut st);
         let start = lists(&st, seg);
         let len = 16 << 10;
         let n = (SEG / 4) / len;
