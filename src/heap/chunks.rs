@@ -115,8 +115,15 @@ impl HeapCore {
     fn carve_chunk(&mut self, len: usize) -> Option<Chunk> {
         let (base, dirty) = if self.cfg.reentrant {
             crate::region::provider::try_carve(len)?
-        } else {
+        } else if self.cfg.arena {
             crate::region::provider::carve(len)?
+        } else {
+            // A heap of one thread: the thread's cache first (see `region::tcache`).
+            #[cfg(feature = "std")]
+            let got = crate::region::tcache::carve(len)?;
+            #[cfg(not(feature = "std"))]
+            let got = crate::region::provider::carve(len)?;
+            got
         };
         if self.cfg.owner == 0 {
             self.cfg.owner = crate::region::next_owner();
@@ -551,6 +558,11 @@ impl HeapCore {
             let dirty = (c.clean() as usize) << GRANULE_SHIFT;
             #[cfg(feature = "mmap")]
             if c.carved() {
+                #[cfg(feature = "std")]
+                if !self.cfg.arena {
+                    crate::region::tcache::uncarve(c.base(), len, dirty);
+                    return;
+                }
                 crate::region::provider::uncarve(c.base(), len, dirty);
                 return;
             }

@@ -24,6 +24,8 @@ pub(crate) mod os;
 pub(crate) mod pagemap;
 #[cfg(feature = "mmap")]
 pub(crate) mod provider;
+#[cfg(all(feature = "mmap", feature = "std"))]
+pub(crate) mod tcache;
 
 use core::ptr::NonNull;
 
@@ -162,8 +164,9 @@ pub(crate) unsafe fn discard(m: Mapping) {
 }
 
 /// Gives back to the OS the memory this process keeps for the next heap: the mappings dropped
-/// heaps left in the process cache, and the chunk provider's spare segment and the pages of its
-/// free blocks. Returns how many bytes were unmapped (decommitted pages not counted).
+/// heaps left in the process cache, the calling thread's cache of free chunks (up to 128 KiB;
+/// another thread's goes back to the provider when that thread exits), and the chunk
+/// provider's spare segment and the pages of its free blocks. Returns how many bytes were unmapped (decommitted pages not counted).
 ///
 /// Nothing needs it for correctness; it is for tests that count mappings, and for a program
 /// that wants its footprint down after a burst of heaps.
@@ -176,6 +179,8 @@ pub(crate) unsafe fn discard(m: Mapping) {
 /// ```
 #[cfg(feature = "mmap")]
 pub fn release_cached() -> usize {
+    #[cfg(feature = "std")]
+    tcache::flush();
     cache::release_all() + provider::release_idle()
 }
 

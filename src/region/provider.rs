@@ -136,7 +136,9 @@ static HANDLERS: AtomicBool = AtomicBool::new(false);
 /// Sets how many bytes of freed, still committed memory the process-wide chunk provider keeps
 /// for the next heap before it gives their pages back to the OS (8 MiB by default). Memory
 /// past it is decommitted at the next free of a chunk, largest free blocks first, down to half
-/// the limit. 0 decommits every free block's pages (beyond its first) at once.
+/// the limit. 0 decommits every free block's pages (beyond its first) at once. Besides this,
+/// each thread keeps up to 128 KiB of chunks its heaps gave back, for its next heaps (given to
+/// the provider when the thread exits, or by `release_cached` on that thread).
 ///
 /// ```
 /// use allocator_api2::vec::Vec;
@@ -146,7 +148,7 @@ static HANDLERS: AtomicBool = AtomicBool::new(false);
 /// let mut v: Vec<u8, _> = Vec::with_capacity_in(100, &heap);
 /// v.extend_from_slice(b"hello");
 /// drop(v);
-/// drop(heap); // its chunk goes back to the provider
+/// drop(heap); // its chunk goes to this thread's cache, for the next heap
 /// ```
 pub fn set_idle_limit(bytes: usize) {
     IDLE_LIMIT.store(bytes, Relaxed);
@@ -522,6 +524,24 @@ pub(crate) unsafe fn publish(base: NonNull<u8>, len: usize, owner: usize) {
     for s in 0..len >> MIN_SHIFT {
         // SAFETY: the chunk lies in a live segment (contract).
         unsafe { slice(seg, off + (s << MIN_SHIFT)) }.store(e, Release);
+    }
+}
+
+/// Makes a published chunk unfindable again (its slice entries say "no chunk"), as before
+/// [`publish`], without taking the lock: for a chunk that leaves its heap for a thread's cache
+/// (`tcache`), carved still.
+///
+/// # Safety
+/// `base`, `len` are exactly a chunk `carve` returned, not given back, that nobody uses now.
+#[cfg(feature = "std")]
+pub(crate) unsafe fn forget(base: NonNull<u8>, len: usize) {
+    let seg = segment_of(base.as_ptr());
+    let off = base.addr().get() - seg.addr();
+    for s in 0..len >> MIN_SHIFT {
+        // SAFETY: the chunk lies in a live segment (contract); only its own entries change,
+        // and no entry of a carved chunk says FREE, before or after, so a buddy's merge under
+        // the lock reads "not free" either way.
+        unsafe { slice(seg, off + (s << MIN_SHIFT)) }.store(0, Relaxed);
     }
 }
 
