@@ -151,6 +151,42 @@ fn owns_follows_a_chunk_to_its_next_heap() {
     panic!("no new heap got the freed chunk back");
 }
 
+/// A chunk a live heap gives back (here by `reset` with nothing kept warm) goes to the
+/// thread's cache of chunks: from then on the heap does not own it, though it lives on (its
+/// identity does, so the cache must not keep the provider's entries naming it). A dropped
+/// heap's chunks keep theirs until reused, and no live heap owns them.
+#[test]
+#[cfg(feature = "mmap")]
+fn owns_is_false_for_a_chunk_gone_to_the_thread_cache() {
+    let l = Layout::from_size_align(3000, 8).unwrap();
+    let mut a = Heap::builder().warm(0).build().unwrap();
+    let p = a.allocate(l).unwrap().cast::<u8>();
+    assert!(a.owns(p.as_ptr()));
+    a.reset();
+    assert!(
+        !a.owns(p.as_ptr()),
+        "a chunk given back by reset is not the heap's"
+    );
+    let q = a.allocate(l).unwrap().cast::<u8>();
+    assert!(a.owns(q.as_ptr()));
+    let other = Heap::new();
+    let r = other.allocate(Layout::new::<u64>()).unwrap().cast::<u8>();
+    drop(a);
+    assert!(
+        !other.owns(q.as_ptr()),
+        "a dropped heap's chunk is not another's"
+    );
+    // A heap that takes the chunk again owns it.
+    let b = Heap::new();
+    let s = b.allocate(l).unwrap().cast::<u8>();
+    assert!(b.owns(s.as_ptr()) && !other.owns(s.as_ptr()));
+    // SAFETY: allocated above with these layouts.
+    unsafe {
+        b.deallocate(s, l);
+        other.deallocate(r, Layout::new::<u64>());
+    }
+}
+
 /// `owns` on pointers into chunks and segments other threads make and drop at the same
 /// time, as fast as they can: it reads only the page map and the provider's tables (the
 /// segments it reads are not unmapped under it), so it never faults and never claims a

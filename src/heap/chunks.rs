@@ -115,15 +115,16 @@ impl HeapCore {
     fn carve_chunk(&mut self, len: usize) -> Option<Chunk> {
         let (base, dirty) = if self.cfg.reentrant {
             crate::region::provider::try_carve(len)?
-        } else if self.cfg.arena {
-            crate::region::provider::carve(len)?
         } else {
             // A heap of one thread: the thread's cache first (see `region::tcache`).
             #[cfg(feature = "std")]
-            let got = crate::region::tcache::carve(len)?;
+            if self.cfg.thread_cache {
+                crate::region::tcache::carve(len)?
+            } else {
+                crate::region::provider::carve(len)?
+            }
             #[cfg(not(feature = "std"))]
-            let got = crate::region::provider::carve(len)?;
-            got
+            crate::region::provider::carve(len)?
         };
         if self.cfg.owner == 0 {
             self.cfg.owner = crate::region::next_owner();
@@ -282,7 +283,7 @@ impl HeapCore {
             self.meta -= bytes(c.first());
             self.chunks -= 1;
             // (1) unlinked now, and (2) nothing of it is used: never touched again.
-            self.return_chunk(c);
+            self.return_chunk(c, false);
         }
     }
 
@@ -469,7 +470,7 @@ impl HeapCore {
                     meta += bytes(c.first());
                     chunks += 1;
                 } else {
-                    self.return_chunk(c);
+                    self.return_chunk(c, false);
                 }
             }
         }
@@ -491,6 +492,10 @@ impl HeapCore {
     pub(crate) fn give_back_all(&mut self) {
         self.quick.release();
         vg::forget_all(&mut self.vg_pool);
+        // A heap whose chunks go through the thread's cache gives up its identity with them
+        // (it gets a fresh one if it grows again): the slice entries of a chunk the cache keeps
+        // may still name it, which must not make anyone's `owns` true.
+        let retire = self.cfg.thread_cache;
         // SAFETY: the loop gives back only the chunk it was handed.
         for c in unsafe { ChunkIter::new(self.head.take()) } {
             // SAFETY: c is live and unlinked (the list was taken), never used again; nobody
@@ -499,10 +504,14 @@ impl HeapCore {
                 if self.cfg.zero_on_free {
                     wipe_blocks(c);
                 }
-                self.return_chunk(c);
+                self.return_chunk(c, retire);
             }
         }
-        *self = HeapCore::new(self.cfg);
+        let mut cfg = self.cfg;
+        if retire {
+            cfg.owner = 0;
+        }
+        *self = HeapCore::new(cfg);
     }
 }
 
@@ -526,9 +535,13 @@ impl HeapCore {
     /// the chunk provider, the process cache of mappings or the OS. Buffers are left to their
     /// owner.
     ///
+    /// `retiring`: this heap's identity (`cfg.owner`) is never used again (a chunk the thread's
+    /// cache keeps may then still name it in the provider's table, unpublished only when it
+    /// goes to the provider or to its next heap: no lookup of a live heap can match it).
+    ///
     /// # Safety
     /// `c` is a live chunk of this heap that is unlinked and never used again.
-    pub(super) unsafe fn return_chunk(&mut self, c: Chunk) {
+    pub(super) unsafe fn return_chunk(&mut self, c: Chunk, retiring: bool) {
         // SAFETY: c is live until here; its fields are read before the memory goes. A lent
         // chunk's parent outlives this heap and is not in use meanwhile (`Config::parent`).
         unsafe {
@@ -559,8 +572,8 @@ impl HeapCore {
             #[cfg(feature = "mmap")]
             if c.carved() {
                 #[cfg(feature = "std")]
-                if !self.cfg.arena {
-                    crate::region::tcache::uncarve(c.base(), len, dirty);
+                if self.cfg.thread_cache {
+                    crate::region::tcache::uncarve(c.base(), len, dirty, !retiring);
                     return;
                 }
                 crate::region::provider::uncarve(c.base(), len, dirty);

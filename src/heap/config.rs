@@ -68,6 +68,11 @@ pub(crate) struct Config {
     /// The least size of the first chunk the provider carves (0: sized to the first request).
     #[cfg_attr(not(feature = "mmap"), allow(dead_code))]
     pub first_min: usize,
+    /// Take and give back chunks of up to 64 KiB through the thread's cache (`region::tcache`)?
+    /// Only for heaps of one thread outside the global allocator: the global allocator must not
+    /// register a thread-local destructor.
+    #[cfg_attr(not(all(feature = "mmap", feature = "std")), allow(dead_code))]
+    pub thread_cache: bool,
 }
 
 /// Is checked mode on by default? In builds with debug assertions, or with the `checked`
@@ -95,6 +100,7 @@ impl Config {
         reentrant: false,
         give_back_big: false,
         first_min: 0,
+        thread_cache: true,
     };
 }
 

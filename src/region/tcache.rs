@@ -9,7 +9,8 @@
 //! provider when its thread exits (a thread-local destructor) and when the thread calls
 //! `release_cached`.
 //!
-//! Only heaps of one thread use it (`Heap`, not `SyncHeap`'s arenas): the global allocator
+//! Only heaps of one thread use it (`Heap`, not `SyncHeap`'s arenas or the global heap's scope
+//! heaps: `Config::thread_cache`): the global allocator
 //! must not use a thread-local with a destructor (on targets without
 //! `__cxa_thread_atexit_impl`, registering one allocates), and an arena's chunk may be asked
 //! for from a signal handler. A signal handler that makes a `Heap` while its thread is inside
@@ -118,14 +119,20 @@ pub(crate) fn carve(len: usize) -> Option<(NonNull<u8>, usize)> {
 }
 
 /// Gives back a chunk from [`carve`] (or [`provider::carve`]) as [`provider::uncarve`] does:
-/// to this thread's cache if it has room, else to the provider.
+/// to this thread's cache if it has room, else to the provider. `unpublish`: make it
+/// unfindable first (its slice entries say "no chunk"); a heap that is being dropped, whose
+/// identity no lookup can match any more, leaves them (the chunk's next heap or the provider
+/// rewrites them): one store per 512 B saved.
 ///
 /// # Safety
-/// As for [`provider::uncarve`].
-pub(crate) unsafe fn uncarve(base: NonNull<u8>, len: usize, dirty: usize) {
+/// As for [`provider::uncarve`]; and if not `unpublish`, the identity the chunk was published
+/// with is never used again.
+pub(crate) unsafe fn uncarve(base: NonNull<u8>, len: usize, dirty: usize, unpublish: bool) {
     if let Some(k) = order(len) {
-        // SAFETY: forwarded contract; the chunk is nobody's now, so no lookup may find it.
-        unsafe { provider::forget(base, len) };
+        if unpublish {
+            // SAFETY: forwarded contract; the chunk is nobody's now.
+            unsafe { provider::forget(base, len) };
+        }
         let kept = with(|s| {
             if s.len[k] == DEPTH || s.bytes + len > MAX_BYTES {
                 return false;
@@ -179,14 +186,14 @@ mod tests {
         // SAFETY: carved just above, unused.
         unsafe { p.as_ptr().write_bytes(0xa5, 100) };
         // SAFETY: carved just above, given back once, unused after.
-        unsafe { uncarve(p, 4096, 100) };
+        unsafe { uncarve(p, 4096, 100, true) };
         assert_eq!(cached_bytes(), 4096);
         let (q, dirty) = carve(4096).unwrap();
         assert_eq!(q, p, "the cached chunk comes back first");
         assert_eq!(dirty, 100, "with the dirty prefix it was given back with");
         assert_eq!(cached_bytes(), 0);
         // SAFETY: as above.
-        unsafe { uncarve(q, 4096, 100) };
+        unsafe { uncarve(q, 4096, 100, true) };
         flush();
         assert_eq!(cached_bytes(), 0);
     }
@@ -197,7 +204,7 @@ mod tests {
         let chunks: std::vec::Vec<_> = (0..64).map(|_| carve(MAX_CACHED).unwrap().0).collect();
         for &p in &chunks {
             // SAFETY: each carved above, given back once.
-            unsafe { uncarve(p, MAX_CACHED, 64) };
+            unsafe { uncarve(p, MAX_CACHED, 64, true) };
             assert!(cached_bytes() <= MAX_BYTES);
         }
         assert_eq!(cached_bytes(), MAX_BYTES);

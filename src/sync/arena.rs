@@ -79,6 +79,7 @@ impl Arena {
             abort,
             Config {
                 arena: true,
+                thread_cache: false,
                 first_min: FIRST_CHUNK,
                 ..Config::DEFAULT
             },

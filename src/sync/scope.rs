@@ -107,6 +107,7 @@ impl ScopeHeap {
                     owner,
                     give_back_big: true,
                     first_min: FIRST_CHUNK,
+                    thread_cache: false,
                     ..Config::DEFAULT
                 },
             ),
