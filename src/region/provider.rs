@@ -260,6 +260,18 @@ unsafe fn slice<'a>(seg: *mut Segment, off: usize) -> &'a AtomicU64 {
     unsafe { &(*seg).slices[off >> MIN_SHIFT] }
 }
 
+/// The slice entries of the `len` bytes at offset `off` of `seg` (one bounds check for a
+/// whole chunk's entries).
+///
+/// # Safety
+/// `seg` is a live segment, `off + len <= SEG`; the references must not outlive it.
+#[inline]
+unsafe fn slices<'a>(seg: *mut Segment, off: usize, len: usize) -> &'a [AtomicU64] {
+    // SAFETY: live segment (contract); the range is inside the table (`off + len <= SEG`); the
+    // table is never moved while the segment lives, and atomics may be shared.
+    unsafe { &(&(*seg).slices)[off >> MIN_SHIFT..(off + len) >> MIN_SHIFT] }
+}
+
 /// Field entry `i` of `seg`'s header (an entry of the header's own slices).
 ///
 /// # Safety
@@ -521,9 +533,9 @@ pub(crate) unsafe fn publish(base: NonNull<u8>, len: usize, owner: usize) {
     let e = (k_code(order(len))) | ((owner as u64) << OWNER_SHIFT);
     let seg = segment_of(base.as_ptr());
     let off = base.addr().get() - seg.addr();
-    for s in 0..len >> MIN_SHIFT {
-        // SAFETY: the chunk lies in a live segment (contract).
-        unsafe { slice(seg, off + (s << MIN_SHIFT)) }.store(e, Release);
+    // SAFETY: the chunk lies in a live segment (contract).
+    for s in unsafe { slices(seg, off, len) } {
+        s.store(e, Release);
     }
 }
 
@@ -537,11 +549,11 @@ pub(crate) unsafe fn publish(base: NonNull<u8>, len: usize, owner: usize) {
 pub(crate) unsafe fn forget(base: NonNull<u8>, len: usize) {
     let seg = segment_of(base.as_ptr());
     let off = base.addr().get() - seg.addr();
-    for s in 0..len >> MIN_SHIFT {
-        // SAFETY: the chunk lies in a live segment (contract); only its own entries change,
-        // and no entry of a carved chunk says FREE, before or after, so a buddy's merge under
-        // the lock reads "not free" either way.
-        unsafe { slice(seg, off + (s << MIN_SHIFT)) }.store(0, Relaxed);
+    // SAFETY: the chunk lies in a live segment (contract); only its own entries change, and no
+    // entry of a carved chunk says FREE, before or after, so a buddy's merge under the lock
+    // reads "not free" either way.
+    for e in unsafe { slices(seg, off, len) } {
+        e.store(0, Relaxed);
     }
 }
 
@@ -574,8 +586,8 @@ unsafe fn uncarve_in(st: &mut State, base: NonNull<u8>, len: usize, dirty: usize
     unsafe {
         let seg = segment_of(base.as_ptr());
         let mut off = base.addr().get() - seg.addr();
-        for s in 0..len >> MIN_SHIFT {
-            slice(seg, off + (s << MIN_SHIFT)).store(0, Relaxed);
+        for s in slices(seg, off, len) {
+            s.store(0, Relaxed);
         }
         add_carved(seg, len.wrapping_neg());
         let mut dirty = dirty.max(LINK).min(len);
