@@ -216,18 +216,17 @@ impl Chunk {
     }
 
     /// The paged chunk that contains `addr` (found through the process page map, with its
-    /// provenance) and its owner's identity, if any. O(1), lock-free.
+    /// provenance) and the owner's identity it was published with, if any. O(1), lock-free,
+    /// from the process tables alone: no chunk header is read.
     ///
-    /// The page map holds only live paged chunks, and a chunk's `owner` and `len` are written
-    /// once before it is published there. (A chunk being dropped by another thread at this very
-    /// moment can still be read here: only a foreign pointer, a misuse, leads to that; see
-    /// README "Hardening".)
+    /// The tables name only published chunks (and chunks a thread's cache keeps, under the
+    /// identity of a dropped heap, which no live heap has). The chunk is live if `addr` is in a
+    /// block the caller holds; for any other address (a misuse), a chunk being dropped by
+    /// another thread at this very moment can be named: see README "Hardening".
     #[inline]
     pub fn paged_at(addr: usize) -> Option<(Chunk, usize)> {
-        let c = Chunk(crate::region::chunk_of(addr)?.cast());
-        // SAFETY: the page map holds only live, published chunks' base pointers; `owner` and
-        // `len` were written before publication and never change.
-        unsafe { c.contains(addr).then(|| (c, (*c.h()).owner)) }
+        let (base, owner) = crate::region::chunk_of(addr)?;
+        Some((Chunk(base.cast()), owner))
     }
 
     /// The chunk's base address.

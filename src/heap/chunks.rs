@@ -360,7 +360,8 @@ impl HeapCore {
         if self.cfg.owner != 0 {
             // Paged chunks: the page map gives the chunk (with its provenance) in O(1).
             return match Chunk::paged_at(addr) {
-                // SAFETY: the page map names only live chunks, and this one contains addr.
+                // SAFETY: the tables say this heap's chunk holds addr, and this heap's chunks are
+                // live while it is.
                 Some((c, owner)) if owner == self.cfg.owner => unsafe { self.block_in(c, addr, n) },
                 _ => misuse(addr, FOREIGN),
             };

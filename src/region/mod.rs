@@ -92,12 +92,13 @@ pub(crate) fn publish(base: NonNull<u8>, len: usize, owner: usize) -> bool {
     false
 }
 
-/// The base of the chunk holding `addr`, if the process page map knows one (O(1), lock-free): a
-/// paged mapping recorded for the [`PAGED_ALIGN`] window holding `addr`, or a chunk the
-/// provider carved from a segment there. A window past a mapping's end may name it: check the
-/// length.
+/// The base of the chunk holding `addr` and the owner it was published with, if the process
+/// page map knows one (O(1), lock-free, from the tables alone): a paged mapping recorded for
+/// the [`PAGED_ALIGN`] window holding `addr` (if `addr` is below its end), or a chunk the
+/// provider carved from a segment there. For an address in a block the caller holds (see
+/// `provider::resolve`).
 #[inline]
-pub(crate) fn chunk_of(addr: usize) -> Option<NonNull<u8>> {
+pub(crate) fn chunk_of(addr: usize) -> Option<(NonNull<u8>, usize)> {
     #[cfg(feature = "mmap")]
     return provider::resolve(addr);
     #[cfg(not(feature = "mmap"))]

@@ -48,6 +48,7 @@ fn split(addr: usize) -> Option<(usize, usize)> {
 }
 
 /// The second-level table for `i1`, mapping it if `create`.
+#[inline]
 fn leaf(i1: usize, create: bool) -> Option<&'static Leaf> {
     let p = L1[i1].load(Acquire);
     if let Some(p) = NonNull::new(p) {
@@ -58,6 +59,13 @@ fn leaf(i1: usize, create: bool) -> Option<&'static Leaf> {
     if !create {
         return None;
     }
+    new_leaf(i1)
+}
+
+/// Maps and publishes the second-level table for `i1` (or returns the one another thread
+/// published first).
+#[cold]
+fn new_leaf(i1: usize) -> Option<&'static Leaf> {
     let len = L2_BYTES.next_multiple_of(super::os::page_size());
     let fresh = super::os::map(len).ok()?.cast::<Leaf>();
     match L1[i1].compare_exchange(null_mut(), fresh.as_ptr(), AcqRel, Acquire) {
@@ -121,8 +129,8 @@ pub(crate) fn remove(base: NonNull<u8>, len: usize) {
     }
 }
 
-/// The chunk base recorded for the `ALIGN` window holding `addr`, if any.
-#[inline]
+/// The chunk base recorded for the `ALIGN` window holding `addr`, if any (tests).
+#[cfg(test)]
 pub(crate) fn get(addr: usize) -> Option<NonNull<u8>> {
     let (i1, i2) = split(addr)?;
     NonNull::new(leaf(i1, false)?.base[i2].load(Acquire))

@@ -682,7 +682,7 @@ pub(crate) fn release_idle() -> usize {
 ///
 /// # Safety
 /// `seg` is a live segment, and stays so during the call.
-#[inline]
+#[cfg(test)]
 unsafe fn chunk_in(seg: NonNull<u8>, addr: usize) -> Option<NonNull<u8>> {
     // SAFETY: forwarded contract.
     unsafe { entry_in(seg, addr) }.map(|(c, _)| c)
@@ -738,22 +738,24 @@ pub(crate) fn owner_at(addr: usize) -> usize {
 /// ([`resolve`]) do not count: their segment cannot go while the block lives.
 static READERS: AtomicUsize = AtomicUsize::new(0);
 
-/// The page map's entry for `addr`, resolved: a large chunk's base, or the carved chunk holding
-/// `addr` in a segment. For the chunk of a block the caller holds (whose segment cannot go
-/// while the block lives); for any other address, [`owner_at`], which a segment's unmapping
-/// waits for.
+/// The chunk holding `addr` and the owner it was published with, from the page map and the
+/// slice table alone (never a chunk header): a large chunk's base if `addr` is below its end,
+/// or the carved chunk holding `addr` in a segment. For the chunk of a block the caller holds
+/// (whose segment cannot go while the block lives); for any other address, [`owner_at`],
+/// which a segment's unmapping waits for. A chunk in a thread's cache may still answer with the
+/// identity of the dropped heap it came from (see `tcache::uncarve`), which no live heap has.
 #[inline]
-pub(crate) fn resolve(addr: usize) -> Option<NonNull<u8>> {
-    let p = pagemap::get(addr)?;
+pub(crate) fn resolve(addr: usize) -> Option<(NonNull<u8>, usize)> {
+    let (p, owner) = pagemap::owner_of(addr)?;
     if p.addr().get() & TAG == 0 {
-        return Some(p);
+        return (owner != 0).then_some((p, owner));
     }
     // SAFETY: a tagged entry is a segment published by map_segment. It is live here: `addr`
     // is in a block the caller holds (see above), so the segment holds a chunk and is not
     // dropped. (A foreign pointer, a misuse, may meet a segment being unmapped: README
     // "Hardening".)
     unsafe {
-        chunk_in(
+        entry_in(
             NonNull::new_unchecked(p.as_ptr().map_addr(|a| a & !TAG)),
             addr,
         )
