@@ -11,9 +11,12 @@ impl HeapCore {
         if !self.cfg.can_grow {
             return Err(Fail::Limit);
         }
-        let min = chunk_len_for(need, self.cfg.checked).ok_or(Fail::Unsupported)?;
         let step = self.cfg.growth.max(self.mapped.min(MAX_STEP));
         let room = self.cfg.limit.saturating_sub(self.mapped);
+        if let Some(parent) = self.cfg.parent {
+            return self.lend(parent, need, step, room);
+        }
+        let min = chunk_len_for(need, self.cfg.checked).ok_or(Fail::Unsupported)?;
         if min > room {
             return Err(Fail::Limit);
         }
@@ -22,9 +25,6 @@ impl HeapCore {
             .min(max_chunk_len())
             .max(min);
         let len = if len > room { min } else { len };
-        if let Some(parent) = self.cfg.parent {
-            return self.lend(parent, need, step, room);
-        }
         #[cfg(feature = "mmap")]
         if (self.cfg.give_back_big || self.cfg.arena) && min > crate::region::provider::MAX_CARVE {
             // Exactly one large block's worth, given back when it is freed.
@@ -628,8 +628,11 @@ pub(super) fn carve_len_for(need: usize, checked: bool) -> Option<usize> {
 /// The smallest chunk (whole granules) whose block area holds `need` bytes: a child heap's
 /// chunk, a block of its parent.
 pub(crate) fn lent_len_for(need: usize, checked: bool) -> Option<usize> {
-    let need = need.max(GRANULE);
-    let mut len = align_up(need, GRANULE)?;
+    let need = align_up(need.max(GRANULE), GRANULE)?;
+    // The metadata of a chunk of `need` bytes is a lower bound of the metadata's: from there
+    // the shortfall (one bitmap word per 1 KiB more) is made up in a step or two.
+    let mut len =
+        need.checked_add(crate::block::meta_granules(need / GRANULE, checked) * GRANULE)?;
     loop {
         let room =
             len.saturating_sub(crate::block::meta_granules(len / GRANULE, checked) * GRANULE);
