@@ -13,9 +13,11 @@
 //! ```
 //!
 //! The header is a table with one 64-bit entry per 512 B *slice*: on every slice of a chunk of
-//! `MIN_CARVE << k` bytes that is handed out, `k + 1` in the low byte and the chunk's owner
-//! (the heap identity it was published with) above; `FREE | (k + 1)` on the first slice of a
-//! free block; 0 elsewhere. So one atomic load gives the chunk of an address,
+//! `MIN_CARVE << k` bytes (below 64 KiB) that is handed out, `k + 1` in the low byte and the
+//! chunk's owner (the heap identity it was published with) above; `FREE | (k + 1)` on the first
+//! slice of a free block; 0 elsewhere. A chunk of 64 KiB or more has the same entry in a
+//! *coarse table* of one entry per 64 KiB instead (in the header's own, otherwise unused,
+//! entries), which a lookup reads first. So one or two atomic loads give the chunk of an address,
 //! `align_down(addr, MIN_CARVE << k)`, and its owner (O(1), lock-free: the entries are written
 //! before a chunk's pointers are handed out, see [`publish`]), and a freed chunk merges with its
 //! buddy when the buddy's first slice says it is a free block of the same size (O(log)
@@ -85,6 +87,17 @@ const HEADER_ORDER: usize = {
 };
 /// Bytes of the header block: no chunk lies below this offset.
 const HEADER_LEN: usize = MIN_CARVE << HEADER_ORDER;
+/// Chunks of at least `COARSE` bytes (64 KiB) are recorded in the *coarse table*, one entry per
+/// `COARSE` bytes of the segment, not in the slice entries: a lookup in a large chunk reads one
+/// of 64 entries (a few cache lines per segment, not a line per 4 KiB of chunk), and a large
+/// chunk is published with one store per 64 KiB. A lookup reads the coarse entry first and the
+/// slice entry only if it is 0.
+const COARSE_SHIFT: u32 = 16;
+const COARSE: usize = 1 << COARSE_SHIFT;
+/// Where the coarse table starts: the second half of the header's own slice entries (the first
+/// half holds the segment's fields), which no chunk uses.
+const COARSE_AT: usize = (HEADER_LEN >> MIN_SHIFT) / 2;
+const _: () = assert!(COARSE_AT >= SEG >> COARSE_SHIFT && HEADER_LEN <= COARSE);
 /// The low byte of a slice entry: the order code; the owner is above it.
 const CODE: u64 = 0xff;
 const OWNER_SHIFT: u32 = 8;
@@ -260,16 +273,24 @@ unsafe fn slice<'a>(seg: *mut Segment, off: usize) -> &'a AtomicU64 {
     unsafe { &(*seg).slices[off >> MIN_SHIFT] }
 }
 
-/// The slice entries of the `len` bytes at offset `off` of `seg` (one bounds check for a
-/// whole chunk's entries).
+/// The entries that record a chunk of `len` bytes at offset `off` of `seg` (one bounds check
+/// for all of them): one per [`COARSE`] bytes in the coarse table for a chunk of at least
+/// that, else one per slice.
 ///
 /// # Safety
-/// `seg` is a live segment, `off + len <= SEG`; the references must not outlive it.
+/// `seg` is a live segment, `off + len <= SEG`, `len` a provider chunk size and `off` a
+/// multiple of it; the references must not outlive the segment.
 #[inline]
-unsafe fn slices<'a>(seg: *mut Segment, off: usize, len: usize) -> &'a [AtomicU64] {
-    // SAFETY: live segment (contract); the range is inside the table (`off + len <= SEG`); the
-    // table is never moved while the segment lives, and atomics may be shared.
-    unsafe { &(&(*seg).slices)[off >> MIN_SHIFT..(off + len) >> MIN_SHIFT] }
+unsafe fn entries<'a>(seg: *mut Segment, off: usize, len: usize) -> &'a [AtomicU64] {
+    let range = if len >= COARSE {
+        COARSE_AT + (off >> COARSE_SHIFT)..COARSE_AT + ((off + len) >> COARSE_SHIFT)
+    } else {
+        off >> MIN_SHIFT..(off + len) >> MIN_SHIFT
+    };
+    // SAFETY: live segment (contract); the range is inside the table (`off + len <= SEG`, and
+    // the coarse table has `SEG / COARSE` entries from `COARSE_AT`); the table is never moved
+    // while the segment lives, and atomics may be shared.
+    unsafe { &(&(*seg).slices)[range] }
 }
 
 /// Field entry `i` of `seg`'s header (an entry of the header's own slices).
@@ -277,7 +298,7 @@ unsafe fn slices<'a>(seg: *mut Segment, off: usize, len: usize) -> &'a [AtomicU6
 /// # Safety
 /// `seg` is a live segment; the reference must not outlive it.
 unsafe fn field<'a>(seg: *mut Segment, i: usize) -> &'a AtomicU64 {
-    const { assert!(MAP_LEN < HEADER_LEN >> MIN_SHIFT) };
+    const { assert!(MAP_LEN < COARSE_AT) };
     // SAFETY: live segment (contract); `i` indexes a header slice's entry.
     unsafe { &(*seg).slices[i] }
 }
@@ -534,7 +555,7 @@ pub(crate) unsafe fn publish(base: NonNull<u8>, len: usize, owner: usize) {
     let seg = segment_of(base.as_ptr());
     let off = base.addr().get() - seg.addr();
     // SAFETY: the chunk lies in a live segment (contract).
-    for s in unsafe { slices(seg, off, len) } {
+    for s in unsafe { entries(seg, off, len) } {
         s.store(e, Release);
     }
 }
@@ -552,7 +573,7 @@ pub(crate) unsafe fn forget(base: NonNull<u8>, len: usize) {
     // SAFETY: the chunk lies in a live segment (contract); only its own entries change, and no
     // entry of a carved chunk says FREE, before or after, so a buddy's merge under the lock
     // reads "not free" either way.
-    for e in unsafe { slices(seg, off, len) } {
+    for e in unsafe { entries(seg, off, len) } {
         e.store(0, Relaxed);
     }
 }
@@ -586,7 +607,7 @@ unsafe fn uncarve_in(st: &mut State, base: NonNull<u8>, len: usize, dirty: usize
     unsafe {
         let seg = segment_of(base.as_ptr());
         let mut off = base.addr().get() - seg.addr();
-        for s in slices(seg, off, len) {
+        for s in entries(seg, off, len) {
             s.store(0, Relaxed);
         }
         add_carved(seg, len.wrapping_neg());
@@ -698,8 +719,17 @@ unsafe fn entry_in(seg: NonNull<u8>, addr: usize) -> Option<(NonNull<u8>, usize)
     if !(HEADER_LEN..SEG).contains(&off) {
         return None;
     }
-    // SAFETY: a live segment (contract), `off < SEG`.
-    let e = unsafe { slice(seg.cast().as_ptr(), off) }.load(Acquire);
+    let table = seg.cast::<Segment>().as_ptr();
+    // SAFETY: a live segment (contract), `off < SEG`, so the coarse entry of its `COARSE`
+    // block is in the table too.
+    let e = unsafe {
+        let coarse = field(table, COARSE_AT + (off >> COARSE_SHIFT)).load(Acquire);
+        if coarse != 0 {
+            coarse
+        } else {
+            slice(table, off).load(Acquire)
+        }
+    };
     let code = e & CODE;
     if code == 0 || code & FREE != 0 {
         return None;
@@ -834,6 +864,68 @@ mod tests {
         }
         // (Not asked of the page map now: another test may map a segment at the same place.)
         assert!(st.heads.iter().all(|h| h.is_null()));
+    }
+
+    /// Chunks of 64 KiB and more are recorded in the coarse table, smaller ones in the slice
+    /// entries, side by side in one segment: a lookup finds each live chunk and its owner from
+    /// any of its addresses, and nothing once it is given back (then a smaller chunk carved
+    /// where a large one was is found through its slice entries).
+    #[test]
+    fn large_and_small_chunks_are_found_side_by_side() {
+        let mut st = state();
+        let seg = adopted_segment(&mut st);
+        let base = NonNull::new(seg.cast::<u8>()).unwrap();
+        let sizes = [512, COARSE, 4096, 2 * COARSE, 512, SEG / 4];
+        let chunks: std::vec::Vec<_> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| {
+                let (p, _) = carve_in(&mut st, len).expect("room in the segment");
+                // SAFETY: just carved.
+                unsafe { publish(p, len, 2 * i + 2) };
+                (p, len, 2 * i + 2)
+            })
+            .collect();
+        for &(p, len, owner) in &chunks {
+            for at in [0, 1, len / 2, len - 1] {
+                // SAFETY: seg is live.
+                let found = unsafe { entry_in(base, p.addr().get() + at) };
+                assert_eq!(
+                    found,
+                    Some((p, owner)),
+                    "the chunk of {len} B holding +{at}"
+                );
+            }
+        }
+        for &(p, len, _) in &chunks {
+            // SAFETY: carved above, given back once, unused after.
+            unsafe { uncarve_in(&mut st, p, len, LINK) };
+            for at in [0, len - 1] {
+                // SAFETY: seg is live.
+                assert_eq!(unsafe { entry_in(base, p.addr().get() + at) }, None);
+            }
+        }
+        // Where the large chunks were, small ones now.
+        let small: std::vec::Vec<_> = (0..64)
+            .map(|_| carve_in(&mut st, 1024).unwrap().0)
+            .collect();
+        for &p in &small {
+            // SAFETY: just carved.
+            unsafe { publish(p, 1024, 7) };
+            // SAFETY: seg is live.
+            let found = unsafe { entry_in(base, p.addr().get() + 1000) };
+            assert_eq!(found, Some((p, 7)));
+        }
+        for &p in &small {
+            // SAFETY: carved above, given back once.
+            unsafe { uncarve_in(&mut st, p, 1024, LINK) };
+        }
+        // SAFETY: nothing carved: the segment is the state's spare.
+        unsafe {
+            while !drop_segment(&mut st, seg) {
+                std::thread::yield_now();
+            }
+        }
     }
 
     /// Chunks carved from a fresh segment and given back in a scrambled order merge back into
