@@ -27,14 +27,21 @@ const L1_BITS: u32 = ADDR_BITS - ALIGN_SHIFT - L2_BITS;
 const L2_LEN: usize = 1 << L2_BITS;
 const L2_BYTES: usize = core::mem::size_of::<Leaf>();
 
-/// A second-level table: per `ALIGN` window, the chunk base recorded there and, for a chunk
-/// mapped on its own, its owner and end address (a segment's chunks have theirs in the
-/// segment's slice table).
+/// A second-level table: per `ALIGN` window, its [`Window`] entry.
 #[repr(C)]
 struct Leaf {
-    base: [AtomicPtr<u8>; L2_LEN],
-    owner: [AtomicUsize; L2_LEN],
-    end: [AtomicUsize; L2_LEN],
+    w: [Window; L2_LEN],
+}
+
+/// One `ALIGN` window: the chunk base recorded there and, for a chunk mapped on its own, its
+/// owner and end address (a segment's chunks have theirs in the segment's slice table). The
+/// three words are side by side, so a lookup reads one cache line (as three arrays, their
+/// entries lay 32 KiB apart and competed for one set of the L1 cache).
+#[repr(C)]
+struct Window {
+    base: AtomicPtr<u8>,
+    owner: AtomicUsize,
+    end: AtomicUsize,
 }
 
 static L1: [AtomicPtr<Leaf>; 1 << L1_BITS] = [const { AtomicPtr::new(null_mut()) }; 1 << L1_BITS];
@@ -101,11 +108,11 @@ pub(crate) fn insert(base: NonNull<u8>, len: usize, owner: usize) -> bool {
         };
         match leaf(i1, true) {
             Some(l) => {
-                l.owner[i2].store(owner, Relaxed);
-                l.end[i2].store(end, Relaxed);
+                l.w[i2].owner.store(owner, Relaxed);
+                l.w[i2].end.store(end, Relaxed);
                 // Release: the chunk header, owner and end written before are visible to
                 // whoever finds the base.
-                l.base[i2].store(base.as_ptr(), Release);
+                l.w[i2].base.store(base.as_ptr(), Release);
             }
             None => {
                 remove(base, k << ALIGN_SHIFT);
@@ -122,9 +129,9 @@ pub(crate) fn remove(base: NonNull<u8>, len: usize) {
         if let Some((i1, i2)) = split(base.addr().get().wrapping_add(k << ALIGN_SHIFT))
             && let Some(l) = leaf(i1, false)
         {
-            l.base[i2].store(null_mut(), Release);
-            l.owner[i2].store(0, Relaxed);
-            l.end[i2].store(0, Relaxed);
+            l.w[i2].base.store(null_mut(), Release);
+            l.w[i2].owner.store(0, Relaxed);
+            l.w[i2].end.store(0, Relaxed);
         }
     }
 }
@@ -133,7 +140,7 @@ pub(crate) fn remove(base: NonNull<u8>, len: usize) {
 #[cfg(test)]
 pub(crate) fn get(addr: usize) -> Option<NonNull<u8>> {
     let (i1, i2) = split(addr)?;
-    NonNull::new(leaf(i1, false)?.base[i2].load(Acquire))
+    NonNull::new(leaf(i1, false)?.w[i2].base.load(Acquire))
 }
 
 /// The window entry for `addr`: the base recorded there and, for a chunk mapped on its own,
@@ -144,8 +151,9 @@ pub(crate) fn get(addr: usize) -> Option<NonNull<u8>> {
 pub(crate) fn owner_of(addr: usize) -> Option<(NonNull<u8>, usize)> {
     let (i1, i2) = split(addr)?;
     let l = leaf(i1, false)?;
-    let base = NonNull::new(l.base[i2].load(Acquire))?;
-    let owner = l.owner[i2].load(Relaxed);
-    let below_end = addr < l.end[i2].load(Relaxed);
+    let w = &l.w[i2];
+    let base = NonNull::new(w.base.load(Acquire))?;
+    let owner = w.owner.load(Relaxed);
+    let below_end = addr < w.end.load(Relaxed);
     Some((base, if below_end { owner } else { 0 }))
 }
