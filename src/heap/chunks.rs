@@ -357,6 +357,23 @@ impl HeapCore {
     #[inline]
     pub(super) fn locate(&self, ptr: NonNull<u8>, n: Gran) -> Result<(Chunk, Gran), Fail> {
         let addr = ptr.addr().get();
+        if let Some(c) = self.hint.get()
+            // SAFETY: the hint is a chunk of this heap's list (`HeapCore::hint`): live.
+            && unsafe { c.contains(addr) }
+        {
+            // SAFETY: as above, and it contains addr.
+            return unsafe { self.block_in(c, addr, n) };
+        }
+        let found = self.locate_chunk(addr, n);
+        if let Ok((c, _)) = found {
+            self.hint.set(Some(c));
+        }
+        found
+    }
+
+    /// [`locate`](Self::locate) without the hint: through the page map, or a walk of this
+    /// heap's chunks.
+    fn locate_chunk(&self, addr: usize, n: Gran) -> Result<(Chunk, Gran), Fail> {
         if self.cfg.owner != 0 {
             // Paged chunks: the page map gives the chunk (with its provenance) in O(1).
             return match Chunk::paged_at(addr) {
@@ -543,6 +560,8 @@ impl HeapCore {
     /// # Safety
     /// `c` is a live chunk of this heap that is unlinked and never used again.
     pub(super) unsafe fn return_chunk(&mut self, c: Chunk, retiring: bool) {
+        // The hint may be this chunk: after this, its memory may be another heap's.
+        self.hint.set(None);
         // SAFETY: c is live until here; its fields are read before the memory goes. A lent
         // chunk's parent outlives this heap and is not in use meanwhile (`Config::parent`).
         unsafe {

@@ -101,6 +101,10 @@ pub(crate) struct HeapCore {
     pub regrow_at: usize,
     /// Bytes of this heap's blocks its child heaps hold as chunks (part of `in_use`).
     pub lent: usize,
+    /// The chunk the last pointer given back was found in (`locate`), tried first next time:
+    /// a chunk of this heap's list, forgotten whenever a chunk leaves the list
+    /// (`return_chunk`), so it is always live.
+    pub hint: core::cell::Cell<Option<Chunk>>,
 }
 
 /// A block handed out: where it starts and how many bytes it spans.
@@ -172,6 +176,7 @@ impl HeapCore {
             regrow_base: 0,
             regrow_at: usize::MAX,
             lent: 0,
+            hint: core::cell::Cell::new(None),
         }
     }
 }
