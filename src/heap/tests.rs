@@ -342,3 +342,33 @@ fn heap_is_small() {
     let size = core::mem::size_of::<crate::Heap>();
     assert!(size <= 256, "size_of::<Heap>() is {size} bytes");
 }
+
+/// `locate`'s hint (the chunk of the last pointer given back) is forgotten when the chunk
+/// leaves the heap: a chunk given back by `reset` and taken by another heap (here through the
+/// thread's cache) is that heap's, and a pointer into it is foreign to the first, not a block
+/// of the hinted chunk.
+#[test]
+#[cfg(feature = "mmap")]
+fn a_chunk_given_back_is_not_found_through_the_hint() {
+    let cfg = Config {
+        warm: 0,
+        checked: true,
+        ..Config::DEFAULT
+    };
+    let mut a = Core(HeapCore::new(cfg));
+    let p = a.0.alloc(3000, 8, false).unwrap().cast::<u8>();
+    // SAFETY: allocated just above, given back once: the hint is its chunk now.
+    unsafe { a.0.dealloc(p, 3000, 8) }.unwrap();
+    a.0.reset(0);
+    let mut b = Core(HeapCore::new(cfg));
+    let q = b.0.alloc(3000, 8, false).unwrap().cast::<u8>();
+    // SAFETY: `a` must refuse it without touching it (a misuse report, which is the point).
+    let r = unsafe { a.0.dealloc(q, 3000, 8) };
+    assert!(
+        matches!(r, Err(Fail::Misuse(_))),
+        "a pointer of another heap's chunk was taken back: {r:?}"
+    );
+    // SAFETY: allocated above by `b`.
+    unsafe { b.0.dealloc(q, 3000, 8) }.unwrap();
+    b.0.check().unwrap();
+}
