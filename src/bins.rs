@@ -1,4 +1,4 @@
-//! Segregated free lists of one chunk: the free blocks of up to [`BIN_MAX`] granules (4 KiB),
+//! Segregated free lists of one chunk: the free blocks of up to [`BIN_MAX`] granules (64 KiB),
 //! one doubly linked list per size class, and a bitmap of the classes that have blocks. O(1)
 //! insert, remove and fit, whatever the sizes.
 //!
@@ -9,10 +9,11 @@
 //! chunk header.
 //!
 //! Classes: one per size for 1..=32 granules (16..512 B, so small blocks are an exact fit),
-//! then eight per doubling up to 256 granules. [`fit`] takes the head of the lowest non-empty
-//! class whose every block is large enough (a good fit, not the lowest address); a block that
-//! would fit but sits in the class just below, with smaller ones, is found only by [`scan`],
-//! which the heap runs before it reports out of memory.
+//! then four per doubling up to 4,096 granules (61 classes: one bit each in a `u64`). [`fit`]
+//! takes the head of the request's own class if that block is large enough, else the head of the
+//! lowest non-empty class whose every block is large enough (a good fit, not the lowest
+//! address); other blocks that would fit but sit in the request's class, with smaller ones, are
+//! found only by [`scan`], which the heap runs before it reports out of memory.
 //!
 //! Invariant (checked by `Heap::check`): in a heap that bins (see `HeapCore::binned`), a free
 //! block of at most `BIN_MAX` granules is on exactly the list of its class, and no other block
@@ -21,10 +22,11 @@
 
 use crate::block::{Chunk, Gran, NodeField::*};
 
-/// The largest binned block, in granules (4 KiB). Larger free blocks are in the index.
-pub(crate) const BIN_MAX: Gran = 256;
+/// The largest binned block, in granules (64 KiB). Larger free blocks are in the index.
+pub(crate) const BIN_MAX: Gran = 4096;
 /// Number of size classes.
-pub(crate) const BINS: usize = 57;
+pub(crate) const BINS: usize = 61;
+const _: () = assert!(BINS <= 64 && class(BIN_MAX) == BINS - 1);
 
 /// The class of a block of `n` granules (`1 <= n <= BIN_MAX`).
 #[inline]
@@ -32,9 +34,9 @@ pub(crate) const fn class(n: Gran) -> usize {
     if n <= 32 {
         (n - 1) as usize
     } else {
-        let e = n.ilog2(); // 5..=8
-        let sub = (n >> (e - 3)) & 7;
-        32 + ((e - 5) * 8 + sub) as usize
+        let e = n.ilog2(); // 5..=12
+        let sub = (n >> (e - 2)) & 3;
+        32 + ((e - 5) * 4 + sub) as usize
     }
 }
 
@@ -119,14 +121,25 @@ pub(crate) unsafe fn fit(c: Chunk, n: Gran) -> Option<Gran> {
         (1..=BIN_MAX).contains(&n),
         "bins::fit: {n} granules is not a binned size"
     );
-    // SAFETY: live chunk (contract).
-    let map = unsafe { c.bin_map() } >> class_up(n);
-    if map == 0 {
-        return None;
+    let (k0, up) = (class(n), class_up(n));
+    // SAFETY: live chunk (contract); a class's head, if not 0, is a listed free block.
+    unsafe {
+        let map = c.bin_map();
+        if up != k0 && map >> k0 & 1 != 0 {
+            // The request's own class holds blocks from a little below `n` up: its head is a
+            // closer fit than any block of the classes above, if it is large enough.
+            let g = c.bin_head(k0);
+            if c.get(g, Size) >= n {
+                return Some(g);
+            }
+        }
+        let map = map >> up;
+        if map == 0 {
+            return None;
+        }
+        // The bit is set, so the list is not empty.
+        Some(c.bin_head(up + map.trailing_zeros() as usize))
     }
-    let k = class_up(n) + map.trailing_zeros() as usize;
-    // SAFETY: as above; the bit is set, so the list is not empty.
-    Some(unsafe { c.bin_head(k) })
 }
 
 /// The first listed block, in the classes `lo..=hi` in turn, for which `take(g, size)` says

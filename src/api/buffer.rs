@@ -55,7 +55,7 @@ pub struct BufferHeap<'a> {
 impl BufferHeap<'_> {
     /// The smallest buffer [`Heap::from_buffer`] accepts if it starts on a 16-byte boundary: the
     /// heap's metadata (its chunk header and bitmaps, sized for checked mode) plus one 16-byte
-    /// block: 368 bytes on 64-bit targets (the example checks the figure). A buffer that does
+    /// block: 384 bytes on 64-bit targets (the example checks the figure). A buffer that does
     /// not start on 16 bytes needs up to 15 bytes more.
     ///
     /// # Examples
@@ -65,7 +65,7 @@ impl BufferHeap<'_> {
     /// use isoheap::{BufferHeap, Heap};
     ///
     /// # #[cfg(target_pointer_width = "64")]
-    /// assert_eq!(BufferHeap::MIN_LEN, 368);
+    /// assert_eq!(BufferHeap::MIN_LEN, 384);
     /// #[repr(align(16))]
     /// struct Aligned([MaybeUninit<u8>; BufferHeap::MIN_LEN]);
     /// let mut buf = Aligned([MaybeUninit::uninit(); BufferHeap::MIN_LEN]);

@@ -129,6 +129,9 @@ pub(crate) fn carve(len: usize) -> Option<(NonNull<u8>, usize)> {
 /// with is never used again.
 pub(crate) unsafe fn uncarve(base: NonNull<u8>, len: usize, dirty: usize, unpublish: bool) {
     if let Some(k) = order(len) {
+        // As the provider does: whatever memcheck thought of the blocks in it, the next heap
+        // writes its header there.
+        crate::vg::undefined(base.as_ptr(), len);
         if unpublish {
             // SAFETY: forwarded contract; the chunk is nobody's now.
             unsafe { provider::forget(base, len) };
