@@ -379,6 +379,30 @@ fn signal_handler_allocates_while_the_thread_holds_an_arena() {
     GLOBAL.heap().check().expect("global heap consistent");
 }
 
+/// Starts a thread with `pthread_create`, for a forked child. Not `std::thread::spawn`: a
+/// thread std starts takes a process-wide lock (the stack-overflow handler's table of thread
+/// information) that another thread of the test harness may have held at the moment of the
+/// fork; in the child nobody ever releases it, and every new thread waited for it forever (seen
+/// under load, 1 run in 25: all 16 threads in `thread_info::set_current_info`).
+fn spawn_raw(f: extern "C" fn(*mut libc::c_void) -> *mut libc::c_void) -> libc::pthread_t {
+    // SAFETY: a zeroed pthread_t is overwritten by pthread_create; default attributes; `f`
+    // takes no argument it reads.
+    unsafe {
+        let mut t: libc::pthread_t = std::mem::zeroed();
+        let r = libc::pthread_create(&mut t, std::ptr::null(), f, null_mut());
+        assert_eq!(r, 0, "pthread_create");
+        t
+    }
+}
+
+/// Waits for a thread from [`spawn_raw`]; returns its result pointer's address.
+fn join_raw(t: libc::pthread_t) -> usize {
+    let mut ret: *mut libc::c_void = null_mut();
+    // SAFETY: a joinable thread of ours, joined once.
+    assert_eq!(unsafe { libc::pthread_join(t, &mut ret) }, 0, "pthread_join");
+    ret.addr()
+}
+
 /// Runs `body` in a forked child that must exit 0 within `secs` seconds; fails with `what`
 /// on a hang.
 fn in_child(secs: u64, what: &str, body: fn() -> i32) {
@@ -499,15 +523,13 @@ fn signal_handlers_on_many_threads_with_every_arena_busy() {
         || {
             reset_counters(MODE_ALLOC);
             install_handler();
-            let threads: Vec<_> = (0..2 * isoheap::ARENAS)
-                .map(|_| {
-                    std::thread::spawn(|| {
-                        let _ticker = Ticker::at_this_thread(Duration::from_micros(100));
-                        allocation_loop(Duration::from_millis(500))
-                    })
-                })
-                .collect();
-            let iterations: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+            extern "C" fn worker(_: *mut libc::c_void) -> *mut libc::c_void {
+                let _ticker = Ticker::at_this_thread(Duration::from_micros(100));
+                // An iteration count, carried in the thread's result pointer.
+                core::ptr::without_provenance_mut(allocation_loop(Duration::from_millis(500)))
+            }
+            let threads: Vec<_> = (0..2 * isoheap::ARENAS).map(|_| spawn_raw(worker)).collect();
+            let iterations: usize = threads.into_iter().map(join_raw).sum();
             if summary_with("16 threads", iterations, true) {
                 0
             } else {
