@@ -399,7 +399,8 @@ fn spawn_raw(f: extern "C" fn(*mut libc::c_void) -> *mut libc::c_void) -> libc::
 fn join_raw(t: libc::pthread_t) -> usize {
     let mut ret: *mut libc::c_void = null_mut();
     // SAFETY: a joinable thread of ours, joined once.
-    assert_eq!(unsafe { libc::pthread_join(t, &mut ret) }, 0, "pthread_join");
+    let r = unsafe { libc::pthread_join(t, &mut ret) };
+    assert_eq!(r, 0, "pthread_join");
     ret.addr()
 }
 
@@ -528,7 +529,9 @@ fn signal_handlers_on_many_threads_with_every_arena_busy() {
                 // An iteration count, carried in the thread's result pointer.
                 core::ptr::without_provenance_mut(allocation_loop(Duration::from_millis(500)))
             }
-            let threads: Vec<_> = (0..2 * isoheap::ARENAS).map(|_| spawn_raw(worker)).collect();
+            let threads: Vec<_> = (0..2 * isoheap::ARENAS)
+                .map(|_| spawn_raw(worker))
+                .collect();
             let iterations: usize = threads.into_iter().map(join_raw).sum();
             if summary_with("16 threads", iterations, true) {
                 0

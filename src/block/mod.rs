@@ -314,6 +314,27 @@ impl Chunk {
         unsafe { self.word(g).read() >> (g % 64) & 1 != 0 }
     }
 
+    /// The last granule in `from..=at` whose boundary bit is set, if any. O(words).
+    ///
+    /// # Safety
+    /// The chunk is live and `at < granules`.
+    pub unsafe fn prev_bit(self, from: Gran, at: Gran) -> Option<Gran> {
+        let mut at = at;
+        loop {
+            // SAFETY: at < granules (contract; it only falls below).
+            let w = unsafe { self.bitmap_word(at) } << (63 - at % 64);
+            if w != 0 {
+                let g = at - w.leading_zeros();
+                return (g >= from).then_some(g);
+            }
+            let below = at - at % 64;
+            if below <= from {
+                return None;
+            }
+            at = below - 1;
+        }
+    }
+
     /// The first granule in `at..limit` whose boundary bit is set, else `limit`. O(words).
     ///
     /// # Safety

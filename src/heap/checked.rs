@@ -136,7 +136,8 @@ impl HeapCore {
         unsafe {
             let mut cached = false;
             self.quick.for_each(|p, _| cached |= p.addr().get() == addr);
-            let in_free = index::floor(c, g).is_some_and(|f| f + c.get(f, Size) > g);
+            let in_free = index::floor(c, g).is_some_and(|f| f + c.get(f, Size) > g)
+                || (self.bins_on() && in_listed(c, g));
             if cached || in_free {
                 return corrupt(addr, DOUBLE_FREE);
             }
@@ -223,4 +224,30 @@ pub(super) fn misuse<T>(addr: usize, what: &'static str) -> Result<T, Fail> {
         what,
         values: None,
     }))
+}
+
+/// Checked mode: does granule `g` (below the frontier, starting no used block) lie in a free
+/// block on a size-class list? The nearest boundary bit at or below `g` is then that block's
+/// first granule (or `g` is its last): a block starting there must reach `g`, with its end bit
+/// where its size says. (At the last granule of an earlier free block instead, the size read
+/// there is the block's poison or zeroes, never a size that ends on a boundary bit past `g`
+/// but before the frontier by chance of more than a corrupted heap's.)
+///
+/// # Safety
+/// `c` is a live chunk of a checked heap and `g < c.frontier()`.
+#[cold]
+unsafe fn in_listed(c: Chunk, g: Gran) -> bool {
+    // SAFETY: every granule read lies in first..frontier of the live chunk (bounds checked
+    // before each read).
+    unsafe {
+        let Some(b) = c.prev_bit(c.first(), g) else {
+            return false;
+        };
+        if b == g {
+            return true;
+        }
+        let s = c.get(b, Size) as u64;
+        let end = b as u64 + s;
+        end > g as u64 && end <= c.frontier() as u64 && c.bit((end - 1) as Gran)
+    }
 }

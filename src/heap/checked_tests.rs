@@ -47,6 +47,33 @@ fn double_free_cached_and_merged() {
     }
 }
 
+/// A block freed into the middle of a free block on a size-class list (it merged with the
+/// block before it) is reported as a double free: the report finds the free block around the
+/// address from the boundary bitmap, not the index (listed blocks are not in it).
+#[test]
+fn double_free_merged_into_a_listed_block() {
+    let mut h = core(true);
+    // A first chunk with room for all three blocks, side by side (above the quick lists' sizes).
+    let room = alloc(&mut h, 60_000, 16);
+    // SAFETY: allocated just above; freed once (back to the frontier).
+    unsafe { h.0.dealloc(room, 60_000, 16).unwrap() };
+    let a = alloc(&mut h, 5000, 16);
+    let b = alloc(&mut h, 5000, 16);
+    let _guard = alloc(&mut h, 16, 16);
+    assert_eq!(
+        b.addr().get() - a.addr().get(),
+        5008,
+        "side by side (5,000 B and the tag)"
+    );
+    // SAFETY: a and b are live with this layout; the third free is the misuse under test.
+    unsafe {
+        h.0.dealloc(b, 5000, 16).unwrap();
+        h.0.dealloc(a, 5000, 16).unwrap();
+        assert_eq!(what(h.0.dealloc(b, 5000, 16)).0, DOUBLE_FREE);
+    }
+    h.0.check().unwrap();
+}
+
 #[test]
 fn foreign_and_interior_pointers() {
     let mut h = core(true);

@@ -138,9 +138,8 @@ impl HeapCore {
 
     /// Does this heap keep free blocks of `s` granules on its chunks' size-class lists
     /// (`bins`: O(1) fit, a good fit) rather than in the address-ordered index? Heaps with
-    /// quick reuse (the default) that are not checked, for blocks of up to `BIN_MAX` granules.
-    /// With `quick_reuse(false)` every free block is indexed (exact lowest-address first fit);
-    /// checked heaps too (their misuse reports look free blocks up by address).
+    /// quick reuse (the default), checked or not, for blocks of up to `BIN_MAX` granules. With
+    /// `quick_reuse(false)` every free block is indexed (exact lowest-address first fit).
     #[inline]
     pub(crate) fn binned(&self, s: Gran) -> bool {
         s <= BIN_MAX && self.bins_on()
@@ -149,7 +148,7 @@ impl HeapCore {
     /// Does this heap use size-class lists at all (see `binned`)?
     #[inline]
     pub(crate) fn bins_on(&self) -> bool {
-        self.cfg.quick_reuse && !self.cfg.checked
+        self.cfg.quick_reuse
     }
 
     /// Files free block `g` (marked, of size `s`) in the index or on its size-class list.
