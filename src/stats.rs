@@ -42,7 +42,7 @@ pub struct Stats {
     /// at least 32 KiB (any buffer that can spare it in checked mode) carves it from the
     /// buffer's start at once, and counts it in `mapped` and `metadata` too (its `map()` shows
     /// the chunks only). Keeping the table
-    /// out of the heap keeps a heap small (`size_of::<Heap>()` is about 200 bytes) and a heap
+    /// out of the heap keeps a heap small (`size_of::<Heap>()` is about 230 bytes) and a heap
     /// that holds one collection free of it.
     pub quick_table: usize,
     /// Bytes of this heap's blocks that its child heaps ([`Heap::child`](crate::Heap::child))
