@@ -223,9 +223,7 @@ impl<H: PoolHeap> HeapPool<H> {
             reserved: AtomicBool::new(false),
         }
     }
-}
 
-impl<H: PoolHeap> HeapPool<H> {
     /// Makes room for `max_idle` heaps in the idle list, allocating outside the lock, so that
     /// returning a heap never allocates while the lock is held.
     #[cold]

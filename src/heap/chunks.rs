@@ -559,6 +559,7 @@ impl HeapCore {
     ///
     /// # Safety
     /// `c` is a live chunk of this heap that is unlinked and never used again.
+    #[cfg_attr(not(feature = "std"), allow(unused_variables))]
     pub(super) unsafe fn return_chunk(&mut self, c: Chunk, retiring: bool) {
         // The hint may be this chunk: after this, its memory may be another heap's.
         self.hint.set(None);

@@ -293,6 +293,18 @@ unsafe fn entries<'a>(seg: *mut Segment, off: usize, len: usize) -> &'a [AtomicU
     unsafe { &(&(*seg).slices)[range] }
 }
 
+/// The entries that record the carved chunk `base`, `len` (see [`entries`]).
+///
+/// # Safety
+/// `base`, `len` are exactly a chunk `carve` returned, not given back; the references must
+/// not outlive its segment.
+#[inline]
+unsafe fn chunk_entries<'a>(base: NonNull<u8>, len: usize) -> &'a [AtomicU64] {
+    let seg = segment_of(base.as_ptr());
+    // SAFETY: a carved chunk lies in a live segment, aligned to its size (contract).
+    unsafe { entries(seg, base.addr().get() - seg.addr(), len) }
+}
+
 /// Field entry `i` of `seg`'s header (an entry of the header's own slices).
 ///
 /// # Safety
@@ -552,28 +564,23 @@ pub(crate) unsafe fn publish(base: NonNull<u8>, len: usize, owner: usize) {
         "provider: owner {owner} does not fit a slice entry"
     );
     let e = (k_code(order(len))) | ((owner as u64) << OWNER_SHIFT);
-    let seg = segment_of(base.as_ptr());
-    let off = base.addr().get() - seg.addr();
-    // SAFETY: the chunk lies in a live segment (contract).
-    for s in unsafe { entries(seg, off, len) } {
+    // SAFETY: forwarded contract.
+    for s in unsafe { chunk_entries(base, len) } {
         s.store(e, Release);
     }
 }
 
 /// Makes a published chunk unfindable again (its slice entries say "no chunk"), as before
-/// [`publish`], without taking the lock: for a chunk that leaves its heap for a thread's cache
-/// (`tcache`), carved still.
+/// [`publish`], without taking the lock: for a chunk given back to the provider, or one that
+/// leaves its heap for a thread's cache (`tcache`), carved still.
 ///
 /// # Safety
 /// `base`, `len` are exactly a chunk `carve` returned, not given back, that nobody uses now.
-#[cfg(feature = "std")]
 pub(crate) unsafe fn forget(base: NonNull<u8>, len: usize) {
-    let seg = segment_of(base.as_ptr());
-    let off = base.addr().get() - seg.addr();
-    // SAFETY: the chunk lies in a live segment (contract); only its own entries change, and no
-    // entry of a carved chunk says FREE, before or after, so a buddy's merge under the lock
-    // reads "not free" either way.
-    for e in unsafe { entries(seg, off, len) } {
+    // SAFETY: forwarded contract; only the chunk's own entries change, and no entry of a
+    // carved chunk says FREE, before or after, so a buddy's merge under the lock reads "not
+    // free" either way.
+    for e in unsafe { chunk_entries(base, len) } {
         e.store(0, Relaxed);
     }
 }
@@ -605,11 +612,9 @@ unsafe fn uncarve_in(st: &mut State, base: NonNull<u8>, len: usize, dirty: usize
     // SAFETY: the chunk lies in a live segment (item 1); every block touched below is its buddy
     // or a free block of the same segment, found through the slice table.
     unsafe {
+        forget(base, len);
         let seg = segment_of(base.as_ptr());
         let mut off = base.addr().get() - seg.addr();
-        for s in entries(seg, off, len) {
-            s.store(0, Relaxed);
-        }
         add_carved(seg, len.wrapping_neg());
         let mut dirty = dirty.max(LINK).min(len);
         while k + 1 < ORDERS {
@@ -747,18 +752,10 @@ pub(crate) fn owner_at(addr: usize) -> usize {
     // load misses the segment, or its unmapping waits until the count falls back).
     READERS.fetch_add(1, Relaxed);
     fence(SeqCst);
-    let owner = match pagemap::owner_of(addr) {
-        None => 0,
-        Some((_, owner)) if owner != 0 => owner,
-        Some((p, _)) if p.addr().get() & TAG == 0 => 0,
-        // SAFETY: a tagged entry is a segment published by map_segment, and it stays mapped
-        // until this read is done: a segment is unmapped only after `retire` took it out of
-        // the page map and then saw READERS at 0.
-        Some((p, _)) => unsafe {
-            let seg = NonNull::new_unchecked(p.as_ptr().map_addr(|a| a & !TAG));
-            entry_in(seg, addr).map_or(0, |(_, o)| o)
-        },
-    };
+    // A tagged entry's segment stays mapped until this read is done: a segment is unmapped
+    // only after `retire` took it out of the page map and then saw READERS at 0 (so, for this
+    // lookup, `resolve`'s "the segment is live" holds for any address).
+    let owner = resolve(addr).map_or(0, |(_, o)| o);
     READERS.fetch_sub(1, Release);
     owner
 }

@@ -31,8 +31,11 @@ pub struct GlobalHeap {
     pub(super) cached: AtomicBool,
     forks: AtomicBool,
     /// Has a scope of this heap ever started? Until then no free looks for a scope heap.
+    /// (Scopes need `std`.)
+    #[cfg_attr(not(feature = "std"), allow(dead_code))]
     pub(super) scoped: AtomicBool,
     /// Scope heaps taken and not yet released (`live_scopes`).
+    #[cfg_attr(not(feature = "std"), allow(dead_code))]
     pub(super) live_scopes: AtomicUsize,
     /// The next heap made fork-safe before this one (see `fork`).
     pub(super) fork_next: AtomicPtr<GlobalHeap>,

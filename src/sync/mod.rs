@@ -339,19 +339,18 @@ impl SyncHeap {
         // SAFETY: we hold a's lock until after the call; the caller's contract.
         let r = unsafe {
             a.locked(&self.totals, |c| {
-                c.cfg.reentrant = inside.reentrant;
-                let r = if new.size() >= old.size() {
-                    c.grow(
-                        p,
-                        (old.size(), old.align()),
-                        (new.size(), new.align()),
-                        zero,
-                    )
-                } else {
-                    c.shrink(p, (old.size(), old.align()), (new.size(), new.align()))
-                };
-                c.cfg.reentrant = false;
-                r
+                as_reentrant(c, inside.reentrant, |c| {
+                    if new.size() >= old.size() {
+                        c.grow(
+                            p,
+                            (old.size(), old.align()),
+                            (new.size(), new.align()),
+                            zero,
+                        )
+                    } else {
+                        c.shrink(p, (old.size(), old.align()), (new.size(), new.align()))
+                    }
+                })
             })
         };
         drop(held);
