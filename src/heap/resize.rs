@@ -32,6 +32,15 @@ impl HeapCore {
         if align > MAX_ALIGN {
             return Err(Fail::Unsupported);
         }
+        if let Some(b) = self.same_granules(ptr, old, new, align) {
+            if zero {
+                // SAFETY: `old..b.len()` is inside the caller's block (item 1: it spans whole
+                // granules, as many as `new` needs).
+                unsafe { core::ptr::write_bytes(ptr.as_ptr().add(old), 0, b.len() - old) };
+            }
+            vg::resize(self.vg_pool, ptr.as_ptr(), old, new, zero);
+            return Ok(b);
+        }
         let (c, g, n_old) = self.find(ptr, old, old_align)?;
         let n_new = granules(self.inner(new)?)?;
         // In place the block grows by the difference; a move needs even more at its peak.
@@ -98,6 +107,27 @@ impl HeapCore {
         // The headroom was never the caller's: the peak counts only what was handed out.
         self.peak = peak.max(self.in_use);
         r
+    }
+
+    /// A resize that stays inside the block's last granule, in a heap that is not checked,
+    /// changes nothing in the heap: the block as it is (whole granules), without looking it up.
+    /// (So a foreign pointer goes unnoticed there, as in every allocator without checks; any
+    /// resize that changes the heap looks the block up first.) `None` when the resize needs
+    /// the heap.
+    #[inline]
+    fn same_granules(
+        &self,
+        ptr: NonNull<u8>,
+        old: usize,
+        new: usize,
+        align: usize,
+    ) -> Option<Block> {
+        debug_assert!(old >= 1 && new >= 1, "same_granules: a zero size");
+        let n = (new - 1) >> GRANULE_SHIFT;
+        (!self.cfg.checked
+            && n == (old - 1) >> GRANULE_SHIFT
+            && is_aligned(ptr.addr().get(), align))
+        .then(|| NonNull::slice_from_raw_parts(ptr, (n + 1) << GRANULE_SHIFT))
     }
 
     /// Bytes a block of `size` caller bytes needs: `size`, plus the tag in checked mode.
@@ -215,6 +245,10 @@ impl HeapCore {
             // and on `Err` (a misuse, reported before anything changed) nothing was freed.
             unsafe { self.dealloc(ptr, old, old_align)? };
             return Ok(dangling(align));
+        }
+        if let Some(b) = self.same_granules(ptr, old, new, align) {
+            vg::resize(self.vg_pool, ptr.as_ptr(), old, new, false);
+            return Ok(b);
         }
         let (c, g, n_old) = self.find(ptr, old, old_align)?;
         let n_new = granules(self.inner(new)?)?;
