@@ -10,10 +10,11 @@
 //!
 //! Classes: one per size for 1..=32 granules (16..512 B, so small blocks are an exact fit),
 //! then four per doubling up to 4,096 granules (61 classes: one bit each in a `u64`). [`fit`]
-//! takes the head of the request's own class if that block is large enough, else the head of the
-//! lowest non-empty class whose every block is large enough (a good fit, not the lowest
-//! address); other blocks that would fit but sit in the request's class, with smaller ones, are
-//! found only by [`scan`], which the heap runs before it reports out of memory.
+//! takes the head of the request's own class if that block is large enough (for requests above
+//! 1 KiB, the best of the first [`FIT_TRIES`] blocks of the class), else the head of the lowest
+//! non-empty class whose every block is large enough (a good fit, not the lowest address); other
+//! blocks that would fit but sit in the request's class, with smaller ones, are found only by
+//! [`scan`], which the heap runs before it reports out of memory.
 //!
 //! Invariant (checked by `Heap::check`): in a heap that bins (see `HeapCore::binned`), a free
 //! block of at most `BIN_MAX` granules is on exactly the list of its class, and no other block
@@ -110,6 +111,17 @@ pub(crate) unsafe fn remove(c: Chunk, g: Gran) {
     }
 }
 
+/// Blocks of the request's own class that [`fit`] compares, for requests of more than
+/// [`BEST_FIT_FROM`] granules: the smallest that fits is taken (an exact fit at once). A class
+/// there spans a quarter of a doubling, so its head may be up to 25% larger than the request;
+/// comparing a few keeps large blocks from being cut into ill-fitting remainders (in a fixed
+/// 64 MiB heap, live at the first failure: log-uniform 8 B-64 KiB 94.8% -> 95.9%, bimodal
+/// 93.5% -> 94.5%), for about one more instruction per call at 10,000 live blocks of 8 B-4 KiB.
+/// Smaller requests take the head (comparing there cost ten more instructions for 0.1 point).
+pub(crate) const FIT_TRIES: usize = 4;
+/// See [`FIT_TRIES`]: 1 KiB.
+pub(crate) const BEST_FIT_FROM: Gran = 64;
+
 /// A listed block of at least `n` granules (`1 <= n <= BIN_MAX`) from the lowest class that
 /// guarantees it, if any. O(1).
 ///
@@ -122,14 +134,30 @@ pub(crate) unsafe fn fit(c: Chunk, n: Gran) -> Option<Gran> {
         "bins::fit: {n} granules is not a binned size"
     );
     let (k0, up) = (class(n), class_up(n));
-    // SAFETY: live chunk (contract); a class's head, if not 0, is a listed free block.
+    // SAFETY: live chunk (contract); a class's head, if not 0, is a listed free block, and so
+    // is the `Right` link of a listed block, if not 0 (the list invariant).
     unsafe {
         let map = c.bin_map();
         if up != k0 && map >> k0 & 1 != 0 {
-            // The request's own class holds blocks from a little below `n` up: its head is a
-            // closer fit than any block of the classes above, if it is large enough.
-            let g = c.bin_head(k0);
-            if c.get(g, Size) >= n {
+            // The request's own class holds blocks from a little below `n` up: its head (or the
+            // best of its first few, see FIT_TRIES) is a closer fit than any block of the
+            // classes above, if it is large enough.
+            let mut g = c.bin_head(k0);
+            let mut best: Option<(Gran, Gran)> = None;
+            for _ in 0..if n > BEST_FIT_FROM { FIT_TRIES } else { 1 } {
+                let s = c.get(g, Size);
+                if s >= n && best.is_none_or(|(_, b)| s < b) {
+                    best = Some((g, s));
+                    if s == n {
+                        break;
+                    }
+                }
+                g = c.get(g, Right);
+                if g == 0 {
+                    break;
+                }
+            }
+            if let Some((g, _)) = best {
                 return Some(g);
             }
         }

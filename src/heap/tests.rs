@@ -456,3 +456,43 @@ fn strings_grown_by_appends_move_rarely() {
         );
     }
 }
+
+/// A large request takes the best fit among the first blocks of its own size class, not just
+/// the class's head: three free blocks of 288, 300 and 316 granules share a class (256-319,
+/// above the quick lists' sizes); the last freed heads its list, and a 288-granule request used
+/// to cut it, leaving 28 granules.
+#[test]
+fn a_large_request_takes_the_best_of_its_class() {
+    let mut h = Core(HeapCore::new(Config {
+        checked: false,
+        ..Config::DEFAULT
+    }));
+    // One chunk for all the blocks (a first allocation would get a chunk sized to itself).
+    h.0.map_chunk(DEFAULT_GROWTH).expect("a first chunk");
+    let sizes = [288usize, 300, 316];
+    let mut blocks = std::vec::Vec::new();
+    for &n in &sizes {
+        let b = h.0.alloc(n * GRANULE, 16, false).unwrap().cast::<u8>();
+        let guard = h.0.alloc(GRANULE, 16, false).unwrap().cast::<u8>();
+        blocks.push((b, n, guard));
+    }
+    for &(b, n, _) in &blocks {
+        // SAFETY: allocated above with this size.
+        unsafe { h.0.dealloc(b, n * GRANULE, 16) }.unwrap();
+    }
+    h.check();
+    let got = h.0.alloc(288 * GRANULE, 16, false).unwrap().cast::<u8>();
+    assert_eq!(
+        got, blocks[0].0,
+        "the exact 288-granule block, not the 316 at the list's head"
+    );
+    h.check();
+    // SAFETY: every block below is live with the size it was allocated with.
+    unsafe {
+        h.0.dealloc(got, 288 * GRANULE, 16).unwrap();
+        for &(_, _, guard) in &blocks {
+            h.0.dealloc(guard, GRANULE, 16).unwrap();
+        }
+    }
+    h.check();
+}
