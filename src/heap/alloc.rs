@@ -369,7 +369,8 @@ impl HeapCore {
         }
     }
 
-    /// Maps a new chunk big enough for `n` granules at `align`, links it and allocates there.
+    /// Maps a new chunk big enough for `n` granules at `align`, links it and allocates there
+    /// (refused at once while `spare_only`).
     #[cold]
     #[inline(never)]
     pub(super) fn alloc_new_chunk(
@@ -378,6 +379,9 @@ impl HeapCore {
         align: usize,
         zero: bool,
     ) -> Result<Block, Fail> {
+        if self.spare_only {
+            return Err(Fail::Limit);
+        }
         let pad = align.saturating_sub(GRANULE);
         let need = bytes(n).checked_add(pad).ok_or(Fail::Unsupported)?;
         let c = match self.grow_by(need) {

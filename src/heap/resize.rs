@@ -83,7 +83,8 @@ impl HeapCore {
     /// the next small grow of this block finds its successor free and extends in place. Nothing
     /// is hidden or reserved: the headroom is an ordinary free block that any allocation may
     /// take, and the caller's block is exactly what `alloc` would have given. Falls back to a
-    /// plain allocation when the larger one is over the budget or does not fit the memory.
+    /// plain allocation when the larger one is over the budget or does not fit the memory the
+    /// heap has (headroom never makes the heap map more).
     fn alloc_moved(
         &mut self,
         new: usize,
@@ -98,7 +99,12 @@ impl HeapCore {
         // The caller-visible size of a block of exactly `n + h` granules.
         let big = bytes(n + h) - if self.cfg.checked { TAG } else { 0 };
         let peak = self.peak;
-        let Ok(b) = self.alloc(big, align, zero) else {
+        // Headroom only from memory the heap has: it never maps a chunk of its own (the
+        // plain allocation below may).
+        self.spare_only = true;
+        let got = self.alloc(big, align, zero);
+        self.spare_only = false;
+        let Ok(b) = got else {
             return self.alloc(new, align, zero);
         };
         // SAFETY: `b` was just allocated with `big` bytes at `align`, and is not used again

@@ -496,3 +496,44 @@ fn a_large_request_takes_the_best_of_its_class() {
     }
     h.check();
 }
+
+/// Headroom for a moving grow comes only from memory the heap has: a string that must move
+/// when the chunk has room for it but not for its headroom moves exactly, without mapping a
+/// chunk (before, the larger request mapped a second one and the string moved there).
+#[test]
+fn headroom_never_maps_a_chunk() {
+    let mut h = Core(HeapCore::new(Config {
+        checked: false,
+        ..Config::DEFAULT
+    }));
+    h.0.map_chunk(DEFAULT_GROWTH).expect("a first chunk");
+    let s = h.0.alloc(1024, 1, false).unwrap().cast::<u8>();
+    let guard = h.0.alloc(GRANULE, 16, false).unwrap().cast::<u8>();
+    // Leave 70 granules of frontier: room for the string grown by a granule (65), not for it
+    // with headroom (65 + 33).
+    // SAFETY: the only chunk, live.
+    let left = unsafe {
+        let c = h.0.head.unwrap();
+        c.granules() - c.frontier()
+    };
+    let fill_len = bytes(left - 70);
+    let fill = h.0.alloc(fill_len, 16, false).unwrap().cast::<u8>();
+    let mapped = h.0.mapped;
+    // SAFETY: s is a live block of 1024 bytes at alignment 1.
+    let r = unsafe { h.0.grow(s, (1024, 1), (1040, 1), false) }.unwrap();
+    let t = r.cast::<u8>();
+    assert_ne!(t, s, "the guard is in the way: the string moves");
+    assert_eq!(
+        (h.0.chunks, h.0.mapped),
+        (1, mapped),
+        "no chunk mapped for headroom"
+    );
+    h.check();
+    // SAFETY: the blocks are live with these layouts.
+    unsafe {
+        h.0.dealloc(t, 1040, 1).unwrap();
+        h.0.dealloc(guard, GRANULE, 16).unwrap();
+        h.0.dealloc(fill, fill_len, 16).unwrap();
+    }
+    h.check();
+}
