@@ -8,8 +8,9 @@
 //! valgrind --error-exitcode=99 target/debug/examples/valgrind_planted use-after-free   # exit 99
 //! ```
 //!
-//! Cases: `use-after-free`, `read-past-end` (into free memory after the block), `uninit`
-//! (a branch on bytes never written), `after-reset`, `none` (a control: must be clean).
+//! Cases: `use-after-free`, `read-past-end` (into free memory after the block),
+//! `past-shrunk-end` (into the tail a shrink gave back), `uninit` (a branch on bytes never
+//! written), `after-reset`, `none` (a control: must be clean).
 
 use core::alloc::Layout;
 use isoheap::Heap;
@@ -41,6 +42,13 @@ fn main() {
                 heap.deallocate(q, big);
                 // The 64-byte block's last byte is fine; 8 KiB past it is free memory.
                 std::ptr::read_volatile(p.as_ptr().add(64 + 16 + 4000))
+            }
+            "past-shrunk-end" => {
+                // Shrunk from 64 to 16 bytes: byte 40 is in the granules it gave back.
+                p.as_ptr().write_bytes(3, 64);
+                let small = Layout::from_size_align(16, 8).unwrap();
+                let q = heap.shrink(p, layout, small).unwrap().cast::<u8>();
+                std::ptr::read_volatile(q.as_ptr().add(40))
             }
             "uninit" => {
                 let b = std::ptr::read_volatile(p.as_ptr().add(3));

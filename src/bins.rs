@@ -138,10 +138,11 @@ pub(crate) unsafe fn fit(c: Chunk, n: Gran) -> Option<Gran> {
     // is the `Right` link of a listed block, if not 0 (the list invariant).
     unsafe {
         let map = c.bin_map();
-        if up != k0 && map >> k0 & 1 != 0 {
-            // The request's own class holds blocks from a little below `n` up: its head (or the
-            // best of its first few, see FIT_TRIES) is a closer fit than any block of the
-            // classes above, if it is large enough.
+        if map >> k0 & 1 != 0 && (up != k0 || n > BEST_FIT_FROM) {
+            // The request's own class holds blocks from a little below `n` up (from `n` up when
+            // `n` is the class's smallest size): its head (or the best of its first few, see
+            // FIT_TRIES) is a closer fit than any block of the classes above, if it is large
+            // enough.
             let mut g = c.bin_head(k0);
             let mut best: Option<(Gran, Gran)> = None;
             for _ in 0..if n > BEST_FIT_FROM { FIT_TRIES } else { 1 } {

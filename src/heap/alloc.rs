@@ -369,8 +369,7 @@ impl HeapCore {
         }
     }
 
-    /// Maps a new chunk big enough for `n` granules at `align`, links it and allocates there
-    /// (refused at once while `spare_only`).
+    /// Maps a new chunk big enough for `n` granules at `align`, links it and allocates there.
     #[cold]
     #[inline(never)]
     pub(super) fn alloc_new_chunk(
@@ -379,9 +378,6 @@ impl HeapCore {
         align: usize,
         zero: bool,
     ) -> Result<Block, Fail> {
-        if self.spare_only {
-            return Err(Fail::Limit);
-        }
         let pad = align.saturating_sub(GRANULE);
         let need = bytes(n).checked_add(pad).ok_or(Fail::Unsupported)?;
         let c = match self.grow_by(need) {

@@ -105,9 +105,6 @@ pub(crate) struct HeapCore {
     /// a chunk of this heap's list, forgotten whenever a chunk leaves the list
     /// (`return_chunk`), so it is always live.
     pub hint: core::cell::Cell<Option<Chunk>>,
-    /// Set while an allocation may use only memory the heap has (free blocks, frontiers): no
-    /// new chunk, no out-of-memory search (headroom for a moving grow, see `alloc_moved`).
-    pub spare_only: bool,
 }
 
 /// A block handed out: where it starts and how many bytes it spans.
@@ -180,7 +177,6 @@ impl HeapCore {
             regrow_at: usize::MAX,
             lent: 0,
             hint: core::cell::Cell::new(None),
-            spare_only: false,
         }
     }
 }

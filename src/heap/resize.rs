@@ -34,8 +34,9 @@ impl HeapCore {
         }
         if let Some(b) = self.same_granules(ptr, old, new, align) {
             if zero {
-                // SAFETY: `old..b.len()` is inside the caller's block (item 1: it spans whole
-                // granules, as many as `new` needs).
+                // SAFETY: `old..b.len()` is inside the caller's block: item 1 makes `ptr` a
+                // block this heap handed out, which spans whole granules (the length returned
+                // then) with the provenance of its chunk, and `b.len()` is its granules' end.
                 unsafe { core::ptr::write_bytes(ptr.as_ptr().add(old), 0, b.len() - old) };
             }
             vg::resize(self.vg_pool, ptr.as_ptr(), old, new, zero);
@@ -78,13 +79,13 @@ impl HeapCore {
 
     /// The new home of a block that grows by moving, by a small step (an append): `new`
     /// bytes (`n` granules) at `align`, placed with headroom behind it when the heap bins
-    /// (see [`room`]). Room for `n + room(n)` granules is allocated, then shrunk in place to
-    /// `n`: the extra granules go straight back to the free set, merged with what follows, so
-    /// the next small grow of this block finds its successor free and extends in place. Nothing
-    /// is hidden or reserved: the headroom is an ordinary free block that any allocation may
-    /// take, and the caller's block is exactly what `alloc` would have given. Falls back to a
-    /// plain allocation when the larger one is over the budget or does not fit the memory the
-    /// heap has (headroom never makes the heap map more).
+    /// (see [`room`]). Room for `n + room(n)` granules is cut from the memory the heap has (a
+    /// free block or a frontier: never a new chunk, never the quick lists), then the extra
+    /// granules go straight back to the free set, merged with what follows, so the next small
+    /// grow of this block finds its successor free and extends in place. Nothing is hidden or
+    /// reserved: the headroom is an ordinary free block that any allocation may take, and the
+    /// caller's block is exactly what `alloc` would have given. Else (over the budget, or no
+    /// room that large) a plain allocation.
     fn alloc_moved(
         &mut self,
         new: usize,
@@ -96,23 +97,65 @@ impl HeapCore {
         if h == 0 || !self.bins_on() || self.in_use + bytes(n + h) > self.cfg.budget {
             return self.alloc(new, align, zero);
         }
-        // The caller-visible size of a block of exactly `n + h` granules.
-        let big = bytes(n + h) - if self.cfg.checked { TAG } else { 0 };
         let peak = self.peak;
-        // Headroom only from memory the heap has: it never maps a chunk of its own (the
-        // plain allocation below may).
-        self.spare_only = true;
-        let got = self.alloc(big, align, zero);
-        self.spare_only = false;
-        let Ok(b) = got else {
+        let Some((c, g)) = self.alloc_spare(n + h, align, zero) else {
             return self.alloc(new, align, zero);
         };
-        // SAFETY: `b` was just allocated with `big` bytes at `align`, and is not used again
-        // (the shrunk block replaces it).
-        let r = unsafe { self.shrink(b.cast(), (big, align), (new, align)) };
-        // The headroom was never the caller's: the peak counts only what was handed out.
+        // The headroom was never the caller's: the peak counts only what was handed out
+        // (restored before the merge below, which weighs free memory against the peak).
+        self.in_use -= bytes(h);
         self.peak = peak.max(self.in_use);
-        r
+        // SAFETY: `g..g+n+h` was just handed out in live chunk `c`, and nobody uses it yet:
+        // `scrub` and `merge_free` (1) live, the tail inside the block area; (2) handed out, so
+        // no free block's and on no quick list; (3) unused. `mark_used`/`seal`: `c` is checked
+        // (checked heaps only), `g..g+n` a used block of it with `new + TAG <= bytes(n) < new +
+        // TAG + GRANULE` (`n` is `granules(inner(new))`, see `grow`).
+        unsafe {
+            self.scrub(c, g + n, h);
+            self.merge_free(c, g + n, h);
+            let p = c.ptr(g);
+            let b = if self.cfg.checked {
+                c.mark_used(g, n, true);
+                seal(c, g, n, new, align);
+                NonNull::slice_from_raw_parts(p, new)
+            } else {
+                NonNull::slice_from_raw_parts(p, bytes(n))
+            };
+            vg::give(&mut self.vg_pool, p.as_ptr(), b.len(), zero);
+            Ok(b)
+        }
+    }
+
+    /// `n` granules at `align` from the memory the heap has: first fit over the chunks' free
+    /// blocks, then their frontiers (as `alloc_fit`, without mapping a chunk or the
+    /// out-of-memory search). The block is handed out (counted in `in_use`), without checked
+    /// marks and unknown to Valgrind: the caller finishes it.
+    fn alloc_spare(&mut self, n: Gran, align: usize, zero: bool) -> Option<(Chunk, Gran)> {
+        let mut found = None;
+        // SAFETY: allocating in a chunk gives no chunk back.
+        for c in unsafe { self.chunks_mut() } {
+            // SAFETY: a chunk of this heap's list, live.
+            if let Some(b) = unsafe { self.fit_in(c, n, align, zero) } {
+                found = Some((c, b));
+                break;
+            }
+        }
+        if found.is_none() {
+            // SAFETY: as above.
+            for c in unsafe { self.chunks_mut() } {
+                // SAFETY: a chunk of this heap's list, live.
+                if let Some(b) = unsafe { self.bump_in(c, n, align, zero) } {
+                    found = Some((c, b));
+                    break;
+                }
+            }
+        }
+        let (c, b) = found?;
+        // SAFETY: live chunk; the block was just cut from it, so its granule is in the block
+        // area.
+        let g = unsafe { c.granule_of(b.cast::<u8>().addr().get()) };
+        debug_assert!(g.is_some(), "alloc_spare: a block outside its chunk");
+        g.map(|g| (c, g))
     }
 
     /// A resize that stays inside the block's last granule, in a heap that is not checked,
@@ -274,6 +317,8 @@ impl HeapCore {
             // SAFETY: the tail is part of the caller's block, which it gives up.
             unsafe {
                 self.scrub(c, g + n_new, n_old - n_new);
+                // Valgrind: the tail is no block's now (as a freed block is).
+                vg::noaccess(c.ptr(g + n_new).as_ptr(), bytes(n_old - n_new));
                 self.merge_free(c, g + n_new, n_old - n_new);
             }
         }

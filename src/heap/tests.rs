@@ -376,8 +376,8 @@ fn a_chunk_given_back_is_not_found_through_the_hint() {
 /// Strings appended to in random order, 1-16 bytes at a time, up to random lengths (16 B to
 /// 4 KiB, log-uniform), freed and started again (the compare's realloc_strings in small).
 /// Without headroom a freed block is soon reused right behind a string, which then moves on
-/// its next append: 23% of the appends moved (22% checked). With headroom (`alloc_moved`) a
-/// moved string has half its size free behind it: 9% move, checked or not.
+/// its next append: 22% of the appends moved, checked or not. With headroom (`alloc_moved`) a
+/// moved string has half its size free behind it: 10.5% move.
 #[test]
 fn strings_grown_by_appends_move_rarely() {
     // Under Miri a short run, for the memory model: the strings are still young there (most
@@ -388,6 +388,9 @@ fn strings_grown_by_appends_move_rarely() {
             checked,
             ..Config::DEFAULT
         }));
+        // One chunk up front: the first chunk does not depend on what other tests left in
+        // the process's cache of mappings.
+        h.0.map_chunk(DEFAULT_GROWTH).expect("a first chunk");
         let mut rng = 0x9E37_79B9_7F4A_7C15u64;
         let mut next = move || {
             rng ^= rng << 13;
@@ -395,7 +398,7 @@ fn strings_grown_by_appends_move_rarely() {
             rng ^= rng << 17;
             rng
         };
-        // (block, length, target length, fill byte)
+        // (block, length, target length); the fill byte is the slot's number + 1.
         let mut strs: [Option<(NonNull<u8>, usize, usize)>; 64] = [None; 64];
         let (mut appends, mut moves) = (0usize, 0usize);
         for step in 0..steps {
@@ -451,8 +454,8 @@ fn strings_grown_by_appends_move_rarely() {
         }
         h.check();
         assert!(
-            cfg!(miri) || moves * 100 < appends * 12,
-            "checked {checked}: {moves} of {appends} appends moved the string (12% or more)"
+            cfg!(miri) || moves * 100 < appends * 14,
+            "checked {checked}: {moves} of {appends} appends moved the string (14% or more)"
         );
     }
 }
