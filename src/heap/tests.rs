@@ -382,7 +382,7 @@ fn a_chunk_given_back_is_not_found_through_the_hint() {
 fn strings_grown_by_appends_move_rarely() {
     // Under Miri a short run, for the memory model: the strings are still young there (most
     // appends come in the first doublings), so the fraction is asserted on native runs only.
-    let steps = if cfg!(miri) { 1500 } else { 60_000 };
+    let steps = if cfg!(miri) { 600 } else { 60_000 };
     for checked in [false, true] {
         let mut h = Core(HeapCore::new(Config {
             checked,
