@@ -290,9 +290,17 @@ front_tests!(align_range {
     heap => align_range_heap,
     core(ALIGN_BUFFER) => align_range_core,
     buffer(ALIGN_BUFFER) => align_range_buffer {
-        // A small buffer refuses an alignment it has no room for, and stays usable.
-        let mut buf = buffer(64 << 10);
-        let heap = Heap::from_buffer(&mut buf).unwrap();
+        // A small buffer refuses an alignment it has no room for, and stays usable. The 64 KiB
+        // window lies inside a larger buffer where no 1 MiB boundary falls inside it: a buffer
+        // that straddled one could serve the block (under Valgrind, whose allocator placed it
+        // so, this failed).
+        let mut buf = buffer(3 << 16);
+        let base = buf.as_ptr().addr();
+        let off = (0..3usize)
+            .map(|i| i << 16)
+            .find(|&o| (base + o + 1).next_multiple_of(1 << 20) >= base + o + (1 << 16))
+            .expect("one of three 64 KiB windows holds no 1 MiB boundary");
+        let heap = Heap::from_buffer(&mut buf[off..off + (1 << 16)]).unwrap();
         let f = Api2::new(&*heap, "BufferHeap of 64 KiB");
         let before = f.stats();
         assert_eq!(f.allocate(layout(24, 1 << 20)), Err(AllocError));
